@@ -1,0 +1,16 @@
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+#: CI lays the real data at ../shared/data beside the checkout; a missing folder is a failure.
+SHARED_DATA = Path(os.environ.get("VDSH_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def mnist_dir():
+    d = SHARED_DATA / "mnist"
+    if not (d / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.fail(f"the MNIST test set is expected at {d} (../shared/data/mnist beside the checkout)")
+    return d

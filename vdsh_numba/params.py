@@ -1,0 +1,133 @@
+"""One schema for params.yaml, validated once before any stage does work.
+
+Every stage calls :func:`load_params`; a typo, a wrong type or an out-of-range value is a
+:class:`ParamsError` naming the key, the value and what was expected (with a "did you mean"
+suggestion for unknown keys).
+"""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import yaml
+
+__all__ = ["ParamsError", "load_params", "validate_params", "DATASET_NAMES", "BACKENDS", "MAX_BITS"]
+
+DATASET_NAMES = ("digits", "mnist")
+BACKENDS = ("cpu", "cuda")
+MAX_BITS = 1024
+
+
+class ParamsError(ValueError):
+    """params.yaml is wrong: the message says which key, what value, what was expected."""
+
+
+def _int(v, key, lo=None):
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ParamsError(f"parameter '{key}' must be an integer, got {v!r} ({type(v).__name__})")
+    if lo is not None and v < lo:
+        raise ParamsError(f"parameter '{key}' must be >= {lo}, got {v}")
+    return v
+
+
+def _num(v, key, lo=None):
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ParamsError(f"parameter '{key}' must be a number, got {v!r} ({type(v).__name__})")
+    if lo is not None and v < lo:
+        raise ParamsError(f"parameter '{key}' must be >= {lo}, got {v}")
+    return v
+
+
+def _unknown(key, allowed, where=""):
+    close = difflib.get_close_matches(key, list(allowed), n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else f"; expected one of {sorted(allowed)}"
+    return ParamsError(f"unknown parameter '{where}{key}'{hint}")
+
+
+def _choice(v, key, choices):
+    if v not in choices:
+        raise ParamsError(f"parameter '{key}' is {v!r}; expected one of {list(choices)}")
+    return v
+
+
+def _methods():
+    from .base import METHODS, _ensure_registry
+    _ensure_registry()
+    return sorted(METHODS)
+
+
+def validate_params(p: dict) -> dict:
+    """Check the whole params dictionary; return it (unchanged) or raise :class:`ParamsError`."""
+    from .model import TRAIN_DEFAULTS
+    if not isinstance(p, dict):
+        raise ParamsError(f"params.yaml must be a mapping of parameters, got {type(p).__name__}")
+    top = {"dataset", "data_dir", "bits", "depth", "width", "seed", "methods", "backend",
+           "protocol", "train", "evaluate", "baselines"}
+    for k in p:
+        if k not in top:
+            raise _unknown(k, top)
+    for k in ("dataset", "data_dir", "bits", "depth", "width", "seed", "methods", "backend"):
+        if k not in p:
+            raise ParamsError(f"parameter '{k}' is missing from params.yaml")
+    _choice(p["dataset"], "dataset", DATASET_NAMES)
+    if not isinstance(p["data_dir"], str) or not p["data_dir"]:
+        raise ParamsError(f"parameter 'data_dir' must be a path string, got {p['data_dir']!r}")
+    bits = p["bits"]
+    if not isinstance(bits, list) or not bits:
+        raise ParamsError(f"parameter 'bits' must be a non-empty list of code lengths, got {bits!r}")
+    for i, b in enumerate(bits):
+        _int(b, f"bits[{i}]", 1)
+        if b > MAX_BITS:
+            raise ParamsError(f"parameter 'bits[{i}]' is {b}; at most {MAX_BITS} bits are supported")
+    if len(set(bits)) != len(bits):
+        raise ParamsError(f"parameter 'bits' lists a code length twice: {bits}")
+    _int(p["depth"], "depth", 1)
+    _int(p["width"], "width", 1)
+    _int(p["seed"], "seed", 0)
+    methods = p["methods"]
+    if not isinstance(methods, list) or not methods:
+        raise ParamsError(f"parameter 'methods' must be a non-empty list, got {methods!r}")
+    known = _methods()
+    for i, m in enumerate(methods):
+        _choice(m, f"methods[{i}]", known)
+    _choice(p["backend"], "backend", BACKENDS)
+    proto = p.get("protocol") or {}
+    for k, v in proto.items():
+        if k not in ("queries_per_class", "train_per_class"):
+            raise _unknown(k, ("queries_per_class", "train_per_class"), "protocol.")
+        if v != "auto":
+            _int(v, f"protocol.{k}", 1)
+    train = p.get("train") or {}
+    for k, v in train.items():
+        if k not in TRAIN_DEFAULTS:
+            raise _unknown(k, TRAIN_DEFAULTS, "train.")
+        want = TRAIN_DEFAULTS[k]
+        if isinstance(want, bool):
+            if not isinstance(v, bool):
+                raise ParamsError(f"parameter 'train.{k}' must be true or false, got {v!r}")
+        elif isinstance(want, int):
+            _int(v, f"train.{k}", 0)
+        else:
+            _num(v, f"train.{k}", 0)
+    ev = p.get("evaluate") or {}
+    for k, v in ev.items():
+        if k not in ("radius", "topk"):
+            raise _unknown(k, ("radius", "topk"), "evaluate.")
+    if "radius" in ev:
+        _int(ev["radius"], "evaluate.radius", 0)
+    if ev.get("topk") is not None:
+        _int(ev["topk"], "evaluate.topk", 1)
+    if "baselines" in p and not isinstance(p["baselines"], (dict, type(None))):
+        raise ParamsError("parameter 'baselines' must be a mapping of method -> options")
+    return p
+
+
+def load_params(path="params.yaml") -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path} does not exist; run from the project root or pass --params")
+    try:
+        p = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path} is not valid YAML: {e}") from e
+    return validate_params(p)
