@@ -1,0 +1,298 @@
+"""Sharded encoding, Hamming search and metrics on a Dask cluster.
+
+Optional extra: ``pip install '.[distributed]'`` (dask[distributed]). Nothing here is
+imported by the rest of the package.
+
+* :func:`encode_sharded` encodes a database stored in chunks (a Dask array, or ``.npy``
+  shards on disk) shard by shard on the workers, the trained model broadcast once.
+* :class:`ShardedHammingIndex` keeps one :class:`~vdsh_numba.hamming.HammingIndex` per
+  shard *on the workers*; a search runs each shard's Numba kernel where its data lives and
+  merges the per-shard top-k lists by a tree reduction into exactly the ``(D, I)`` of one
+  ``HammingIndex`` over the concatenated database (global indices, ties by ascending
+  global index).
+* :func:`sharded_map` (``ties="index"``) and the tie-aware mAP from per-shard histograms
+  give the same numbers as :mod:`vdsh_numba.metrics` on one machine.
+
+Every shard is created by a task (from data held by the scheduler, a file on disk or a
+generator function), so if a worker dies Dask recomputes its shards from their lineage: a
+search then either completes correctly (``retries``) or raises :class:`ShardedSearchError`;
+it never returns a partial answer.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .hamming import DIST_PAD, HammingIndex, as_words, check_codes, popcount64
+
+__all__ = ["ShardedHammingIndex", "ShardedSearchError", "encode_sharded", "merge_topk",
+           "local_cluster"]
+
+
+class ShardedSearchError(RuntimeError):
+    """A sharded operation could not complete (a worker or shard was lost for good)."""
+
+
+def _require_distributed():
+    try:
+        import distributed  # noqa: F401
+    except ImportError as e:  # pragma: no cover
+        raise ImportError("vdsh_numba.distributed needs dask[distributed]: "
+                          "pip install 'vdsh-numba[distributed]'") from e
+
+
+def local_cluster(n_workers=2, threads_per_worker=1, **kw):
+    """A ``LocalCluster`` of worker processes and its client (for the pipeline and tests)."""
+    _require_distributed()
+    from distributed import Client, LocalCluster
+    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker,
+                           processes=True, dashboard_address=None, **kw)
+    return cluster, Client(cluster)
+
+
+# --------------------------------------------------------------------------- merging top-k
+
+DIST_PAD_ = np.int32(DIST_PAD)
+
+
+@njit(parallel=True, cache=True)
+def _merge2(Da, Ia, Db, Ib, k, Do, Io):
+    """Merge two per-query lists sorted by (distance, index) into the first k."""
+    nq = Da.shape[0]
+    ka, kb = Da.shape[1], Db.shape[1]
+    for q in prange(nq):
+        i = 0
+        j = 0
+        for t in range(k):
+            takea = False
+            if i < ka and j < kb:
+                da, db = Da[q, i], Db[q, j]
+                if da < db:
+                    takea = True
+                elif da == db:
+                    ia, ib = Ia[q, i], Ib[q, j]
+                    # padding (-1) sorts after every real index at the pad distance
+                    takea = ib < 0 or (ia >= 0 and ia < ib)
+            elif i < ka:
+                takea = True
+            elif j >= kb:
+                Do[q, t] = DIST_PAD_
+                Io[q, t] = -1
+                continue
+            if takea:
+                Do[q, t] = Da[q, i]
+                Io[q, t] = Ia[q, i]
+                i += 1
+            else:
+                Do[q, t] = Db[q, j]
+                Io[q, t] = Ib[q, j]
+                j += 1
+
+
+def merge_topk(a, b, k):
+    """Merge two ``(D, I)`` results (each sorted by distance, then index) into the top ``k``."""
+    Da, Ia = a
+    Db, Ib = b
+    Do = np.empty((Da.shape[0], k), np.int32)
+    Io = np.empty((Da.shape[0], k), np.int64)
+    _merge2(Da, Ia, Db, Ib, k, Do, Io)
+    return Do, Io
+
+
+# --------------------------------------------------------------------------- worker tasks
+
+def _index_from_codes(codes, bits):
+    idx = HammingIndex(bits)
+    idx.add(np.ascontiguousarray(codes))
+    return idx
+
+
+def _index_from_npy(path, bits):
+    idx = HammingIndex(bits)
+    idx.add(np.load(path, mmap_mode="r"))
+    return idx
+
+
+def _index_from_generator(fn, bits, start, stop, seed):
+    idx = HammingIndex(bits)
+    idx.add(fn(start, stop, seed))
+    return idx
+
+
+def _shard_search(idx, queries, k, offset):
+    D, I = idx.search(queries, min(k, max(idx.ntotal, 1)))
+    I = np.where(I >= 0, I + offset, -1)
+    if D.shape[1] < k:  # pad to k the faiss way
+        D = np.concatenate([D, np.full((D.shape[0], k - D.shape[1]), DIST_PAD, np.int32)], axis=1)
+        I = np.concatenate([I, np.full((I.shape[0], k - I.shape[1]), -1, np.int64)], axis=1)
+    return D, I
+
+
+def _shard_range(idx, queries, radius, offset):
+    lims, D, I = idx.range_search(queries, radius)
+    return lims, D, I + offset
+
+
+def _shard_ntotal(idx):
+    return idx.ntotal
+
+
+def _encode_block(model, X):
+    return model.encode(np.asarray(X))
+
+
+def _encode_npy(model, path):
+    return model.encode(np.load(path, mmap_mode="r"))
+
+
+# --------------------------------------------------------------------------- the index
+
+class ShardedHammingIndex:
+    """One :class:`HammingIndex` per shard, held by the Dask workers.
+
+    Parameters
+    ----------
+    bits : int
+    client : distributed.Client
+    retries : int
+        How many times a search is resubmitted after a lost worker before
+        :class:`ShardedSearchError` is raised.
+    """
+
+    def __init__(self, bits, client, retries=2):
+        _require_distributed()
+        self.bits = int(bits)
+        self.client = client
+        self.retries = int(retries)
+        self._shards = []  # (future of HammingIndex, global offset, rows)
+
+    @property
+    def ntotal(self):
+        return sum(n for _, _, n in self._shards)
+
+    @property
+    def nshards(self):
+        return len(self._shards)
+
+    def _append(self, fut, rows):
+        self._shards.append((fut, self.ntotal, int(rows)))
+
+    def add(self, codes):
+        """Add one shard of packed codes (an array: the task holds it, so it can be recomputed)."""
+        codes = check_codes(codes, self.bits, "codes")
+        self._append(self.client.submit(_index_from_codes, codes, self.bits, pure=False), codes.shape[0])
+
+    def add_npy(self, path, rows):
+        """Add one shard stored as a ``.npy`` file readable by every worker (memory-mapped there)."""
+        self._append(self.client.submit(_index_from_npy, str(path), self.bits, pure=False), rows)
+
+    def add_futures(self, futures, rows):
+        """Add shards of codes already on the workers (futures of uint8 arrays), in order."""
+        for f, n in zip(futures, rows):
+            self._append(self.client.submit(_index_from_codes, f, self.bits, pure=False), n)
+
+    def add_generated(self, fn, n, shard_rows, seed=0):
+        """Generate ``n`` codes shard by shard *on the workers*: ``fn(start, stop, seed)`` returns
+        the uint8 codes of global rows ``start..stop``. Nothing is gathered to the client."""
+        for s in range(0, int(n), int(shard_rows)):
+            e = min(s + int(shard_rows), int(n))
+            self._append(self.client.submit(_index_from_generator, fn, self.bits, s, e, seed, pure=False),
+                         e - s)
+
+    def persist(self):
+        """Wait until every shard's index exists on the workers."""
+        from distributed import wait
+        wait([f for f, _, _ in self._shards])
+        return self
+
+    # --- search ----------------------------------------------------------------
+    def _guard(self, run):
+        from distributed.client import FutureCancelledError
+        from distributed.scheduler import KilledWorker
+        last = None
+        for _attempt in range(self.retries + 1):
+            try:
+                return run()
+            except (KilledWorker, FutureCancelledError, OSError, TimeoutError) as e:
+                last = e
+        raise ShardedSearchError(f"sharded search over {self.nshards} shards failed after "
+                                 f"{self.retries + 1} attempts: {type(last).__name__}: {last}")
+
+    def search(self, queries, k):
+        """Global top-``k``: ``(D int32 (nq, k), I int64 (nq, k))``, equal to one HammingIndex's."""
+        queries = check_codes(queries, self.bits, "queries")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be an integer >= 1, got {k!r}")
+        if not self._shards:
+            raise ValueError("the index is empty: add shards before search()")
+        k = int(k)
+
+        def run():
+            qf = self.client.scatter(queries, broadcast=True)
+            level = [self.client.submit(_shard_search, f, qf, k, off, pure=False) for f, off, _ in self._shards]
+            while len(level) > 1:  # tree reduction, pairs of neighbouring shards
+                nxt = [self.client.submit(merge_topk, level[i], level[i + 1], k, pure=False)
+                       for i in range(0, len(level) - 1, 2)]
+                if len(level) % 2:
+                    nxt.append(level[-1])
+                level = nxt
+            D, I = level[0].result()
+            if D.shape != (queries.shape[0], k):
+                raise ShardedSearchError(f"merged result has shape {D.shape}, expected {(queries.shape[0], k)}")
+            return D, I
+
+        return self._guard(run)
+
+    def range_search(self, queries, radius):
+        """All items within ``radius``: ``(lims, D, I)`` in CSR layout, each query's hits sorted by
+        (distance, global index), as :meth:`HammingIndex.range_search`."""
+        queries = check_codes(queries, self.bits, "queries")
+
+        def run():
+            qf = self.client.scatter(queries, broadcast=True)
+            parts = self.client.gather([self.client.submit(_shard_range, f, qf, int(radius), off, pure=False)
+                                        for f, off, _ in self._shards])
+            nq = queries.shape[0]
+            counts = sum(np.diff(p[0]) for p in parts)
+            lims = np.zeros(nq + 1, np.int64)
+            np.cumsum(counts, out=lims[1:])
+            D = np.empty(lims[-1], np.int32)
+            I = np.empty(lims[-1], np.int64)
+            for q in range(nq):
+                d = np.concatenate([p[1][p[0][q]:p[0][q + 1]] for p in parts])
+                i = np.concatenate([p[2][p[0][q]:p[0][q + 1]] for p in parts])
+                o = np.argsort(d, kind="stable")  # shards are in index order: stable keeps ties by index
+                D[lims[q]:lims[q + 1]] = d[o]
+                I[lims[q]:lims[q + 1]] = i[o]
+            return lims, D, I
+
+        return self._guard(run)
+
+
+# --------------------------------------------------------------------------- encoding
+
+def encode_sharded(model, data, client, bits=None):
+    """Encode a database stored in chunks, shard by shard on the workers.
+
+    Parameters
+    ----------
+    model : fitted :class:`~vdsh_numba.base.HashingModel`, broadcast once to every worker.
+    data : dask.array.Array (rows chunked) or a list of ``.npy`` paths.
+
+    Returns
+    -------
+    futures : list of futures of packed codes (one per shard, in order), and their row counts.
+    Pass them to :meth:`ShardedHammingIndex.add_futures` to index them where they live.
+    """
+    _require_distributed()
+    mf = client.scatter(model, broadcast=True)
+    if isinstance(data, (list, tuple)):
+        futs = [client.submit(_encode_npy, mf, str(p), pure=False) for p in data]
+        rows = [int(np.load(p, mmap_mode="r").shape[0]) for p in data]
+        return futs, rows
+    import dask.array as da
+    if not isinstance(data, da.Array) or data.ndim != 2:
+        raise TypeError(f"data must be a 2-D dask array or a list of .npy paths, got {type(data).__name__}")
+    blocks = data.to_delayed()[:, 0] if data.numblocks[1] == 1 else data.rechunk({1: -1}).to_delayed()[:, 0]
+    futs = [client.submit(_encode_block, mf, client.compute(b), pure=False) for b in blocks]
+    return futs, [int(c) for c in data.chunks[0]]
