@@ -21,6 +21,8 @@ def random_codes(rng, n, bits):
 def small_chunks(monkeypatch):
     """Tiny chunks so that tiny inputs exercise the streaming merge."""
     monkeypatch.setattr(config, "CHUNK_ROWS", 7)
+    monkeypatch.setattr(config, "SPLIT_MEMORY_BLOCKS", True)
+    monkeypatch.setattr(config, "TILE_ROWS", 5)
 
 
 # --------------------------------------------------------------------------- pack / unpack

@@ -10,6 +10,8 @@ from vdsh_numba import config, metrics as M, pack_codes
 def small_chunks(monkeypatch):
     """Tiny chunks so that tiny inputs exercise the streaming passes."""
     monkeypatch.setattr(config, "CHUNK_ROWS", 23)
+    monkeypatch.setattr(config, "SPLIT_MEMORY_BLOCKS", True)
+    monkeypatch.setattr(config, "RANK_QUERY_BLOCK", 4)
     monkeypatch.setattr(config, "QUERY_BLOCK", 3)
 
 

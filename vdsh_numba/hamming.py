@@ -57,7 +57,7 @@ def popcount64(typingctx, x):
 def _distance(qw, q, dbw, j):
     d = 0
     for w in range(qw.shape[1]):
-        d += popcount64(qw[q, w] ^ dbw[j, w])
+        d += popcount64(qw[q, w] ^ dbw[np.uint64(j), w])
     return d
 
 
@@ -137,11 +137,16 @@ class CodeStore:
         self.ntotal += codes.shape[0]
 
     def chunks(self, chunk_rows: int):
-        """Yield ``(base, words)``: the global index of the first row and a word chunk."""
+        """Yield ``(base, words)``: the global index of the first row and a word chunk.
+
+        In-memory blocks come whole (they are already words: slicing them would only
+        add kernel launches); memmaps come ``chunk_rows`` rows at a time.
+        """
         base = 0
         for kind, arr in self.blocks:
-            for s in range(0, arr.shape[0], chunk_rows):
-                e = min(s + chunk_rows, arr.shape[0])
+            step = arr.shape[0] if kind == "words" and not config.SPLIT_MEMORY_BLOCKS else chunk_rows
+            for s in range(0, arr.shape[0], step):
+                e = min(s + step, arr.shape[0])
                 if kind == "words":
                     yield base + s, arr[s:e]
                 else:
@@ -151,13 +156,45 @@ class CodeStore:
 
 # --------------------------------------------------------------------------- kernels
 
-@njit(parallel=True, cache=True)
-def _topk_chunk(qw, dbw, base, D, I, nfill, nblocks):
-    """Merge one database chunk into the running top-k of every query.
+@njit(inline="always")
+def _collect(qw, q, dbw, j0, j1, tau, cd, cj):
+    """Put the rows ``j0 .. j1`` with distance ``< tau`` into the candidates ``cd``/``cj``.
 
-    ``D``/``I`` ``(nq, k)`` hold the current top-k sorted by (distance, index),
-    ``nfill[q]`` how many entries are real; rows of the chunk have global indices
-    ``base ..``. Counting sort over the ``64 * W + 1`` possible distances.
+    Indices are cast to unsigned: numba then drops its negative-index wraparound
+    test, which otherwise stops LLVM from vectorising these loops (5x slower here).
+    """
+    c = 0
+    if qw.shape[1] == 1:
+        x = qw[q, 0]
+        mn = np.uint64(64)
+        for j in range(j0, j1):          # a min-reduction without stores: vectorises
+            mn = min(mn, popcount64(dbw[np.uint64(j), 0] ^ x))
+        if mn >= tau:
+            return 0
+        for j in range(j0, j1):          # branchless append
+            d = np.int32(popcount64(dbw[np.uint64(j), 0] ^ x))
+            cd[np.uint64(c)] = d
+            cj[np.uint64(c)] = j
+            c += d < tau
+        return c
+    for j in range(j0, j1):
+        d = np.int32(_distance(qw, q, dbw, j))
+        cd[np.uint64(c)] = d
+        cj[np.uint64(c)] = j
+        c += d < tau
+    return c
+
+
+@njit(parallel=True, cache=True)
+def _topk_chunk(qw, dbw, base, D, I, nfill, tile, nblocks):
+    """Merge database rows ``dbw`` (global indices ``base ..``) into every query's top-k.
+
+    ``D``/``I`` ``(nq, k)`` hold the current top-k sorted by (distance, index) and
+    ``nfill[q]`` how many entries are real. Each thread owns a block of queries and
+    sweeps the rows ``tile`` at a time (the tile stays in cache across its queries);
+    a row is a candidate only if its distance is below the current k-th distance.
+    Candidates and the current top-k are merged by a counting sort over the
+    ``64 * W + 1`` possible distances.
     """
     nq, W = qw.shape
     m = dbw.shape[0]
@@ -166,80 +203,62 @@ def _topk_chunk(qw, dbw, base, D, I, nfill, nblocks):
     for b in prange(nblocks):
         q0 = b * nq // nblocks
         q1 = (b + 1) * nq // nblocks
-        cd = np.empty(m, np.int32)
-        cj = np.empty(m, np.int32)
+        tl = min(tile, m)
+        cd = np.empty(tl, np.int32)
+        cj = np.empty(tl, np.int32)
         hist = np.empty(B + 1, np.int64)
         td = np.empty(k, np.int32)
         ti = np.empty(k, np.int64)
-        for q in range(q0, q1):
-            nf = nfill[q]
-            tau = D[q, k - 1] if nf == k else B  # only d < tau can enter
-            c = 0
-            if W == 1:
-                x = qw[q, 0]
-                for j in range(m):
-                    d = np.int32(popcount64(dbw[j, 0] ^ x))
-                    cd[c] = d
-                    cj[c] = j
-                    c += d < tau
-            else:
-                for j in range(m):
-                    d = np.int32(_distance(qw, q, dbw, j))
-                    cd[c] = d
-                    cj[c] = j
-                    c += d < tau
-            if c == 0:
-                continue
-            hist[:] = 0
-            for i in range(nf):
-                hist[np.uint32(D[q, i])] += 1   # unsigned index: no wraparound test
-            for i in range(c):
-                hist[np.uint32(cd[i])] += 1
-            # t: smallest distance whose cumulative count reaches k (B if none)
-            tot = 0
-            t = 0
-            while t < B and tot + hist[t] < k:
-                tot += hist[t]
-                t += 1
-            need = k - tot if t < B else 0   # how many items at distance t to keep
-            newn = tot + need
-            acc = 0
-            for d in range(min(t + 1, B)):   # exclusive prefix sums = write positions
-                h = hist[d]
-                hist[d] = acc
-                acc += h
-            for i in range(nf):              # current entries first: smaller indices
-                d = D[q, i]
-                if d < t:
-                    p = hist[d]
-                    hist[d] = p + 1
-                    td[p] = d
-                    ti[p] = I[q, i]
-                elif d == t and need > 0:
-                    p = hist[d]
-                    hist[d] = p + 1
-                    td[p] = d
-                    ti[p] = I[q, i]
-                    need -= 1
-                else:
-                    break
-            for i in range(c):
-                d = cd[i]
-                if d < t:
-                    p = hist[d]
-                    hist[d] = p + 1
-                    td[p] = d
-                    ti[p] = base + cj[i]
-                elif d == t and need > 0:
-                    p = hist[d]
-                    hist[d] = p + 1
-                    td[p] = d
-                    ti[p] = base + cj[i]
-                    need -= 1
-            for i in range(newn):
-                D[q, i] = td[i]
-                I[q, i] = ti[i]
-            nfill[q] = newn
+        for t0 in range(0, m, tl):
+            t1 = min(t0 + tl, m)
+            for q in range(q0, q1):
+                nf = nfill[q]
+                tau = D[q, k - 1] if nf == k else B  # only d < tau can enter
+                c = _collect(qw, q, dbw, t0, t1, tau, cd, cj)
+                if c == 0:
+                    continue
+                hist[:] = 0
+                for i in range(nf):
+                    hist[np.uint32(D[q, i])] += 1   # unsigned index: no wraparound test
+                for i in range(c):
+                    hist[np.uint32(cd[i])] += 1
+                # t: smallest distance whose cumulative count reaches k (B if none)
+                tot = 0
+                t = 0
+                while t < B and tot + hist[t] < k:
+                    tot += hist[t]
+                    t += 1
+                need = k - tot if t < B else 0   # how many items at distance t to keep
+                newn = tot + need
+                acc = 0
+                for d in range(min(t + 1, B)):   # exclusive prefix sums = write positions
+                    h = hist[d]
+                    hist[d] = acc
+                    acc += h
+                for i in range(nf):              # current entries first: smaller indices
+                    d = D[q, i]
+                    if d < t or (d == t and need > 0):
+                        if d == t:
+                            need -= 1
+                        p = hist[d]
+                        hist[d] = p + 1
+                        td[p] = d
+                        ti[p] = I[q, i]
+                    else:
+                        break
+                for i in range(c):
+                    d = cd[i]
+                    if d < t or (d == t and need > 0):
+                        if d == t:
+                            need -= 1
+                        p = hist[d]
+                        hist[d] = p + 1
+                        td[p] = d
+                        ti[p] = base + cj[i]
+                for i in range(newn):
+                    D[q, i] = td[i]
+                    I[q, i] = ti[i]
+                nfill[q] = newn
 
 
 @njit(parallel=True, cache=True)
@@ -250,7 +269,7 @@ def _histogram_chunk(qw, dbw, counts):
         if W == 1:
             x = qw[q, 0]
             for j in range(dbw.shape[0]):
-                counts[q, np.uint32(popcount64(dbw[j, 0] ^ x))] += 1
+                counts[q, np.uint32(popcount64(dbw[np.uint64(j), 0] ^ x))] += 1
         else:
             for j in range(dbw.shape[0]):
                 counts[q, np.uint32(_distance(qw, q, dbw, j))] += 1
@@ -406,7 +425,7 @@ class HammingIndex:
         nfill = np.zeros(nq, dtype=np.int64)
         nb = n_blocks(nq)
         for base, words in self._store.chunks(config.CHUNK_ROWS):
-            _topk_chunk(qw, words, base, D, I, nfill, nb)
+            _topk_chunk(qw, words, base, D, I, nfill, config.TILE_ROWS, nb)
         return D, I
 
     def range_search(self, queries, radius: int):
