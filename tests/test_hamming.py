@@ -1,0 +1,232 @@
+"""HammingIndex and pack/unpack against tests/naive.py and faiss (IndexBinaryFlat)."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from hypothesis.extra.numpy import arrays
+
+from tests import naive
+from vdsh_numba import HammingIndex, config, pack_codes, unpack_codes
+from vdsh_numba.hamming import DIST_PAD
+
+faiss = pytest.importorskip("faiss")
+
+BITS = [1, 7, 12, 24, 48, 64, 65, 100, 130]
+
+
+def random_codes(rng, n, bits):
+    return pack_codes(rng.integers(0, 2, (n, bits)))
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """Tiny chunks so that tiny inputs exercise the streaming merge."""
+    monkeypatch.setattr(config, "CHUNK_ROWS", 7)
+    monkeypatch.setattr(config, "SPLIT_MEMORY_BLOCKS", True)
+    monkeypatch.setattr(config, "TILE_ROWS", 5)
+
+
+# --------------------------------------------------------------------------- pack / unpack
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 140).flatmap(lambda b: arrays(np.int8, st.tuples(st.integers(0, 6),
+                                                                          st.just(b)),
+                                                    elements=st.sampled_from([-1, 1]))))
+def test_pack_matches_naive_and_round_trips(signs):
+    bits = signs.shape[1]
+    codes = pack_codes(signs)
+    assert codes.dtype == np.uint8 and codes.shape == (signs.shape[0], (bits + 7) // 8)
+    np.testing.assert_array_equal(codes, naive.pack_codes(signs))
+    np.testing.assert_array_equal(unpack_codes(codes, bits, signed=True), signs)
+    np.testing.assert_array_equal(unpack_codes(codes, bits), (signs > 0).astype(np.uint8))
+    np.testing.assert_array_equal(naive.unpack(codes, bits), (signs > 0).astype(np.uint8))
+
+
+def test_padding_bits_are_zero():
+    codes = pack_codes(np.ones((3, 12)))
+    assert np.all(codes[:, 1] & 0x0F == 0)
+
+
+# --------------------------------------------------------------------------- search
+
+@pytest.mark.parametrize("bits", BITS)
+def test_search_matches_naive(bits, small_chunks):
+    rng = np.random.default_rng(bits)
+    db, q = random_codes(rng, 40, bits), random_codes(rng, 6, bits)
+    index = HammingIndex(bits)
+    index.add(db[:15])
+    index.add(db[15:])                    # repeated add
+    assert index.ntotal == 40
+    for k in (1, 5, 17, 40, 55):          # 55 > ntotal: padding
+        D, I = index.search(q, k)
+        Dn, In = naive.search(q, db, bits, k)
+        assert D.dtype == np.int32 and I.dtype == np.int64 and D.shape == (6, k)
+        np.testing.assert_array_equal(D, Dn)
+        np.testing.assert_array_equal(I, In)
+
+
+def test_padding_when_fewer_than_k():
+    index = HammingIndex(16)
+    index.add(np.zeros((3, 2), np.uint8))
+    D, I = index.search(np.zeros((2, 2), np.uint8), 5)
+    np.testing.assert_array_equal(I, [[0, 1, 2, -1, -1]] * 2)
+    np.testing.assert_array_equal(D[:, 3:], DIST_PAD)
+    empty = HammingIndex(16)
+    D, I = empty.search(np.zeros((1, 2), np.uint8), 2)
+    assert (I == -1).all() and (D == DIST_PAD).all()
+
+
+def test_all_equal_codes_ties_by_index(small_chunks):
+    index = HammingIndex(24)
+    index.add(np.full((50, 3), 7, np.uint8))
+    D, I = index.search(np.full((2, 3), 7, np.uint8), 20)
+    assert (D == 0).all()
+    np.testing.assert_array_equal(I, np.tile(np.arange(20), (2, 1)))
+
+
+def _faiss_equivalent(D, I, Df, If):
+    """faiss's way: distances exactly; indices equal as sets below the k-th distance,
+    and at the k-th distance ours are the smallest indices among those faiss could pick."""
+    np.testing.assert_array_equal(D, Df)
+    for i in range(D.shape[0]):
+        kth = D[i, -1]
+        inner = D[i] < kth
+        assert set(I[i][inner]) == set(If[i][inner])
+        assert np.all(np.diff(I[i][D[i] == kth]) > 0)
+
+
+@pytest.mark.parametrize("bits", [8, 24, 64, 128])
+def test_search_matches_faiss(bits, small_chunks):
+    rng = np.random.default_rng(bits)
+    db, q = random_codes(rng, 300, bits), random_codes(rng, 9, bits)
+    ours = HammingIndex(bits)
+    ours.add(db)
+    ref = faiss.IndexBinaryFlat(bits)
+    ref.add(db)
+    for k in (1, 10, 100, 300):
+        D, I = ours.search(q, k)
+        Df, If = ref.search(q, k)
+        _faiss_equivalent(D, I, Df, If)
+        Dn, In = naive.search(q, db, bits, k)
+        np.testing.assert_array_equal(I, In)
+
+
+def test_memmap_database_streams(tmp_path, small_chunks):
+    bits = 48
+    rng = np.random.default_rng(3)
+    db, q = random_codes(rng, 60, bits), random_codes(rng, 4, bits)
+    path = tmp_path / "db.u8"
+    mm = np.memmap(path, dtype=np.uint8, mode="w+", shape=db.shape)
+    mm[:] = db
+    mm.flush()
+    ro = np.memmap(path, dtype=np.uint8, mode="r", shape=db.shape)
+    index = HammingIndex(bits)
+    index.add(ro[:25])                    # a memmap slice stays a memmap
+    index.add(db[25:])                    # mixed with an in-memory block
+    assert isinstance(index._store.blocks[0][1], np.memmap)
+    D, I = index.search(q, 12)
+    Dn, In = naive.search(q, db, bits, 12)
+    np.testing.assert_array_equal(D, Dn)
+    np.testing.assert_array_equal(I, In)
+    lims, Dr, Ir = index.range_search(q, 20)
+    ln, Dn, In = naive.range_search(q, db, bits, 20)
+    np.testing.assert_array_equal(lims, ln)
+    np.testing.assert_array_equal(Ir, In)
+
+
+# --------------------------------------------------------------------------- range, rank
+
+@pytest.mark.parametrize("bits", [5, 16, 64, 100])
+@pytest.mark.parametrize("radius", [0, 2, 6, 200])
+def test_range_search_matches_naive(bits, radius, small_chunks):
+    rng = np.random.default_rng(bits + radius)
+    db, q = random_codes(rng, 50, bits), random_codes(rng, 5, bits)
+    db[:3] = q[0]                          # guarantee hits at distance 0
+    index = HammingIndex(bits)
+    index.add(db)
+    lims, D, I = index.range_search(q, radius)
+    ln, Dn, In = naive.range_search(q, db, bits, radius)
+    assert lims.dtype == np.int64 and D.dtype == np.int32 and I.dtype == np.int64
+    np.testing.assert_array_equal(lims, ln)
+    np.testing.assert_array_equal(D, Dn)
+    np.testing.assert_array_equal(I, In)
+
+
+def test_range_search_matches_faiss_as_sets():
+    bits = 32
+    rng = np.random.default_rng(0)
+    db, q = random_codes(rng, 400, bits), random_codes(rng, 7, bits)
+    ours = HammingIndex(bits)
+    ours.add(db)
+    ref = faiss.IndexBinaryFlat(bits)
+    ref.add(db)
+    lims, D, I = ours.range_search(q, 12)
+    lf, Df, If = ref.range_search(q, 13)   # faiss's binary range search keeps d < radius
+    np.testing.assert_array_equal(lims, lf)
+    for i in range(len(q)):
+        s, e = lims[i], lims[i + 1]
+        assert sorted(zip(If[s:e], Df[s:e])) == sorted(zip(I[s:e], D[s:e]))
+
+
+def test_range_search_nothing_found():
+    index = HammingIndex(8)
+    index.add(np.zeros((4, 1), np.uint8))
+    lims, D, I = index.range_search(np.full((2, 1), 255, np.uint8), 3)
+    np.testing.assert_array_equal(lims, [0, 0, 0])
+    assert D.size == 0 and I.size == 0
+
+
+def test_rank_and_histogram(small_chunks):
+    bits = 12
+    rng = np.random.default_rng(5)
+    db, q = random_codes(rng, 30, bits), random_codes(rng, 4, bits)
+    index = HammingIndex(bits)
+    index.add(db)
+    I, D = index.rank(q, return_distances=True)
+    dist = naive.hamming(q, db, bits)
+    for i in range(len(q)):
+        np.testing.assert_array_equal(I[i], naive.order(dist[i]))
+        np.testing.assert_array_equal(D[i], dist[i][naive.order(dist[i])])
+    hist = index.histogram(q)
+    assert hist.shape == (4, bits + 1)
+    for i in range(len(q)):
+        np.testing.assert_array_equal(hist[i], np.bincount(dist[i], minlength=bits + 1))
+
+
+# --------------------------------------------------------------------------- input checks
+
+def test_strict_input_checks():
+    index = HammingIndex(12)
+    good = np.zeros((3, 2), np.uint8)
+    with pytest.raises(TypeError, match="uint8"):
+        index.add(good.astype(np.int64))
+    with pytest.raises(TypeError, match="numpy"):
+        index.add([[0, 0]])
+    with pytest.raises(ValueError, match=r"\(n, 2\)"):
+        index.add(np.zeros((3, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"\(n, 2\)"):
+        index.add(np.zeros(6, np.uint8))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        index.add(np.zeros((3, 4), np.uint8)[:, ::2])
+    with pytest.raises(ValueError, match="padding bits"):
+        index.add(np.full((3, 2), 255, np.uint8))
+    index.add(good)
+    with pytest.raises(TypeError, match="uint8"):
+        index.search(good.astype(np.float32), 1)
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        index.search(good, 0)
+    with pytest.raises(TypeError, match="k must be an integer"):
+        index.search(good, 2.0)
+    with pytest.raises(ValueError, match="radius"):
+        index.range_search(good, -1)
+    with pytest.raises(ValueError, match="bits"):
+        HammingIndex(0)
+    with pytest.raises(ValueError, match="backend"):
+        HammingIndex(8, backend="gpu")
+    with pytest.raises(NotImplementedError):
+        HammingIndex(8, backend="cuda")
+    assert index.ntotal == 3 and "ntotal=3" in repr(index)
+
+
+def test_package_export():
+    import vdsh_numba
+    assert vdsh_numba.HammingIndex is HammingIndex

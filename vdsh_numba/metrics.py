@@ -1,0 +1,709 @@
+"""Retrieval metrics for Hamming ranking, computed without an ``nq x n`` matrix.
+
+Every metric takes ``(query_codes, db_codes, query_labels, db_labels, ...)``:
+packed ``uint8`` codes (see :mod:`vdsh_numba.codes`; ``db_codes`` may be an
+``np.memmap``, streamed in chunks) and labels that are either
+
+* 1-D integers (single-label): an item is relevant when its label equals the
+  query's; its graded relevance is 0 or 1; or
+* 2-D 0/1 matrices ``(n, C)`` (multi-label): relevant when at least one label is
+  shared; graded relevance = the number of shared labels (used by NDCG).
+
+The ranking is by Hamming distance. Two streaming passes over the database give
+everything (see ``docs/metrics.md``):
+
+1. per query, the histogram ``h[d, l]`` of database items at distance ``d`` with
+   relevance level ``l``: enough for every tie-aware metric, precision/recall by
+   radius, and the position of each distance bucket in the ranking;
+2. (only for ``ties="index"``) one pass in database order: an item's rank under
+   "ties broken by index" is (items at smaller distance) + (items at the same
+   distance seen so far), so AP, precision@k and DCG are accumulated without
+   sorting.
+
+Conventions shared by every function: a query with no relevant item contributes
+0 to every AP, recall and NDCG mean (it stays in the denominator, as in
+DeepHash-pytorch); means are over queries (macro averages).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from . import config
+from .hamming import CodeStore, as_words, check_codes, n_blocks, popcount64
+
+__all__ = ["mean_average_precision", "ndcg", "precision_at_k", "recall_at_k",
+           "precision_recall_curve", "precision_within_radius", "evaluate_codes",
+           "ranking_stats", "RankingStats"]
+
+
+# --------------------------------------------------------------------------- kernels
+
+@njit(inline="always")
+def _level(ql, q, dl, j, mode):
+    """Relevance level of database row ``j`` for query ``q``.
+
+    ``mode == 0``: single label (one uint64 per row), level = label equality.
+    ``mode == 1``: packed label bits, level = number of shared labels.
+    """
+    if mode == 0:
+        return 1 if ql[q, 0] == dl[np.uint64(j), 0] else 0
+    s = 0
+    for w in range(ql.shape[1]):
+        s += popcount64(ql[q, w] & dl[np.uint64(j), w])
+    return s
+
+
+@njit(inline="always")
+def _key(qw, q, dbw, ql, dl, j, mode, shift):
+    """``(distance << shift) | level`` of database row ``j`` for query ``q``, unsigned.
+
+    Computed inline, item by item: on this machine a vectorised pre-pass into a key
+    buffer was 3x slower than the scalar loop (the scatter that follows is scalar anyway).
+    """
+    if qw.shape[1] == 1 and mode == 0:
+        u = np.uint64(j)
+        return (popcount64(dbw[u, 0] ^ qw[q, 0]) << np.uint64(shift)) | np.uint64(dl[u, 0] == ql[q, 0])
+    d = np.uint64(0)
+    for w in range(qw.shape[1]):
+        d += popcount64(qw[q, w] ^ dbw[np.uint64(j), w])
+    return (d << np.uint64(shift)) | np.uint64(_level(ql, q, dl, j, mode))
+
+
+@njit(parallel=True, cache=True)
+def _level_histogram_chunk(qw, dbw, ql, dl, mode, shift, hist, nblocks):
+    """``hist[q, (d << shift) | l] +=`` chunk rows at distance ``d`` with relevance level ``l``.
+
+    ``hist`` is ``(nq, (bits + 1) << shift)``; ``1 << shift`` levels per distance.
+    """
+    nq = qw.shape[0]
+    m = dbw.shape[0]
+    nkeys = hist.shape[1]
+    for b in prange(nblocks):
+        q0 = b * nq // nblocks
+        q1 = (b + 1) * nq // nblocks
+        loc = np.empty(nkeys, np.int64)
+        for q in range(q0, q1):
+            loc[:] = 0
+            for j in range(m):
+                loc[_key(qw, q, dbw, ql, dl, j, mode, shift)] += 1   # unsigned: no wraparound test
+            for i in range(nkeys):
+                hist[q, i] += loc[i]
+
+
+@njit(parallel=True, cache=True)
+def _ranked_pass_chunk(qw, dbw, ql, dl, mode, shift, cnt, hist, rec_a, rec_b, nrec, nblocks):
+    """One chunk of the single pass in database order (ties broken by index).
+
+    ``cnt[q, d]`` packs two counters of the items seen so far at distance ``d``:
+    all of them (low 32 bits) and the relevant ones (high 32 bits), one scatter per
+    item. For each relevant item the packed counter after it (its rank and relevant
+    rank *within* its distance bucket) goes to ``rec_a[q, i]`` and its key
+    ``(d << shift) | level`` to ``rec_b[q, i]``; :func:`_ranked_finalize` adds the
+    bucket offsets once all buckets are complete. Multi-label data (``mode == 1``)
+    also fills the level histogram ``hist``; single-label histograms follow from ``cnt``.
+    """
+    nq = qw.shape[0]
+    m = dbw.shape[0]
+    ushift = np.uint64(shift)
+    mask = np.uint64((1 << shift) - 1)
+    B = cnt.shape[1]
+    for b in prange(nblocks):
+        q0 = b * nq // nblocks
+        q1 = (b + 1) * nq // nblocks
+        cq = np.empty(B, np.int64)      # local copy of the counters: kept apart from the records
+        for q in range(q0, q1):
+            c = nrec[q]
+            cq[:] = cnt[q]
+            ra = rec_a[q]
+            rb = rec_b[q]
+            if qw.shape[1] == 1 and mode == 0:     # the common case, spelled out
+                x = qw[q, 0]
+                y = ql[q, 0]
+                for j in range(m):   # branchless: write a record for every item, keep the relevant
+                    u = np.uint64(j)                 # unsigned indices: no wraparound tests
+                    d = popcount64(dbw[u, 0] ^ x)
+                    rel = np.int64(dl[u, 0] == y)
+                    v = cq[d] + (1 + (rel << 32))
+                    cq[d] = v
+                    ra[np.uint64(c)] = v
+                    rb[np.uint64(c)] = np.int32(d << ushift | np.uint64(rel))
+                    c += rel
+            else:
+                hq = hist[q]
+                for j in range(m):
+                    kk = _key(qw, q, dbw, ql, dl, j, mode, shift)
+                    d = kk >> ushift
+                    rel = np.int64((kk & mask) != 0)
+                    v = cq[d] + (1 + (rel << 32))
+                    cq[d] = v
+                    ra[np.uint64(c)] = v
+                    rb[np.uint64(c)] = np.int32(kk)
+                    c += rel
+                    if mode == 1:
+                        hq[kk] += 1
+            cnt[q] = cq
+            nrec[q] = c
+
+
+@njit(parallel=True, cache=True)
+def _ranked_finalize(cnt, rec_a, rec_b, nrec, shift, cutoffs, disc, acc, nblocks):
+    """Turn the within-bucket records into AP / hits / DCG sums per cutoff bin."""
+    nq, B = cnt.shape
+    ncut = cutoffs.shape[0]
+    kmax = cutoffs[ncut - 1]
+    mask = (1 << shift) - 1
+    for b in prange(nblocks):
+        q0 = b * nq // nblocks
+        q1 = (b + 1) * nq // nblocks
+        nb = np.empty(B, np.int64)
+        rb = np.empty(B, np.int64)
+        for q in range(q0, q1):
+            sn = 0
+            sr = 0
+            for d in range(B):
+                nb[d] = sn
+                rb[d] = sr
+                sn += cnt[q, d] & 0xFFFFFFFF
+                sr += cnt[q, d] >> 32
+            for i in range(nrec[q]):
+                key = rec_b[q, i]
+                d = key >> shift
+                lvl = key & mask
+                r = nb[d] + (rec_a[q, i] & 0xFFFFFFFF)
+                if r <= kmax:
+                    rr = rb[d] + (rec_a[q, i] >> 32)
+                    t = 0
+                    while cutoffs[t] < r:
+                        t += 1
+                    acc[q, t, 0] += rr / r
+                    acc[q, t, 1] += 1.0
+                    if r < disc.shape[0]:
+                        acc[q, t, 2] += (2.0 ** lvl - 1.0) * disc[r]
+
+
+@njit(parallel=True, cache=True)
+def _distance_block(qw, dbw, base, out):
+    """``out[q, base + j]`` = float32 Hamming distance (for the DeepHash reference path)."""
+    nq, W = qw.shape
+    for q in prange(nq):
+        for j in range(dbw.shape[0]):
+            d = 0
+            for w in range(W):
+                d += popcount64(qw[q, w] ^ dbw[np.uint64(j), w])
+            out[q, base + j] = d
+
+
+@njit(parallel=True, cache=True)
+def _relevance_block(ql, dl, mode, out):
+    """``out[q, j]`` = 1 if database row ``j`` is relevant to query ``q``."""
+    for q in prange(ql.shape[0]):
+        for j in range(dl.shape[0]):
+            out[q, j] = 1 if _level(ql, q, dl, j, mode) > 0 else 0
+
+
+# --------------------------------------------------------------------------- inputs
+
+def _as_label_words(query_labels, db_labels, nq, n):
+    """Labels as uint64 words, the comparison mode and the number of relevance levels."""
+    for name, y, rows in (("query_labels", query_labels, nq), ("db_labels", db_labels, n)):
+        if not isinstance(y, np.ndarray):
+            raise TypeError(f"{name} must be a numpy array, got {type(y).__name__}")
+        if y.ndim not in (1, 2):
+            raise ValueError(f"{name} must be 1-D (class ids) or 2-D (0/1 multi-label), "
+                             f"got shape {y.shape}")
+        if y.shape[0] != rows:
+            raise ValueError(f"{name} has {y.shape[0]} rows, the codes have {rows}")
+    if query_labels.ndim != db_labels.ndim:
+        raise ValueError(f"query_labels is {query_labels.ndim}-D but db_labels is "
+                         f"{db_labels.ndim}-D: both single-label (1-D) or both multi-label (2-D)")
+    if query_labels.ndim == 1:
+        for name, y in (("query_labels", query_labels), ("db_labels", db_labels)):
+            if y.dtype.kind not in "iu":
+                raise TypeError(f"single-label {name} must have an integer dtype, got {y.dtype}")
+        ql = query_labels.astype(np.int64).view(np.uint64).reshape(-1, 1)
+        dl = db_labels.astype(np.int64).view(np.uint64).reshape(-1, 1)
+        return np.ascontiguousarray(ql), np.ascontiguousarray(dl), 0, 2
+    if query_labels.shape[1] != db_labels.shape[1]:
+        raise ValueError(f"query_labels has {query_labels.shape[1]} label columns, "
+                         f"db_labels has {db_labels.shape[1]}")
+    words = []
+    for name, y in (("query_labels", query_labels), ("db_labels", db_labels)):
+        if y.dtype.kind not in "biuf":
+            raise TypeError(f"multi-label {name} must be a numeric 0/1 matrix, got {y.dtype}")
+        if not np.all((y == 0) | (y == 1)):
+            raise ValueError(f"multi-label {name} must contain only 0 and 1")
+        b = np.packbits(y.astype(bool), axis=1)
+        C8 = -(-b.shape[1] // 8) * 8
+        buf = np.zeros((b.shape[0], C8), dtype=np.uint8)
+        buf[:, :b.shape[1]] = b
+        words.append(buf.view(np.uint64))
+    nlev = int(query_labels.sum(axis=1).max(initial=0)) + 1 if nq else 1
+    return words[0], words[1], 1, max(nlev, 2)
+
+
+class RankingStats:
+    """Per-query sufficient statistics of a Hamming ranking (from :func:`ranking_stats`).
+
+    Attributes
+    ----------
+    hist : ndarray of int64, shape (nq, bits + 1, L)
+        Database items at distance ``d`` with relevance level ``l``.
+    cutoffs : ndarray of int64
+        Ascending rank cutoffs of the index-order pass (empty if it did not run).
+    acc : ndarray of float64, shape (nq, len(cutoffs), 3)
+        For ties broken by index and each cutoff ``K``: sum of precision at the ranks
+        ``<= K`` of relevant items, number of relevant items in the top ``K``, and
+        DCG@K (for ``K <= ndcg_k``).
+    n : int
+        Database size.
+    """
+
+    def __init__(self, hist, cutoffs, acc, n, ndcg_k):
+        self.hist = hist
+        self.cutoffs = cutoffs
+        self.acc = acc
+        self.n = n
+        self.ndcg_k = ndcg_k
+        self.n_d = hist.sum(axis=2)                      # items per distance
+        self.r_d = self.n_d - hist[:, :, 0]              # relevant items per distance
+        self.n_rel = self.r_d.sum(axis=1)                # relevant items per query
+        lev = np.arange(hist.shape[2], dtype=np.float64)
+        self.gain_levels = 2.0 ** lev - 1.0              # He et al.: G(r) = 2^r - 1
+        self.g_d = hist @ self.gain_levels               # total gain per distance
+        self.level_counts = hist.sum(axis=1)             # items per relevance level
+
+    def at(self, k):
+        """``acc`` at cutoff ``k`` (must be one of ``cutoffs``)."""
+        c = np.searchsorted(self.cutoffs, k)
+        if c >= len(self.cutoffs) or self.cutoffs[c] != k:
+            raise KeyError(k)
+        return self.acc[:, c]
+
+
+def _check_k(k, name):
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {type(k).__name__}")
+    if k < 1:
+        raise ValueError(f"{name} must be >= 1, got {k}")
+    return int(k)
+
+
+def _check_ties(ties, allowed):
+    if ties not in allowed:
+        raise ValueError(f"ties must be one of {allowed}, got {ties!r}")
+
+
+def _prepare(query_codes, db_codes, query_labels, db_labels, bits):
+    if bits is None:
+        if not isinstance(query_codes, np.ndarray):
+            raise TypeError(f"query_codes must be a numpy uint8 array, got "
+                            f"{type(query_codes).__name__}")
+        if not (query_codes.ndim == 2
+                and query_codes.shape[1] > 0):
+            raise ValueError("query_codes must be a 2-D uint8 array (nq, ceil(bits/8)); "
+                             "pass bits= to state the code length")
+        bits = 8 * query_codes.shape[1]
+    check_codes(query_codes, bits, "query_codes")
+    store = CodeStore(bits)
+    store.add(db_codes, "db_codes")
+    if store.ntotal == 0:
+        raise ValueError("db_codes is empty")
+    qw = as_words(np.asarray(query_codes), bits, "query_codes")
+    ql, dl, mode, nlev = _as_label_words(query_labels, db_labels, qw.shape[0], store.ntotal)
+    return bits, qw, store, ql, dl, mode, nlev
+
+
+def ranking_stats(query_codes, db_codes, query_labels, db_labels, bits=None,
+                  cutoffs=(), ndcg_k=0) -> RankingStats:
+    """Histograms (pass 1) and, if ``cutoffs`` is not empty, the index-order pass (pass 2).
+
+    Parameters
+    ----------
+    bits : int, optional
+        Code length; default ``8 * query_codes.shape[1]``.
+    cutoffs : sequence of int
+        Rank cutoffs (clipped to the database size) for the ties-by-index metrics.
+    ndcg_k : int
+        Accumulate DCG for ranks ``<= ndcg_k`` (0: not at all).
+    """
+    bits, qw, store, ql, dl, mode, nlev = _prepare(query_codes, db_codes, query_labels,
+                                                   db_labels, bits)
+    nq, n = qw.shape[0], store.ntotal
+    B = bits + 1
+    shift = max(1, int(nlev - 1).bit_length())       # 1 << shift >= nlev levels per distance
+    hist = np.zeros((nq, B << shift), dtype=np.int64)
+    chunk = config.CHUNK_ROWS
+    cut = np.unique(np.minimum(np.asarray(cutoffs, dtype=np.int64), n))
+    acc = np.zeros((nq, len(cut), 3))
+    if nq and len(cut) == 0:                          # histograms only
+        nb = n_blocks(nq)
+        for base, words in store.chunks(chunk):
+            _level_histogram_chunk(qw, words, ql, dl[base:base + words.shape[0]], mode, shift,
+                                   hist, nb)
+    elif nq:                                          # one pass in index order, query blocks
+        kd = min(int(ndcg_k), n)
+        disc = np.zeros(kd + 1 if kd > 0 else 1)
+        disc[1:] = 1.0 / np.log2(np.arange(2, kd + 2))
+        qb = int(max(1, min(nq, config.RANK_QUERY_BLOCK, config.RECORD_BYTES // (12 * n))))
+        rec_a = np.empty((qb, n), dtype=np.int64)     # reused by every block: no fresh pages
+        rec_b = np.empty((qb, n), dtype=np.int32)
+        cnt = np.empty((qb, B), dtype=np.int64)
+        nrec = np.empty(qb, dtype=np.int64)
+        for s in range(0, nq, qb):
+            e = min(s + qb, nq)
+            nb = n_blocks(e - s)
+            cnt[:] = 0
+            nrec[:] = 0
+            qws, qls = np.ascontiguousarray(qw[s:e]), np.ascontiguousarray(ql[s:e])
+            for base, words in store.chunks(chunk):
+                _ranked_pass_chunk(qws, words, qls, dl[base:base + words.shape[0]], mode, shift,
+                                   cnt[:e - s], hist[s:e], rec_a, rec_b, nrec[:e - s], nb)
+            _ranked_finalize(cnt[:e - s], rec_a, rec_b, nrec[:e - s], shift, cut, disc,
+                             acc[s:e], nb)
+            if mode == 0:
+                h = hist[s:e].reshape(e - s, B, 1 << shift)
+                h[:, :, 1] = cnt[:e - s] >> 32
+                h[:, :, 0] = (cnt[:e - s] & 0xFFFFFFFF) - h[:, :, 1]
+        np.cumsum(acc, axis=1, out=acc)
+    hist = hist.reshape(nq, B, 1 << shift)
+    return RankingStats(hist, cut, acc, n, int(ndcg_k))
+
+
+# --------------------------------------------------------------------------- from stats
+
+def _safe_div(a, b):
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    return np.divide(a, b, out=np.zeros(np.broadcast(a, b).shape), where=b > 0)
+
+
+def _bucket_ranges(st, k):
+    """Per (query, distance): ranks before the bucket and how many of its ranks are <= k."""
+    before = np.cumsum(st.n_d, axis=1) - st.n_d
+    upper = np.minimum(before + st.n_d, k)
+    inside = np.clip(upper - before, 0, None)
+    return before, upper, inside
+
+
+def _expected_relevant_topk(st, k):
+    _, _, inside = _bucket_ranges(st, k)
+    return _safe_div(st.r_d * inside, st.n_d).sum(axis=1)
+
+
+def _ap_tie_aware(st, k):
+    """He et al. (2018) tie-aware AP, truncated at rank ``k`` (``k = n``: the full AP_T)."""
+    n_d = st.n_d.astype(np.float64)
+    r_d = st.r_d.astype(np.float64)
+    before, upper, inside = _bucket_ranges(st, k)
+    rel_before = np.cumsum(r_d, axis=1) - r_d
+    H = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, st.n + 1))])
+    # E[#relevant in ranks <= t | relevant at t] = R_prev + 1 + (t - N_prev - 1) * s
+    s = _safe_div(r_d - 1.0, n_d - 1.0)
+    harm = H[upper] - H[np.minimum(before, st.n)]
+    inner = (rel_before + 1.0 - (before + 1.0) * s) * harm + s * inside
+    term = np.where(inside > 0, _safe_div(r_d, n_d) * inner, 0.0)
+    num = term.sum(axis=1)
+    den = st.n_rel if k >= st.n else _expected_relevant_topk(st, k)
+    return _safe_div(num, den)
+
+
+def _idcg(st, k):
+    P = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))])
+    counts = st.level_counts[:, ::-1]                # highest level first
+    hi = np.minimum(np.cumsum(counts, axis=1), k)
+    lo = np.minimum(np.cumsum(counts, axis=1) - counts, k)
+    return ((P[hi] - P[lo]) * st.gain_levels[::-1]).sum(axis=1), P
+
+
+def _ndcg_tie_aware(st, k):
+    idcg, P = _idcg(st, k)
+    before, upper, inside = _bucket_ranges(st, k)
+    lo = np.minimum(before, k)
+    dcg = np.where(inside > 0, _safe_div(st.g_d, st.n_d) * (P[upper] - P[lo]), 0.0).sum(axis=1)
+    return _safe_div(dcg, idcg)
+
+
+def _ndcg_index(st, k):
+    idcg, _ = _idcg(st, k)
+    return _safe_div(st.at(k)[:, 2], idcg)
+
+
+def _within_radius(st, radius):
+    r = min(radius, st.n_d.shape[1] - 1)
+    retrieved = st.n_d[:, :r + 1].sum(axis=1)
+    relevant = st.r_d[:, :r + 1].sum(axis=1)
+    return _safe_div(relevant, retrieved), retrieved == 0, _safe_div(relevant, st.n_rel)
+
+
+# --------------------------------------------------------------------------- public metrics
+
+def _map_deephash(query_codes, db_codes, query_labels, db_labels, bits, topk):
+    """Transcription of DeepHash-pytorch ``CalcTopMap`` on the streaming distances."""
+    bits, qw, store, ql, dl, mode, _ = _prepare(query_codes, db_codes, query_labels,
+                                                db_labels, bits)
+    nq, n = qw.shape[0], store.ntotal
+    topk = n if topk is None else topk
+    total = 0.0
+    for s in range(0, nq, config.QUERY_BLOCK):
+        qb = np.ascontiguousarray(qw[s:s + config.QUERY_BLOCK])
+        hamm = np.empty((qb.shape[0], n), dtype=np.float32)
+        for base, words in store.chunks(config.CHUNK_ROWS):
+            _distance_block(qb, words, base, hamm)
+        gnd_all = np.empty((qb.shape[0], n), dtype=np.uint8)
+        _relevance_block(np.ascontiguousarray(ql[s:s + qb.shape[0]]), dl, mode, gnd_all)
+        for i in range(qb.shape[0]):
+            ind = np.argsort(hamm[i])                  # numpy's default kind, as CalcTopMap
+            tgnd = gnd_all[i][ind][:topk].astype(np.float32)
+            tsum = int(np.sum(tgnd))
+            if tsum == 0:
+                continue
+            count = np.linspace(1, tsum, tsum)
+            tindex = np.asarray(np.where(tgnd == 1)) + 1.0
+            total += float(np.mean(count / tindex))
+    return total / nq if nq else 0.0
+
+
+def mean_average_precision(query_codes, db_codes, query_labels, db_labels, topk=None,
+                           ties="index", bits=None) -> float:
+    """Mean average precision of the Hamming ranking, over the whole ranking or the top k.
+
+    Parameters
+    ----------
+    query_codes, db_codes : ndarray of uint8, shape (nq, nbytes), (n, nbytes)
+        Packed codes (``db_codes`` may be an ``np.memmap``).
+    query_labels, db_labels : ndarray
+        1-D class ids or 2-D 0/1 label matrices (relevant = a shared label).
+    topk : int, optional
+        Truncate the ranking at ``topk`` (clipped to ``n``); ``None`` = all items.
+    ties : {"index", "average", "deephash"}
+        ``"index"``: ties broken by ascending database index. ``"average"``: the
+        tie-aware AP of He et al., the expectation over all orderings within ties.
+        ``"deephash"``: DeepHash-pytorch's ``CalcTopMap`` exactly (numpy's
+        ``argsort`` of float32 distances decides ties; slow reference path).
+    bits : int, optional
+        Code length (default ``8 * nbytes``); checks that padding bits are zero.
+
+    Returns
+    -------
+    float
+        The mean over all queries; a query with no relevant item (in the top k when
+        ``topk`` is given) contributes 0.
+
+    Notes
+    -----
+    Whole ranking: AP = (1/R) sum over relevant items of precision at their rank,
+    R = all relevant items. With ``topk`` the sum runs over ranks ``<= topk`` and is
+    normalised by the relevant items found there (thulab/DeepHash, DeepHash-pytorch
+    ``CalcTopMap``). ``ties="average"`` implements AP_T of K. He, F. Cakir,
+    S. A. Bargal, S. Sclaroff, "Hashing as Tie-Aware Learning to Rank", CVPR 2018
+    (Eq. for AP_T, after McSherry & Najork, ECIR 2008): for a bucket of ``n_d`` tied
+    items with ``r_d`` relevant, preceded by ``N`` items of which ``R'`` are relevant,
+    the contribution is ``(r_d/n_d) sum_{t=N+1}^{N+n_d} (R' + 1 + (t-N-1)(r_d-1)/(n_d-1)) / t``,
+    summed in closed form with harmonic numbers. With ``topk`` the tie-aware sum is
+    truncated at rank ``topk`` and divided by the *expected* number of relevant
+    items in the top k (a ratio of expectations). See ``docs/metrics.md``.
+    """
+    _check_ties(ties, ("index", "average", "deephash"))
+    if topk is not None:
+        topk = _check_k(topk, "topk")
+    if ties == "deephash":
+        return _map_deephash(query_codes, db_codes, query_labels, db_labels, bits, topk)
+    n = db_codes.shape[0] if isinstance(db_codes, np.ndarray) else 0
+    k = n if topk is None else min(topk, n)
+    if ties == "index":
+        st = ranking_stats(query_codes, db_codes, query_labels, db_labels, bits, cutoffs=[k])
+        a = st.at(min(k, st.n))
+        den = st.n_rel if topk is None else a[:, 1]
+        return float(_safe_div(a[:, 0], den).mean()) if len(den) else 0.0
+    st = ranking_stats(query_codes, db_codes, query_labels, db_labels, bits)
+    ap = _ap_tie_aware(st, min(k, st.n))
+    return float(ap.mean()) if len(ap) else 0.0
+
+
+def ndcg(query_codes, db_codes, query_labels, db_labels, topk, ties="index", bits=None) -> float:
+    """Mean NDCG@topk with graded relevance (number of shared labels).
+
+    Notes
+    -----
+    ``DCG@k = sum_{i<=k} G(rel_i) D(i)``, ``G(r) = 2^r - 1``, ``D(i) = 1/log2(1+i)``,
+    normalised by the DCG of the ideal order (all database items sorted by graded
+    relevance); a query without relevant items scores 0. ``ties="average"`` is the
+    tie-aware NDCG of He et al. (CVPR 2018): each tied bucket spreads its total gain
+    evenly over the ranks it occupies, ``(G_d / n_d) sum_{t in bucket, t<=k} D(t)``.
+    Single-label data has graded relevance 0/1, so G = relevance.
+    """
+    _check_ties(ties, ("index", "average"))
+    k = _check_k(topk, "topk")
+    if ties == "index":
+        st = ranking_stats(query_codes, db_codes, query_labels, db_labels, bits,
+                           cutoffs=[k], ndcg_k=k)
+        v = _ndcg_index(st, min(k, st.n))
+    else:
+        st = ranking_stats(query_codes, db_codes, query_labels, db_labels, bits)
+        v = _ndcg_tie_aware(st, min(k, st.n))
+    return float(v.mean()) if len(v) else 0.0
+
+
+def precision_at_k(query_codes, db_codes, query_labels, db_labels, k, ties="index",
+                   bits=None) -> float:
+    """Mean fraction of relevant items among the first ``k`` of the ranking.
+
+    ``k`` larger than the database is clipped: the denominator is ``min(k, n)``, the
+    number of items actually returned. ``ties="average"`` gives the expectation over
+    orderings within ties (relevant items of the boundary bucket counted pro rata).
+    """
+    _check_ties(ties, ("index", "average"))
+    k = _check_k(k, "k")
+    if ties == "index":
+        st = ranking_stats(query_codes, db_codes, query_labels, db_labels, bits, cutoffs=[k])
+        kk = min(k, st.n)
+        v = st.at(kk)[:, 1] / kk
+    else:
+        st = ranking_stats(query_codes, db_codes, query_labels, db_labels, bits)
+        kk = min(k, st.n)
+        v = _expected_relevant_topk(st, kk) / kk
+    return float(v.mean()) if len(v) else 0.0
+
+
+def recall_at_k(query_codes, db_codes, query_labels, db_labels, k, ties="index",
+                bits=None) -> float:
+    """Mean fraction of a query's relevant items found among the first ``k`` (0 if none exist)."""
+    _check_ties(ties, ("index", "average"))
+    k = _check_k(k, "k")
+    if ties == "index":
+        st = ranking_stats(query_codes, db_codes, query_labels, db_labels, bits, cutoffs=[k])
+        v = _safe_div(st.at(min(k, st.n))[:, 1], st.n_rel)
+    else:
+        st = ranking_stats(query_codes, db_codes, query_labels, db_labels, bits)
+        v = _safe_div(_expected_relevant_topk(st, min(k, st.n)), st.n_rel)
+    return float(v.mean()) if len(v) else 0.0
+
+
+def precision_within_radius(query_codes, db_codes, query_labels, db_labels, radius=2,
+                            bits=None, empty="zero"):
+    """Precision of hash lookup: items within Hamming distance ``radius`` of the query.
+
+    Parameters
+    ----------
+    radius : int, default 2
+    empty : {"zero", "skip"}
+        A query that retrieves nothing within the radius scores precision 0
+        (``"zero"``, the common convention of the hashing literature, e.g. Xia et al.
+        2014, Lai et al. 2015) or is left out of the mean (``"skip"``).
+
+    Returns
+    -------
+    precision : float
+    empty_fraction : float
+        Fraction of queries with nothing within the radius.
+    """
+    if empty not in ("zero", "skip"):
+        raise ValueError(f"empty must be 'zero' or 'skip', got {empty!r}")
+    radius = _check_radius(radius)
+    st = ranking_stats(query_codes, db_codes, query_labels, db_labels, bits)
+    return _radius_summary(st, radius, empty)
+
+
+def _check_radius(radius):
+    if isinstance(radius, (bool, np.bool_)) or not isinstance(radius, (int, np.integer)):
+        raise TypeError(f"radius must be an integer, got {type(radius).__name__}")
+    if radius < 0:
+        raise ValueError(f"radius must be >= 0, got {radius}")
+    return int(radius)
+
+
+def _radius_summary(st, radius, empty="zero"):
+    p, is_empty, _ = _within_radius(st, radius)
+    if len(p) == 0:
+        return 0.0, 0.0
+    if empty == "skip":
+        p = p[~is_empty]
+        prec = float(p.mean()) if len(p) else 0.0
+    else:
+        prec = float(p.mean())
+    return prec, float(is_empty.mean())
+
+
+def precision_recall_curve(query_codes, db_codes, query_labels, db_labels, bits=None):
+    """Precision and recall of hash lookup at every Hamming radius ``r = 0 .. bits``.
+
+    Returns
+    -------
+    radius : ndarray of int64, shape (bits + 1,)
+    precision : ndarray of float64
+        Mean over queries of (relevant within r) / (retrieved within r); a query
+        retrieving nothing scores 0, as in :func:`precision_within_radius`.
+    recall : ndarray of float64
+        Mean over queries of (relevant within r) / (all relevant); 0 for a query
+        without relevant items.
+    empty_fraction : ndarray of float64
+        Fraction of queries that retrieve nothing within r.
+    """
+    st = ranking_stats(query_codes, db_codes, query_labels, db_labels, bits)
+    return _pr_curve(st)
+
+
+def _pr_curve(st):
+    retrieved = np.cumsum(st.n_d, axis=1)
+    relevant = np.cumsum(st.r_d, axis=1)
+    prec = _safe_div(relevant, retrieved)
+    rec = _safe_div(relevant, st.n_rel[:, None])
+    nr = st.n_d.shape[1]
+    if st.n_d.shape[0] == 0:
+        z = np.zeros(nr)
+        return np.arange(nr), z, z.copy(), z.copy()
+    return np.arange(nr), prec.mean(axis=0), rec.mean(axis=0), (retrieved == 0).mean(axis=0)
+
+
+def evaluate_codes(query_codes, db_codes, query_labels, db_labels, bits, radius=2, topk=None):
+    """Every metric of the evaluate stage from one histogram pass and one index-order pass.
+
+    Returns
+    -------
+    scalars : dict of str -> float
+        ``map`` (whole ranking, ties by index), ``map_tie_aware`` (He et al. AP_T),
+        ``map_at_{topk}`` and ``map_at_{topk}_tie_aware`` (when ``topk`` is given),
+        ``precision_hamming{radius}`` and ``precision_hamming{radius}_empty_fraction``,
+        ``recall_hamming{radius}``, ``ndcg_100``, ``ndcg_100_tie_aware``,
+        ``precision_100``, ``precision_1000``, ``recall_100``, ``recall_1000``.
+        Cutoffs larger than the database are clipped to it.
+    pr_curve : list of dict
+        ``{"radius": r, "precision": p, "recall": q}`` for ``r = 0 .. bits``.
+    """
+    if topk is not None:
+        topk = _check_k(topk, "topk")
+    radius = _check_radius(radius)
+    ks = [100, 1000] + ([topk] if topk is not None else [])
+    n = db_codes.shape[0] if isinstance(db_codes, np.ndarray) else 1
+    st = ranking_stats(query_codes, db_codes, query_labels, db_labels, bits,
+                       cutoffs=[n] + ks, ndcg_k=100)
+    nn = st.n
+
+    def clip(k):
+        return min(k, nn)
+
+    a_all = st.at(nn)
+    out = {
+        "map": _safe_div(a_all[:, 0], st.n_rel),
+        "map_tie_aware": _ap_tie_aware(st, nn),
+    }
+    if topk is not None:
+        a = st.at(clip(topk))
+        out[f"map_at_{topk}"] = _safe_div(a[:, 0], a[:, 1])
+        out[f"map_at_{topk}_tie_aware"] = _ap_tie_aware(st, clip(topk))
+    out["ndcg_100"] = _ndcg_index(st, clip(100))
+    out["ndcg_100_tie_aware"] = _ndcg_tie_aware(st, clip(100))
+    for k in (100, 1000):
+        out[f"precision_{k}"] = st.at(clip(k))[:, 1] / clip(k)
+        out[f"recall_{k}"] = _safe_div(st.at(clip(k))[:, 1], st.n_rel)
+    scalars = {key: float(v.mean()) if len(v) else 0.0 for key, v in out.items()}
+    p, frac = _radius_summary(st, radius)
+    scalars[f"precision_hamming{radius}"] = p
+    scalars[f"precision_hamming{radius}_empty_fraction"] = frac
+    _, _, rec = _within_radius(st, radius)
+    scalars[f"recall_hamming{radius}"] = float(rec.mean()) if len(rec) else 0.0
+    r, prec, recl, _ = _pr_curve(st)
+    pr = [{"radius": int(ri), "precision": float(pi), "recall": float(qi)}
+          for ri, pi, qi in zip(r, prec, recl)]
+    return scalars, pr
