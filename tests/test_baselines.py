@@ -12,7 +12,7 @@ from vdsh_numba.base import METHODS, label_matrix, load_model
 from vdsh_numba.baselines import dcwh, dpsh, dtsh, itq, mlp, sdh, tie_ap, vdsh_backprop
 from vdsh_numba.baselines._common import signs
 
-DEEP = ["dpsh", "dtsh", "dcwh", "tie_ap", "vdsh_backprop"]
+DEEP = ["dpsh", "dtsh", "dcwh", "tie_ap", "vdsh_backprop", "vdsh_backprop_residual"]
 ALL = ["lsh", "itq", "sdh"] + DEEP
 
 
@@ -338,6 +338,8 @@ def test_from_params_reads_sections_and_coerces():
     assert (d.depth, d.width, d.lam, d.epochs, d.seed) == (4, 32, 2.0, 3, 3)
     assert isinstance(d.lam, float)
     assert METHODS["lsh"].from_params(8, {}).get_params() == {"bits": 8, "seed": 0}
+    assert METHODS["vdsh_backprop_residual"].from_params(8, {}).residual is True
+    assert METHODS["vdsh_backprop"].from_params(8, {}).residual is False
     with pytest.raises(ValueError, match="unknown key"):
         METHODS["dtsh"].from_params(8, {"baselines": {"dtsh": {"depth": 3}}})
     with pytest.raises(TypeError, match="integer"):

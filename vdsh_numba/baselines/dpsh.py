@@ -10,18 +10,35 @@ latest output (refreshed with each minibatch, held fixed in the gradient), as in
 """
 from __future__ import annotations
 
+import numba as nb
 import numpy as np
 
 from ..base import register
 from ._common import check_nonnegative, signs
 from .mlp import DeepHashingModel, mlp_forward
 
-__all__ = ["DPSH", "dpsh_loss", "similarity"]
+__all__ = ["DPSH", "dpsh_loss", "similarity", "pair_loss_grad"]
 
 
 def similarity(Ya, Yb) -> np.ndarray:
     """``s_ij = 1`` where rows share at least one label (one-hot or multi-label matrices)."""
     return (Ya @ Yb.T > 0).astype(np.float64)
+
+
+@nb.njit(cache=True)
+def pair_loss_grad(theta, S):
+    """``Σ (log(1 + e^Θ) − sΘ)`` and its gradient ``σ(Θ) − s`` in one fused, overflow-free pass
+    (one ``exp`` and one ``log1p`` per pair)."""
+    G = np.empty_like(theta)
+    total = 0.0
+    for i in range(theta.shape[0]):
+        for j in range(theta.shape[1]):
+            t = theta[i, j]
+            e = np.exp(-abs(t))
+            total += max(t, 0.0) + np.log1p(e) - S[i, j] * t
+            sig = 1.0 / (1.0 + e) if t >= 0 else e / (1.0 + e)
+            G[i, j] = sig - S[i, j]
+    return total, G
 
 
 def dpsh_loss(U, U_all, S, lam):
@@ -36,9 +53,9 @@ def dpsh_loss(U, U_all, S, lam):
     theta = 0.5 * (U @ U_all.T)
     B = signs(U)
     R = B - U
-    loss = (np.logaddexp(0.0, theta) - S * theta).sum() + lam * (R * R).sum()
-    p = 0.5 * (1.0 + np.tanh(0.5 * theta))  # sigmoid, overflow-free
-    dU = 0.5 * ((p - S) @ U_all) - 2.0 * lam * R
+    pair, G = pair_loss_grad(theta, S)
+    loss = pair + lam * (R * R).sum()
+    dU = 0.5 * (G @ U_all) - 2.0 * lam * R
     return loss / (b * n), dU / (b * n)
 
 

@@ -24,7 +24,7 @@ from ..base import register
 from ._common import check_nonnegative, signs
 from .mlp import DeepHashingModel
 
-__all__ = ["VDSHBackprop", "vdsh_bp_loss", "RELAXATIONS"]
+__all__ = ["VDSHBackprop", "VDSHBackpropResidual", "vdsh_bp_loss", "RELAXATIONS"]
 
 RELAXATIONS = ("tanh", "ste")
 
@@ -80,3 +80,14 @@ class VDSHBackprop(DeepHashingModel):
 
     def _extra_state(self):
         return {"G_": self.G_}
+
+
+@register("vdsh_backprop_residual")
+class VDSHBackpropResidual(VDSHBackprop):
+    """:class:`VDSHBackprop` with ``residual=True`` by default, registered under its own name so
+    a run over methods compares backprop with and without shortcuts side by side."""
+
+    def __init__(self, bits, depth=2, width=256, residual=True, epochs=40, batch_size=128,
+                 lr=1e-3, weight_decay=0.0, lam=1.0, nu=0.1, relax="tanh", seed=0):
+        super().__init__(bits, depth, width, residual, epochs, batch_size, lr, weight_decay,
+                         lam, nu, relax, seed)
