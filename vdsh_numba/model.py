@@ -31,12 +31,12 @@ from .base import HashingModel, label_matrix, register
 __all__ = ["VDSH", "forward", "TRAIN_DEFAULTS"]
 
 TRAIN_DEFAULTS = {
-    "sweeps": 40,          # ADMM sweeps (outer iterations)
-    "beta": 1.0,           # penalty on z_h = W_h a_{h-1} + b_h
-    "gamma": 1.0,          # penalty on a_h = phi(a_{h-1}, z_h)
-    "penalty_growth": 1.0, # beta, gamma *= growth after every sweep ...
+    "sweeps": 30,          # ADMM sweeps (outer iterations)
+    "beta": 0.1,           # penalty on z_h = W_h a_{h-1} + b_h
+    "gamma": 0.1,          # penalty on a_h = phi(a_{h-1}, z_h)
+    "penalty_growth": 1.2, # beta, gamma *= growth after every sweep ...
     "penalty_max": 100.0,  # ... up to this factor of their start
-    "rho": 1e-3,           # ridge on every weight matrix
+    "rho": 1e-2,           # ridge on every weight matrix
     "prox": 0.0,           # proximal weight on W - W_previous (damps the local fits)
     "nu": 1e-2,            # weight of ||B - U||^2 in the code step
     "lam_G": 1e-2,         # ridge on the code->label classifier G
@@ -45,8 +45,8 @@ TRAIN_DEFAULTS = {
     "resync": True,        # reset z, a to the forward pass at the start of every sweep
     "multipliers": True,   # scaled dual variables on the z constraints
     "init_scale": 1.0,     # std of the first layer = init_scale / sqrt(n_features)
-    "input_clip": 0.0,     # clip features to [-c, c] inside the network (0: off)
-    "init": "random",      # first layer: "random", or "ridge" (rows +-P, P = ridge map X -> labels)
+    "input_clip": 3.0,     # clip features to [-c, c] inside the network (0: off)
+    "init": "ridge",       # first layer: "random", or "ridge" (rows +-P, P = ridge map X -> labels)
 }
 
 
