@@ -47,6 +47,7 @@ TRAIN_DEFAULTS = {
     "init_scale": 1.0,     # std of the first layer = init_scale / sqrt(n_features)
     "input_clip": 3.0,     # clip features to [-c, c] inside the network (0: off)
     "init": "ridge",       # first layer: "random", or "ridge" (rows +-P, P = ridge map X -> labels)
+    "skip_weight": 20.0,   # penalty on the skip path of a residual layer = skip_weight * gamma
 }
 
 
@@ -252,7 +253,7 @@ class VDSH(HashingModel):
                     admm.shift_target(Z[h + 1], Lam[h], bs[h], s)
                     q = dense(np.dot, s, Ws[h])
                     M = beta * dense(np.dot, Ws[h].T, Ws[h]).astype(np.float64)
-                    coef_q, skip = beta, (gamma if residual[h] else 0.0)
+                    coef_q, skip = beta, (o["skip_weight"] * gamma if residual[h] else 0.0)
                     a_next, z_next = A[h + 1], Z[h + 1]
                 rhs = np.empty_like(A[h])
                 admm.a_rhs(q, coef_q, a_next, z_next, skip, A[h - 1], Z[h], gamma, residual[li], rhs)
