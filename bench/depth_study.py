@@ -70,7 +70,7 @@ def cmd_report(a):
         f.write("\n".join(rows) + "\n")
     print("\n".join(rows))
     fig, ax = plt.subplots(1, 4, figsize=(18, 4))
-    for v, mk in (("final", "o-"), ("naive", "s--")):
+    for v, mk in (("final", "o-"), ("final-skip1", "^-"), ("naive", "s--")):
         rr = sorted([r for r in recs if r["variant"] == v and r["bits"] == 12 and r["width"] == 256],
                     key=lambda r: r["depth"])
         if not rr:
