@@ -121,7 +121,10 @@ def test_vdsh_learns(fitted, digits):
     assert mp > 0.6  # chance is ~0.1
     h = fitted.history_
     assert len(h) == 8 and all(np.isfinite(x["objective"]) for x in h)
-    assert h[-1]["objective"] < h[0]["objective"]
+    # with the growing penalties the objective falls and then rises again (the network is held
+    # closer to its forward pass); see reports/depth_study.md. The forward gap falls.
+    assert min(x["objective"] for x in h) < h[0]["objective"]
+    assert h[-1]["forward_gap"] < h[1]["forward_gap"]
 
 
 def test_save_load_roundtrip(fitted, digits, tmp_path):
