@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["split_indices", "Standardizer", "build_features", "PROTOCOL_DEFAULTS",
+from .gist import gist
+
+__all__ = ["gist", "split_indices", "Standardizer", "build_features", "PROTOCOL_DEFAULTS",
            "resolve_protocol"]
 
 #: per-dataset defaults used where params.yaml says ``auto``
