@@ -101,10 +101,12 @@ def validate_params(p: dict) -> dict:
                           "500-d feature vectors, not images; use features: pixels (the raw vectors)")
     proto = p.get("protocol") or {}
     for k, v in proto.items():
-        if k not in ("queries_per_class", "train_per_class", "name"):
-            raise _unknown(k, ("queries_per_class", "train_per_class", "name"), "protocol.")
+        if k not in ("queries_per_class", "train_per_class", "name", "standardize"):
+            raise _unknown(k, ("queries_per_class", "train_per_class", "name", "standardize"), "protocol.")
         if k == "name":
             _choice(v, "protocol.name", PROTOCOL_NAMES)
+        elif k == "standardize":
+            _choice(v, "protocol.standardize", ("global", "column"))
         elif v != "auto":
             _int(v, f"protocol.{k}", 1)
     if proto.get("name") == "test-train":
@@ -123,6 +125,9 @@ def validate_params(p: dict) -> dict:
         if isinstance(want, bool):
             if not isinstance(v, bool):
                 raise ParamsError(f"parameter 'train.{k}' must be true or false, got {v!r}")
+        elif isinstance(want, str):
+            if not isinstance(v, str):
+                raise ParamsError(f"parameter 'train.{k}' must be a string, got {v!r}")
         elif isinstance(want, int):
             _int(v, f"train.{k}", 0)
         else:

@@ -76,7 +76,7 @@ def features(params):
     idx = protocol_indices(raw["labels"], proto, info, params["seed"])
     F = build_features(raw["images"], raw["labels"], info["max_value"], proto["queries_per_class"],
                        proto["train_per_class"], params["seed"], features=kind, indices=idx,
-                       progress=True)
+                       progress=True, standardize=proto.get("standardize", "global"))
     info = {**info, "protocol": proto, "features": kind, "n_query": int(F["y_query"].shape[0]),
             "n_db": int(F["y_db"].shape[0]), "n_train": int(F["y_train"].shape[0])}
     save_npz(FEATURES, info=np.str_(json.dumps(info)), **F)
