@@ -150,3 +150,37 @@ def test_sharded_metrics_equal_single_machine(client, multi):
     for key in ("map", "map_tie_aware", "precision_hamming2", "precision_hamming2_empty_fraction"):
         assert got[key] == pytest.approx(ref[key], abs=1e-12), key
     assert pr == pytest.approx(pr_ref)
+
+
+def test_pipeline_switch_distributed_equals_local(tmp_path, monkeypatch):
+    """encode + evaluate with evaluate.scheduler=distributed give the local stages' numbers."""
+    import copy
+    import json
+
+    import yaml
+
+    from tests.conftest import ROOT
+    from vdsh_numba import stages
+    from vdsh_numba.params import validate_params
+
+    p = validate_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    p.update({"bits": [16], "depth": 2, "width": 32})
+    p["train"]["sweeps"] = 3
+    monkeypatch.chdir(tmp_path)
+    stages.download(p)
+    stages.features(p)
+    stages.train(p, "vdsh", 16)
+    stages.encode(p, "vdsh", 16)
+    stages.evaluate(p, "vdsh", 16)
+    local = json.loads(stages.eval_path("vdsh", 16).read_text())
+    local_codes = np.load(stages.codes_path("vdsh", 16))["db"]
+    q = copy.deepcopy(p)
+    q["evaluate"].update({"scheduler": "distributed", "shards": 3})
+    validate_params(q)
+    stages.encode(q, "vdsh", 16)
+    np.testing.assert_array_equal(np.load(stages.codes_path("vdsh", 16))["db"], local_codes)
+    stages.evaluate(q, "vdsh", 16)
+    dist = json.loads(stages.eval_path("vdsh", 16).read_text())
+    assert dist["scheduler"] == "distributed" and dist["shards"] == 3
+    for key in ("map", "map_tie_aware", "precision_hamming2"):
+        assert dist[key] == pytest.approx(local[key], abs=1e-12), key

@@ -22,6 +22,10 @@ BACKENDS = ("cpu", "cuda")
 MAX_BITS = 1024
 
 
+#: keys of the ``evaluate`` section
+EVALUATE_KEYS = ("radius", "topk", "scheduler", "address", "shards")
+
+
 class ParamsError(ValueError):
     """params.yaml is wrong: the message says which key, what value, what was expected."""
 
@@ -134,8 +138,14 @@ def validate_params(p: dict) -> dict:
             _num(v, f"train.{k}", 0)
     ev = p.get("evaluate") or {}
     for k, v in ev.items():
-        if k not in ("radius", "topk"):
-            raise _unknown(k, ("radius", "topk"), "evaluate.")
+        if k not in EVALUATE_KEYS:
+            raise _unknown(k, EVALUATE_KEYS, "evaluate.")
+    _choice(ev.get("scheduler", "local"), "evaluate.scheduler", ("local", "distributed"))
+    if ev.get("address") is not None and not isinstance(ev["address"], str):
+        raise ParamsError(f"parameter 'evaluate.address' must be a scheduler address such as "
+                          f"'tcp://host:8786' or null, got {ev['address']!r}")
+    if "shards" in ev:
+        _int(ev["shards"], "evaluate.shards", 1)
     if "radius" in ev:
         _int(ev["radius"], "evaluate.radius", 0)
     if ev.get("topk") is not None:

@@ -103,11 +103,41 @@ def train(params, method, bits):
 
 
 # --- encode -------------------------------------------------------------------------------------
+def _dask(params):
+    """``(client, close, shards)`` when ``evaluate.scheduler`` is ``distributed``, else ``None``."""
+    ev = params.get("evaluate") or {}
+    if ev.get("scheduler", "local") != "distributed":
+        return None
+    from .distributed import get_client
+    client, close = get_client(ev.get("address"))
+    _say(f"dask: {'scheduler ' + ev['address'] if ev.get('address') else 'LocalCluster'} "
+         f"with {len(client.scheduler_info()['workers'])} workers")
+    return client, close, int(ev.get("shards", 4))
+
+
+def _row_shards(n, shards):
+    edges = np.linspace(0, n, min(shards, max(n, 1)) + 1).astype(int)
+    return [(s, e) for s, e in zip(edges[:-1], edges[1:]) if e > s]
+
+
 def encode(params, method, bits):
     from .base import load_model
     F = _load(FEATURES, "features")
     model = load_model(model_path(method, bits))
-    save_npz(codes_path(method, bits), query=model.encode(F["X_query"]), db=model.encode(F["X_db"]),
+    dask = _dask(params)
+    if dask is None:
+        db = model.encode(F["X_db"])
+    else:  # the database shard by shard on the workers, the model broadcast once
+        import dask.array as da
+        from .distributed import encode_sharded
+        client, close, shards = dask
+        try:
+            X = da.from_array(F["X_db"], chunks=(max(1, -(-F["X_db"].shape[0] // shards)), -1))
+            futs, _ = encode_sharded(model, X, client)
+            db = np.ascontiguousarray(np.concatenate(client.gather(futs)))
+        finally:
+            close()
+    save_npz(codes_path(method, bits), query=model.encode(F["X_query"]), db=db,
              bits=np.int64(bits), train_seconds=np.float64(model.train_seconds_),
              backend=np.str_(getattr(model, "backend", "cpu")))
     _say(f"encode: {method} {bits} bits -> {codes_path(method, bits)}")
@@ -119,10 +149,24 @@ def evaluate(params, method, bits):
     F = _load(FEATURES, "features")
     C = _load(codes_path(method, bits), "encode")
     ev = params.get("evaluate") or {}
-    scalars, pr = evaluate_codes(C["query"], C["db"], F["y_query"], F["y_db"], int(bits),
-                                 radius=int(ev.get("radius", 2)), topk=ev.get("topk"))
+    dask = _dask(params)
+    if dask is None:
+        scalars, pr = evaluate_codes(C["query"], C["db"], F["y_query"], F["y_db"], int(bits),
+                                     radius=int(ev.get("radius", 2)), topk=ev.get("topk"))
+    else:  # one HammingIndex per shard on the workers; rankings merged exactly
+        from .distributed import ShardedHammingIndex
+        client, close, shards = dask
+        try:
+            index = ShardedHammingIndex(int(bits), client)
+            for s, e in _row_shards(C["db"].shape[0], shards):
+                index.add(C["db"][s:e], labels=F["y_db"][s:e])
+            scalars, pr = index.evaluate(C["query"], F["y_query"], radius=int(ev.get("radius", 2)))
+            scalars["scheduler"] = "distributed"
+            scalars["shards"] = index.nshards
+        finally:
+            close()
     info = json.loads(str(F["info"]))
-    out = {**{k: float(v) for k, v in scalars.items()}, "train_seconds": float(C["train_seconds"]),
+    out = {**{k: (v if isinstance(v, str) else float(v)) for k, v in scalars.items()}, "train_seconds": float(C["train_seconds"]),
            "backend": str(C["backend"]), "dataset": info["dataset"], "subset": info.get("subset", "full"),
            "n_query": info["n_query"], "n_db": info["n_db"], "n_train": info["n_train"]}
     write_json(eval_path(method, bits), out)
