@@ -93,7 +93,7 @@ def test_merge_topk_against_lexsort():
 
 
 def test_worker_killed_mid_search_completes_or_fails_clearly(client):
-    sh = ShardedHammingIndex(48, client, retries=3)
+    sh = ShardedHammingIndex(48, client, retries=3, timeout=30)
     sh.add_generated(slow_gen, 1200, 200, seed=1)
     q = gen_codes(9000, 9010, 1)
     Dr, Ir = _single(gen_codes(0, 1200, 1), 48).search(q, 30)
@@ -105,7 +105,7 @@ def test_worker_killed_mid_search_completes_or_fails_clearly(client):
         except ShardedSearchError as e:
             out["e"] = e
 
-    t = threading.Thread(target=run)
+    t = threading.Thread(target=run, daemon=True)
     t.start()
     time.sleep(0.6)
     pids = client.run(os.getpid)
@@ -120,7 +120,7 @@ def test_worker_killed_mid_search_completes_or_fails_clearly(client):
 
 
 def test_restart_loses_shards_and_says_so(client):
-    sh = ShardedHammingIndex(48, client, retries=1)
+    sh = ShardedHammingIndex(48, client, retries=1, timeout=30)
     sh.add_generated(gen_codes, 300, 100, seed=2)
     sh.persist()
     client.restart()

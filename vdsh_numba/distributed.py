@@ -258,13 +258,17 @@ class ShardedHammingIndex:
     retries : int
         How many times a search is resubmitted after a lost worker before
         :class:`ShardedSearchError` is raised.
+    timeout : float
+        Seconds one attempt may wait on the cluster (a dead worker can otherwise leave a
+        broadcast or a result waiting for ever); past it the attempt counts as failed.
     """
 
-    def __init__(self, bits, client, retries=2):
+    def __init__(self, bits, client, retries=2, timeout=300.0):
         _require_distributed()
         self.bits = int(bits)
         self.client = client
         self.retries = int(retries)
+        self.timeout = float(timeout)  # seconds any one attempt may wait on the cluster
         self._shards = []  # (future of HammingIndex, global offset, rows)
         self._labels = []  # future (or None) of each shard's labels, for metrics
 
@@ -315,6 +319,14 @@ class ShardedHammingIndex:
         return self
 
     # --- search ----------------------------------------------------------------
+    def _scatter(self, x):
+        return self.client.scatter(x, broadcast=True, timeout=self.timeout)
+
+    def _gather(self, futs):
+        from distributed import wait
+        wait(futs, timeout=self.timeout)
+        return self.client.gather(futs)
+
     def _guard(self, run):
         from distributed.client import FutureCancelledError
         from distributed.scheduler import KilledWorker
@@ -337,7 +349,7 @@ class ShardedHammingIndex:
         k = int(k)
 
         def run():
-            qf = self.client.scatter(queries, broadcast=True)
+            qf = self._scatter(queries)
             level = [self.client.submit(_shard_search, f, qf, k, off, pure=False) for f, off, _ in self._shards]
             while len(level) > 1:  # tree reduction, pairs of neighbouring shards
                 nxt = [self.client.submit(merge_topk, level[i], level[i + 1], k, pure=False)
@@ -345,7 +357,7 @@ class ShardedHammingIndex:
                 if len(level) % 2:
                     nxt.append(level[-1])
                 level = nxt
-            D, I = level[0].result()
+            D, I = level[0].result(timeout=self.timeout)
             if D.shape != (queries.shape[0], k):
                 raise ShardedSearchError(f"merged result has shape {D.shape}, expected {(queries.shape[0], k)}")
             return D, I
@@ -358,9 +370,9 @@ class ShardedHammingIndex:
         queries = check_codes(queries, self.bits, "queries")
 
         def run():
-            qf = self.client.scatter(queries, broadcast=True)
-            parts = self.client.gather([self.client.submit(_shard_range, f, qf, int(radius), off, pure=False)
-                                        for f, off, _ in self._shards])
+            qf = self._scatter(queries)
+            parts = self._gather([self.client.submit(_shard_range, f, qf, int(radius), off, pure=False)
+                                  for f, off, _ in self._shards])
             nq = queries.shape[0]
             counts = sum(np.diff(p[0]) for p in parts)
             lims = np.zeros(nq + 1, np.int64)
@@ -393,9 +405,9 @@ class ShardedHammingIndex:
         bits = self.bits
 
         def run():
-            qf = self.client.scatter(queries, broadcast=True)
-            lf = self.client.scatter(ql, broadcast=True)
-            hs = self.client.gather([self.client.submit(_task_hist, f, lab, qf, lf, bits, pure=False)
+            qf = self._scatter(queries)
+            lf = self._scatter(ql)
+            hs = self._gather([self.client.submit(_task_hist, f, lab, qf, lf, bits, pure=False)
                                      for (f, _, _), lab in zip(self._shards, self._labels)])
             ha = sum(h[0] for h in hs)
             hr = sum(h[1] for h in hs)
@@ -407,7 +419,7 @@ class ShardedHammingIndex:
                                                lower_r + run_r, pure=False))
                 run_a = run_a + a
                 run_r = run_r + r
-            ap_sum = sum(self.client.gather(futs))
+            ap_sum = sum(self._gather(futs))
             return ha, hr, ap_sum
 
         ha, hr, ap_sum = self._guard(run)
