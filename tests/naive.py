@@ -422,7 +422,7 @@ def dcc_codes(B, Q, S, passes):
     return B, flips
 
 
-def mean_ap(codes_q, codes_db, yq, ydb):
+def mean_ap_signs(codes_q, codes_db, yq, ydb):
     """mAP over the whole Hamming ranking; ties in database order. Codes are {-1,+1}."""
     aps = []
     for i in range(codes_q.shape[0]):

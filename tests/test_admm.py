@@ -117,7 +117,7 @@ def _signs(m, X):
 
 def test_vdsh_learns(fitted, digits):
     F = digits
-    mp = naive.mean_ap(_signs(fitted, F["X_query"]), _signs(fitted, F["X_db"]), F["y_query"], F["y_db"])
+    mp = naive.mean_ap_signs(_signs(fitted, F["X_query"]), _signs(fitted, F["X_db"]), F["y_query"], F["y_db"])
     assert mp > 0.6  # chance is ~0.1
     h = fitted.history_
     assert len(h) == 8 and all(np.isfinite(x["objective"]) for x in h)
