@@ -22,9 +22,10 @@ __all__ = ["RAW", "FEATURES", "model_path", "codes_path", "eval_path", "pr_path"
 
 RAW = Path("data/raw.npz")
 FEATURES = Path("data/features.npz")
-#: rows encoded (and scanned for NaN/Inf) at a time: the forward pass's buffers stay
-#: O(ENCODE_ROWS x width) whatever the database size
-ENCODE_ROWS = 1 << 16
+#: rows encoded (and scanned for NaN/Inf) at a time: the float64 copy of the input and the
+#: forward pass's buffers stay O(ENCODE_ROWS x max(n_features, width)) whatever the database
+#: size, and an ``np.memmap`` database is read chunk by chunk
+ENCODE_ROWS = 8192
 
 
 def model_path(method, bits):
