@@ -11,7 +11,7 @@ from .params import ParamsError, load_params
 params_opt = click.option("--params", "params_file", default="params.yaml", show_default=True,
                           type=click.Path(dir_okay=False), help="the params file to read")
 method_opt = click.option("--method", required=True, help="hashing method (one of params.yaml's methods)")
-bits_opt = click.option("--bits", required=True, type=int, help="code length")
+bits_opt = click.option("--bits", required=True, type=int, help="code length (one of params.yaml's bits)")
 
 
 def _check_item(p, method, bits):
