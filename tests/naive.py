@@ -486,3 +486,22 @@ def gist(img):
                 v[xx, yy] = ig[nx[xx]:nx[xx + 1], ny[yy]:ny[yy + 1]].mean()
         g.extend(v.reshape(-1, order="F"))  # MATLAB's column-major reshape(v, [W N])
     return np.array(g)
+
+
+# --- reliability: references for the property tests (tests/test_properties.py) ---
+def histogram(q, db, bits):
+    """(nq, bits + 1) number of database codes at each Hamming distance."""
+    dist = hamming(q, db, bits)
+    return np.stack([np.bincount(row, minlength=bits + 1) for row in dist]) if len(q) else \
+        np.zeros((0, bits + 1), np.int64)
+
+
+def stable_sort_by_distance(dist, idx):
+    """Insertion sort of (dist, idx) pairs by distance only: equal distances keep their order."""
+    out = []
+    for d, i in zip(dist, idx):
+        p = len(out)
+        while p > 0 and out[p - 1][0] > d:
+            p -= 1
+        out.insert(p, (d, i))
+    return [d for d, _ in out], [i for _, i in out]

@@ -87,6 +87,8 @@ def check_labels(y, n, name="y") -> np.ndarray:
     """Validate labels: 1-D non-negative ints (single-label) or a 2-D 0/1 matrix (multi-label)."""
     if not isinstance(y, np.ndarray):
         raise TypeError(f"{name} must be a numpy array, got {type(y).__name__}")
+    if y.ndim not in (1, 2):
+        raise ValueError(f"{name} must be 1-D (classes) or 2-D (multi-label 0/1), got shape {y.shape}")
     if y.shape[0] != n:
         raise ValueError(f"{name} has {y.shape[0]} rows but X has {n}")
     if y.ndim == 1:

@@ -11,12 +11,24 @@ from .params import ParamsError, load_params
 params_opt = click.option("--params", "params_file", default="params.yaml", show_default=True,
                           type=click.Path(dir_okay=False), help="the params file to read")
 method_opt = click.option("--method", required=True, help="hashing method (one of params.yaml's methods)")
-bits_opt = click.option("--bits", required=True, type=int, help="code length")
+bits_opt = click.option("--bits", required=True, type=int, help="code length (one of params.yaml's bits)")
+
+
+def _check_item(p, method, bits):
+    """``--method``/``--bits`` must be one of params.yaml's (the stages' outputs are named by them)."""
+    if method not in p["methods"]:
+        raise ParamsError(f"--method {method!r} is not one of params.yaml's methods {p['methods']}")
+    if bits not in p["bits"]:
+        raise ParamsError(f"--bits {bits} is not one of params.yaml's bits {p['bits']}")
 
 
 def _run(fn, params_file, *args):
+    """Validate params (and ``--method``/``--bits``) before any work; a refused input is one
+    ``error:`` line and exit status 2, with no output of the stage written."""
     try:
         p = load_params(params_file)
+        if args:
+            _check_item(p, *args)
         fn(p, *args)
     except (ParamsError, FileNotFoundError, ValueError, TypeError, MemoryError) as e:
         click.echo(f"error: {e}", err=True)
@@ -79,7 +91,7 @@ def report(params_file):
 @main.command()
 @params_opt
 def check(params_file):
-    """Validate params.yaml (and say what is wrong) without running anything."""
+    """Validate params.yaml and the data already there (say what is wrong); run and write nothing."""
     try:
         p = load_params(params_file)
     except ParamsError as e:
@@ -87,6 +99,13 @@ def check(params_file):
         sys.exit(2)
     click.echo(f"{params_file}: ok ({p['dataset']}, methods {p['methods']}, bits {p['bits']}, "
                f"depth {p['depth']} x width {p['width']})")
+    problems, checked = stages.check_data(p)
+    for line in checked:
+        click.echo(f"checked: {line}")
+    for line in problems:
+        click.echo(f"error: {line}", err=True)
+    if problems:
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import numpy as np
 
 __all__ = ["RawDataset", "DataError", "load_dataset", "DATASETS", "read_idx", "MNIST_FILES",
            "payload_sha256", "load_cifar10", "load_nuswide", "fetch", "file_md5", "CIFAR10_URL",
-           "CIFAR10_ARCHIVE", "CIFAR10_MD5"]
+           "CIFAR10_ARCHIVE", "CIFAR10_MD5", "DECLARED_CLASSES", "check_raw"]
 
 
 class DataError(ValueError):
@@ -181,6 +181,10 @@ def load_mnist(data_dir, progress=True, download=True) -> RawDataset:
             payload = _read_payload(p)
             checks[p.name] = _verify(p, stem, payload)
             parts[(split, kind)] = read_idx(payload, p, kind, MNIST_FILES[stem][1])
+            if kind == "labels" and parts[(split, kind)].size and parts[(split, kind)].max() > 9:
+                bad = int(np.argmax(parts[(split, kind)] > 9))
+                raise DataError(f"{p}: label {parts[(split, kind)][bad]} at item {bad} is outside the "
+                                f"declared classes 0..9; delete it and place a correct copy in {p.parent}")
     if ("t10k", "images") not in parts or ("t10k", "labels") not in parts:
         raise DataError(f"{data_dir}: MNIST test files t10k-images-idx3-ubyte.gz and "
                         f"t10k-labels-idx1-ubyte.gz are missing; put them there or allow the download")
@@ -435,6 +439,40 @@ def load_nuswide(data_dir, progress=True, download=True) -> RawDataset:
 
 DATASETS = {"digits": load_digits_dataset, "mnist": load_mnist, "cifar10": load_cifar10,
             "nuswide": load_nuswide}
+
+
+#: classes each single-label dataset declares (labels must be 0 .. C-1); NUS-WIDE is multi-label
+DECLARED_CLASSES = {"digits": 10, "mnist": 10, "cifar10": 10}
+
+
+def check_raw(images, labels, info, where) -> None:
+    """Refuse raw data that would poison every later stage; the message names ``where``.
+
+    Checks: one label (row) per image, finite values, single-label ids inside the dataset's
+    declared classes (:data:`DECLARED_CLASSES`), multi-label matrices of 0/1.
+    """
+    images, labels = np.asarray(images), np.asarray(labels)
+    if labels.ndim not in (1, 2) or labels.shape[0] != images.shape[0]:
+        raise DataError(f"{where}: {images.shape[0]} images but labels of shape {labels.shape}; "
+                        f"expected one label (or label row) per image")
+    if images.dtype.kind == "f" and not np.all(np.isfinite(images)):
+        bad = np.argwhere(~np.isfinite(images.reshape(images.shape[0], -1)))[0]
+        raise DataError(f"{where}: image {bad[0]} holds NaN or Inf (value {bad[1]}); "
+                        f"fix or drop it before running the pipeline")
+    if labels.ndim == 2:
+        if not np.all((labels == 0) | (labels == 1)):
+            raise DataError(f"{where}: multi-label labels must be a 0/1 matrix")
+        return
+    if labels.dtype.kind not in "iu":
+        raise DataError(f"{where}: labels must be integer class ids, got dtype {labels.dtype}")
+    c = DECLARED_CLASSES.get(info.get("dataset"))
+    lo, hi = (0, c - 1) if c else (0, None)
+    out = (labels < lo) | (labels > hi) if hi is not None else labels < lo
+    if labels.size and out.any():
+        i = int(np.argmax(out))
+        declared = f"0..{hi}" if hi is not None else "non-negative ids"
+        raise DataError(f"{where}: label {labels[i]} of item {i} is outside the declared classes "
+                        f"{declared} of {info.get('dataset')!r}")
 
 
 def load_dataset(name: str, data_dir, progress=True) -> RawDataset:

@@ -18,7 +18,7 @@ import numpy as np
 from .gist import gist
 
 __all__ = ["gist", "split_indices", "Standardizer", "build_features", "PROTOCOL_DEFAULTS",
-           "resolve_protocol", "protocol_indices", "PROTOCOLS", "FEATURES"]
+           "resolve_protocol", "protocol_indices", "PROTOCOLS", "FEATURES", "check_split"]
 
 #: protocol names (params ``protocol.name``); ``standard`` when absent
 PROTOCOLS = ("standard", "test-train")
@@ -61,7 +61,8 @@ def split_indices(labels, queries_per_class: int, train_per_class: int, seed: in
         need = queries_per_class + train_per_class
         if members.size < need:
             raise ValueError(f"class {c} has {members.size} items, fewer than queries_per_class + "
-                             f"train_per_class = {queries_per_class} + {train_per_class}")
+                             f"train_per_class = {queries_per_class} + {train_per_class}; lower "
+                             f"protocol.queries_per_class or protocol.train_per_class")
         perm = rng.permutation(members)
         q.append(perm[:queries_per_class])
         t.append(perm[queries_per_class:need])
@@ -91,7 +92,7 @@ def _split_multilabel(labels, queries_per_class, train_per_class, seed):
             if cand.size < count:
                 raise ValueError(f"concept {c} has {cand.size} items left for {what}, fewer than "
                                  f"{count} (queries_per_class = {queries_per_class}, "
-                                 f"train_per_class = {train_per_class})")
+                                 f"train_per_class = {train_per_class}); lower them in params.yaml")
             picked[rng.choice(cand, count, replace=False)] = True
         out.append(np.flatnonzero(picked))
         taken |= picked
@@ -114,6 +115,24 @@ def protocol_indices(labels, protocol: dict, info: dict, seed: int):
         train = np.arange(*sp["train"])
         return np.arange(*sp["test"]), train, train
     raise ValueError(f"unknown protocol {name!r}; expected one of {list(PROTOCOLS)}")
+
+
+def check_split(y_query, y_db, y_train, where="the split") -> None:
+    """Every class (concept) among the queries and the database has a training example.
+
+    A model never shown a class cannot learn a code for it; its queries would be ranked by
+    chance. Raises ``ValueError`` naming the classes and ``where``.
+    """
+    if y_train.ndim == 2:
+        seen = np.flatnonzero(y_train.any(axis=0))
+        used = np.flatnonzero(np.asarray(y_query).any(axis=0) | np.asarray(y_db).any(axis=0))
+    else:
+        seen = np.unique(y_train)
+        used = np.union1d(np.unique(y_query), np.unique(y_db))
+    missing = np.setdiff1d(used, seen)
+    if missing.size:
+        raise ValueError(f"{where}: class(es) {missing.tolist()} have queries or database items "
+                         f"but no training example; raise protocol.train_per_class or fix the labels")
 
 
 #: ``protocol.standardize`` values

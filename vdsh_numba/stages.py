@@ -2,7 +2,8 @@
 
 Data flows one way: data/raw.npz -> data/features.npz -> models/<method>_<bits>.npz ->
 codes/<method>_<bits>.npz -> reports/eval/<method>_<bits>.json -> reports/metrics.json.
-Every output is written atomically (temp file + rename).
+Every output is written atomically (temp file + rename), and every input is checked before
+any output is written: a refused input leaves the stage's outputs as they were.
 """
 from __future__ import annotations
 
@@ -17,10 +18,14 @@ import numpy as np
 from .io import save_npz, write_json, write_text
 
 __all__ = ["RAW", "FEATURES", "model_path", "codes_path", "eval_path", "pr_path", "curve_path",
-           "download", "features", "train", "encode", "evaluate", "report"]
+           "download", "features", "train", "encode", "evaluate", "report", "check_data"]
 
 RAW = Path("data/raw.npz")
 FEATURES = Path("data/features.npz")
+#: rows encoded (and scanned for NaN/Inf) at a time: the float64 copy of the input and the
+#: forward pass's buffers stay O(ENCODE_ROWS x max(n_features, width)) whatever the database
+#: size, and an ``np.memmap`` database is read chunk by chunk
+ENCODE_ROWS = 8192
 
 
 def model_path(method, bits):
@@ -43,12 +48,45 @@ def curve_path(method, bits):
     return Path("reports/train") / f"{method}_{bits}.csv"
 
 
-def _load(path, what):
+def _load(path, what, keys=None):
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run the {what} stage first (dvc repro)")
     with np.load(path, allow_pickle=False) as f:
-        return {k: f[k] for k in f.files}
+        return {k: f[k] for k in f.files if keys is None or k in keys}
+
+
+def _check_finite(X, name):
+    """``X`` is a 2-D real array without NaN/Inf (scanned in row chunks: no float64 copy)."""
+    if X.ndim != 2 or X.dtype.kind not in "fiu":
+        raise ValueError(f"{name} must be a 2-D real array, got {X.dtype} of shape {X.shape}")
+    for s in range(0, X.shape[0], ENCODE_ROWS):
+        bad = ~np.isfinite(X[s:s + ENCODE_ROWS])
+        if bad.any():
+            r, c = np.argwhere(bad)[0]
+            raise ValueError(f"{name} contains NaN or Inf (first at row {s + r}, column {c}); "
+                             f"fix the raw data and rerun the features stage")
+
+
+def _check_features_file(F):
+    """The loaded parts of the features file: finite features, valid labels, and every class
+    among queries and database trained on."""
+    from .base import check_labels
+    from .features import check_split
+    for part in ("query", "db", "train"):
+        if f"X_{part}" in F:
+            _check_finite(F[f"X_{part}"], f"{FEATURES}: X_{part}")
+            check_labels(F[f"y_{part}"], F[f"X_{part}"].shape[0], f"{FEATURES}: y_{part}")
+    check_split(F["y_query"], F["y_db"], F["y_train"], str(FEATURES))
+
+
+def _encode_rows(model, X):
+    """Packed codes of ``X``, ``ENCODE_ROWS`` rows per forward pass."""
+    from .codes import code_bytes
+    out = np.empty((X.shape[0], code_bytes(model.bits)), dtype=np.uint8)
+    for s in range(0, X.shape[0], ENCODE_ROWS):
+        out[s:s + ENCODE_ROWS] = model.encode(X[s:s + ENCODE_ROWS])
+    return out
 
 
 def _say(msg):
@@ -57,8 +95,9 @@ def _say(msg):
 
 # --- download -----------------------------------------------------------------------------------
 def download(params):
-    from .datasets import load_dataset
+    from .datasets import check_raw, load_dataset
     rd = load_dataset(params["dataset"], params["data_dir"], progress=True)
+    check_raw(rd.images, rd.labels, rd.info, f"{params['dataset']} in {params['data_dir']}")
     if rd.info.get("subset") == "test-only":
         _say(f"{params['dataset']}: only the 10,000-image test set is available in "
              f"{params['data_dir']}: running on it alone (metrics record subset=test-only)")
@@ -68,15 +107,18 @@ def download(params):
 
 # --- features -----------------------------------------------------------------------------------
 def features(params):
-    from .features import build_features, protocol_indices, resolve_protocol
+    from .datasets import check_raw
+    from .features import build_features, check_split, protocol_indices, resolve_protocol
     raw = _load(RAW, "download")
     info = json.loads(str(raw["info"]))
+    check_raw(raw["images"], raw["labels"], info, str(RAW))
     proto = resolve_protocol(params["dataset"], params.get("protocol") or {})
     kind = params.get("features", "pixels")
     idx = protocol_indices(raw["labels"], proto, info, params["seed"])
     F = build_features(raw["images"], raw["labels"], info["max_value"], proto["queries_per_class"],
                        proto["train_per_class"], params["seed"], features=kind, indices=idx,
                        progress=True, standardize=proto.get("standardize", "global"))
+    check_split(F["y_query"], F["y_db"], F["y_train"], f"the {proto.get('name', 'standard')} split")
     info = {**info, "protocol": proto, "features": kind, "n_query": int(F["y_query"].shape[0]),
             "n_db": int(F["y_db"].shape[0]), "n_train": int(F["y_train"].shape[0])}
     save_npz(FEATURES, info=np.str_(json.dumps(info)), **F)
@@ -87,8 +129,13 @@ def features(params):
 # --- train --------------------------------------------------------------------------------------
 def train(params, method, bits):
     from .base import make_method
-    F = _load(FEATURES, "features")
+    from .memory import check_training_memory
+    F = _load(FEATURES, "features", ("X_train", "y_train", "y_query", "y_db"))
+    _check_features_file(F)
     model = make_method(method, bits, params)
+    (n, d), y = F["X_train"].shape, F["y_train"]
+    check_training_memory(method, n, d, params["depth"], params["width"], bits,
+                          y.shape[1] if y.ndim == 2 else int(y.max(initial=0)) + 1)
     model.fit(F["X_train"], F["y_train"])
     model.save(model_path(method, bits))
     hist = getattr(model, "history_", [])
@@ -122,11 +169,13 @@ def _row_shards(n, shards):
 
 def encode(params, method, bits):
     from .base import load_model
-    F = _load(FEATURES, "features")
+    F = _load(FEATURES, "features", ("X_query", "X_db"))
+    for part in ("X_query", "X_db"):
+        _check_finite(F[part], f"{FEATURES}: {part}")
     model = load_model(model_path(method, bits))
     dask = _dask(params)
     if dask is None:
-        db = model.encode(F["X_db"])
+        db = _encode_rows(model, F["X_db"])
     else:  # the database shard by shard on the workers, the model broadcast once
         import dask.array as da
         from .distributed import encode_sharded
@@ -137,7 +186,7 @@ def encode(params, method, bits):
             db = np.ascontiguousarray(np.concatenate(client.gather(futs)))
         finally:
             close()
-    save_npz(codes_path(method, bits), query=model.encode(F["X_query"]), db=db,
+    save_npz(codes_path(method, bits), query=_encode_rows(model, F["X_query"]), db=db,
              bits=np.int64(bits), train_seconds=np.float64(model.train_seconds_),
              backend=np.str_(getattr(model, "backend", "cpu")))
     _say(f"encode: {method} {bits} bits -> {codes_path(method, bits)}")
@@ -183,3 +232,54 @@ def evaluate(params, method, bits):
 def report(params):
     from .report import write_report
     write_report(params)
+
+
+# --- check (no stage: `vdsh check`) ---------------------------------------------------------------
+def check_data(params):
+    """The data checks of ``vdsh check``, on whatever data is already there; writes nothing.
+
+    Raw data (``data/raw.npz``, or the embedded digits set when it is not there yet): one
+    label per image, finite values, labels inside the declared classes, and the protocol's
+    per-class counts fit every class. Features (``data/features.npz`` when present): finite
+    values, valid labels, every class among queries and database has a training example.
+
+    Returns
+    -------
+    problems : list of str
+        What is wrong (empty when everything checked is fine).
+    checked : list of str
+        What was checked, or skipped and why.
+    """
+    from .datasets import DataError, check_raw, load_dataset
+    from .features import protocol_indices, resolve_protocol
+    problems, checked = [], []
+    raw = None
+    if RAW.exists():
+        raw = _load(RAW, "download")
+        info, where = json.loads(str(raw["info"])), str(RAW)
+        if info.get("dataset") != params["dataset"]:
+            checked.append(f"{RAW} holds {info.get('dataset')!r}, params say {params['dataset']!r}: "
+                           f"not checked (the download stage will replace it)")
+            raw = None
+    elif params["dataset"] == "digits":
+        rd = load_dataset("digits", None, progress=False)
+        raw, info, where = {"images": rd.images, "labels": rd.labels}, rd.info, "digits (embedded)"
+    else:
+        checked.append(f"{RAW} not found: raw data not checked (run the download stage first)")
+    if raw is not None:
+        try:
+            check_raw(raw["images"], raw["labels"], info, where)
+            proto = resolve_protocol(params["dataset"], params.get("protocol") or {})
+            q, db, tr = protocol_indices(raw["labels"], proto, info, params["seed"])
+            checked.append(f"{where}: {len(raw['labels'])} items; protocol "
+                           f"{proto.get('name', 'standard')} gives {len(q)} queries, {len(db)} "
+                           f"database, {len(tr)} training")
+        except (DataError, ValueError) as e:
+            problems.append(str(e) if str(e).startswith(where) else f"{where}: {e}")
+    if FEATURES.exists():
+        try:
+            _check_features_file(_load(FEATURES, "features"))
+            checked.append(f"{FEATURES}: finite features, valid labels, every class trained on")
+        except (TypeError, ValueError) as e:
+            problems.append(str(e))
+    return problems, checked
