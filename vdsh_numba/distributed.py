@@ -320,7 +320,9 @@ class ShardedHammingIndex:
 
     # --- search ----------------------------------------------------------------
     def _scatter(self, x):
-        return self.client.scatter(x, broadcast=True, timeout=self.timeout)
+        # hash=False: a unique key per call; content-hashed keys can collide with a key the
+        # scheduler is still releasing from an earlier call ("lost dependencies")
+        return self.client.scatter(x, broadcast=True, timeout=self.timeout, hash=False)
 
     def _gather(self, futs):
         from distributed import wait
@@ -328,13 +330,13 @@ class ShardedHammingIndex:
         return self.client.gather(futs)
 
     def _guard(self, run):
-        from distributed.client import FutureCancelledError
+        from distributed.client import FutureCancelledError, FuturesCancelledError
         from distributed.scheduler import KilledWorker
         last = None
         for _attempt in range(self.retries + 1):
             try:
                 return run()
-            except (KilledWorker, FutureCancelledError, OSError, TimeoutError) as e:
+            except (KilledWorker, FutureCancelledError, FuturesCancelledError, OSError, TimeoutError) as e:
                 last = e
         raise ShardedSearchError(f"sharded search over {self.nshards} shards failed after "
                                  f"{self.retries + 1} attempts: {type(last).__name__}: {last}")
@@ -452,7 +454,7 @@ def encode_sharded(model, data, client, bits=None):
     Pass them to :meth:`ShardedHammingIndex.add_futures` to index them where they live.
     """
     _require_distributed()
-    mf = client.scatter(model, broadcast=True)
+    mf = client.scatter(model, broadcast=True, hash=False)
     if isinstance(data, (list, tuple)):
         futs = [client.submit(_encode_npy, mf, str(p), pure=False) for p in data]
         rows = [int(np.load(p, mmap_mode="r").shape[0]) for p in data]
