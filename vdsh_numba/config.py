@@ -36,3 +36,7 @@ QUERY_BLOCK = 64
 
 #: CUDA launch parameters (used by the later "cuda" backend).
 CUDA_THREADS_PER_BLOCK = 128
+
+#: Training uses one BLAS thread when its products are smaller than this (``n * width**2``
+#: multiply-adds for VDSH; every minibatch method): thread wake-ups cost more than they save.
+BLAS_SMALL_PRODUCT = 1 << 28
