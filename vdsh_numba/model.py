@@ -51,6 +51,7 @@ TRAIN_DEFAULTS = {
     "input_clip": 3.0,     # clip features to [-c, c] inside the network (0: off)
     "init": "ridge",       # first layer: "random", or "ridge" (rows +-P, P = ridge map X -> labels)
     "skip_weight": 20.0,   # penalty on the skip path of a residual layer = skip_weight * gamma
+    "final_refit": False,  # after the last sweep, refit W_o, b_o to the codes on the final forward pass
     "checkpoint_every": 0, # save the whole loop state every N sweeps to fit(checkpoint_path=...) (0: off)
 }
 
@@ -403,13 +404,19 @@ class VDSH(HashingModel):
             label = float(((Y - B @ G) ** 2).sum() / n)
             code_fit = float(((B - U) ** 2).sum() / n)
             regW = float(sum((W.astype(np.float64) ** 2).sum() for W in Ws) + (Wo.astype(np.float64) ** 2).sum())
-            objective = label + o["lam_G"] * float((G ** 2).sum()) + o["nu"] * code_fit + o["rho"] * regW
+            # the objective both blocks descend: the code step minimises label + reg_G + nu code_fit
+            # at a fixed network, the network step minimises code_fit + rho reg_W (output weight 1)
+            # at fixed codes, so the network's weight decay enters the joint objective as nu * rho
+            # (docs/algorithm.md section 2); the old unscaled sum is logged as objective_sdh
+            objective = label + o["lam_G"] * float((G ** 2).sum()) + o["nu"] * (code_fit + o["rho"] * regW)
             if not np.isfinite(objective):
                 raise diverged(it, "objective", "the objective")
             self.history_.append({
                 "iteration": it + 1, "seconds": secs, "dense_seconds": dense.seconds,
                 "elapsed": time.perf_counter() - t_start,
                 "objective": objective,
+                "objective_sdh": label + o["lam_G"] * float((G ** 2).sum()) + o["nu"] * code_fit + o["rho"] * regW,
+                "network_objective": code_fit + o["rho"] * regW,
                 "label_loss": label, "reg_G": o["lam_G"] * float((G ** 2).sum()),
                 "code_fit": code_fit, "reg_W": o["rho"] * regW,
                 "penalty_z": float(beta * rz.sum() / n), "penalty_a": float(gamma * ra.sum() / n),
@@ -428,6 +435,12 @@ class VDSH(HashingModel):
             if self.on_sweep is not None:
                 self.W_, self.b_, self.Wo_, self.bo_, self.G_ = Ws, bs, Wo, bo, G
                 self.on_sweep(it, self)
+        if o["final_refit"] and n_sweeps > 0:
+            # the last sweep moved the hidden layers after W_o was fitted: refit it on the forward pass
+            a_top = forward(X, Ws, bs, Wo, bo, o["residual"], keep=True)[1][L]
+            Wo, bo = _ridge(B.astype(np.float32), a_top, 1.0, o["rho"], 0.0, Wo, dense)
+            if not (np.isfinite(Wo).all() and np.isfinite(bo).all()):
+                raise diverged(n_sweeps - 1, "output", "the final refit of W_o, b_o")
         self.W_ = Ws
         self.b_ = bs
         self.Wo_, self.bo_, self.G_ = Wo, bo, G
