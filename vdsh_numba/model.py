@@ -50,7 +50,8 @@ TRAIN_DEFAULTS = {
     "init_scale": 1.0,     # std of the first layer = init_scale / sqrt(n_features)
     "input_clip": 3.0,     # clip features to [-c, c] inside the network (0: off)
     "init": "ridge",       # first layer: "random", or "ridge" (rows +-P, P = ridge map X -> labels)
-    "skip_weight": 20.0,   # penalty on the skip path of a residual layer = skip_weight * gamma
+    "skip_weight": 1000.0, # penalty on the skip path of a residual layer = skip_weight * gamma
+    "first_width": 0,      # units of the first hidden layer (0: width); layer 2 then maps it to width
     "final_refit": False,  # after the last sweep, refit W_o, b_o to the codes on the final forward pass
     "checkpoint_every": 0, # save the whole loop state every N sweeps to fit(checkpoint_path=...) (0: off)
 }
@@ -73,6 +74,11 @@ class TrainingDiverged(FloatingPointError):
         super().__init__(msg)
 
 
+def _is_residual(residual, h, W):
+    """Layer ``h`` (0-based) has an identity skip: residual net, not the first layer, square W."""
+    return bool(residual and h > 0 and W.shape[0] == W.shape[1])
+
+
 def forward(X, Ws, bs, Wo, bo, residual, keep=False):
     """Forward pass. Returns ``U`` or, with ``keep``, ``(U, A, Z)`` with every layer's a and z."""
     A, Z = [X], [None]
@@ -82,7 +88,7 @@ def forward(X, Ws, bs, Wo, bo, residual, keep=False):
         p = a @ Ws[h].T
         z = np.empty_like(p) if keep else p
         a_new = np.empty_like(p)
-        admm.bias_act(p, bs[h], a, bool(residual and h > 0), z, a_new)
+        admm.bias_act(p, bs[h], a, _is_residual(residual, h, Ws[h]), z, a_new)
         if keep:
             A.append(a_new)
             Z.append(z)
@@ -198,12 +204,13 @@ class VDSH(HashingModel):
     def _init(self, X, Y, rng):
         d, w, L, k = X.shape[1], self.width, self.depth, self.bits
         o = self.train
-        W1 = rng.standard_normal((w, d)) * (o["init_scale"] / np.sqrt(d))
+        w1 = int(o["first_width"]) or w
+        W1 = rng.standard_normal((w1, d)) * (o["init_scale"] / np.sqrt(d))
         if o["init"] == "ridge":
             # closed-form layer-wise start: the first 2C units carry relu(+-P x), P the ridge map
             # from the inputs to the centred one-hot labels, so the net starts >= a linear hash
             c = Y.shape[1]
-            if 2 * c <= w:
+            if 2 * c <= w1:
                 Xc = X - X.mean(0)
                 Yc = Y - Y.mean(0)
                 M = Xc.T.astype(np.float64) @ Xc + X.shape[0] * 1e-1 * np.eye(d)
@@ -213,9 +220,17 @@ class VDSH(HashingModel):
         elif o["init"] != "random":
             raise ValueError(f"init must be 'random' or 'ridge', got {o['init']!r}")
         Ws = [W1.astype(np.float32)]
-        bs = [np.zeros(w, np.float32)]
-        for _ in range(1, L):
-            if o["residual"]:
+        bs = [np.zeros(w1, np.float32)]
+        for h in range(1, L):
+            if h == 1 and w1 != w:
+                # wide first layer -> width: the first min(w, w1) units pass through (a_1 >= 0, so
+                # relu keeps them: the ridge rows survive), the rest are He-scaled random
+                W2 = rng.standard_normal((w, w1)) * np.sqrt(2.0 / w1)
+                m = min(w, w1)
+                W2[:m] = 0.0
+                W2[np.arange(m), np.arange(m)] = 1.0
+                Ws.append(W2.astype(np.float32))
+            elif o["residual"]:
                 Ws.append(np.zeros((w, w), np.float32))  # residual net starts equal to the shallow one
             else:
                 Ws.append((rng.standard_normal((w, w)) * np.sqrt(2.0 / w)).astype(np.float32))
@@ -293,11 +308,12 @@ class VDSH(HashingModel):
         Ws, bs, B = self._init(X, Y, rng)
         G = self._g_step(B, Y)
         dense = _DenseTimer()
-        a_top = forward(X, Ws, bs, np.zeros((k, self.width), np.float32), np.zeros(k, np.float32),
+        wt = Ws[-1].shape[0]
+        a_top = forward(X, Ws, bs, np.zeros((k, wt), np.float32), np.zeros(k, np.float32),
                         o["residual"], keep=True)[1][-1]
-        Wo, bo = _ridge(B.astype(np.float32), a_top, 1.0, o["rho"], 0.0, np.zeros((k, self.width)), dense)
+        Wo, bo = _ridge(B.astype(np.float32), a_top, 1.0, o["rho"], 0.0, np.zeros((k, wt)), dense)
         return {"Ws": Ws, "bs": bs, "B": B, "G": G, "Wo": Wo, "bo": bo,
-                "Lam": [np.zeros((n, self.width), np.float32) for _ in range(self.depth)],
+                "Lam": [np.zeros((n, W.shape[0]), np.float32) for W in Ws],
                 "A": None, "Z": None, "beta": o["beta"], "gamma": o["gamma"], "sweep": 0,
                 "rng": rng, "elapsed": 0.0}
 
@@ -324,7 +340,7 @@ class VDSH(HashingModel):
             self.resumed_from_ = 0
         Ws, bs, B, G, Wo, bo, Lam, A, Z = (S[v] for v in ("Ws", "bs", "B", "G", "Wo", "bo", "Lam", "A", "Z"))
         beta, gamma = S["beta"], S["gamma"]
-        residual = [bool(o["residual"] and h > 0) for h in range(L)]
+        residual = [_is_residual(o["residual"], h, Ws[h]) for h in range(L)]
         dense = _DenseTimer()
         t_start = time.perf_counter() - S["elapsed"]
         n_sweeps = int(o["sweeps"])
