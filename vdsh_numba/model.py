@@ -34,7 +34,7 @@ from .base import HashingModel, label_matrix, register
 __all__ = ["VDSH", "forward", "TRAIN_DEFAULTS", "TrainingDiverged"]
 
 TRAIN_DEFAULTS = {
-    "sweeps": 30,          # ADMM sweeps (outer iterations)
+    "sweeps": 60,          # ADMM sweeps (outer iterations)
     "beta": 0.1,           # penalty on z_h = W_h a_{h-1} + b_h
     "gamma": 0.1,          # penalty on a_h = phi(a_{h-1}, z_h)
     "penalty_growth": 1.2, # beta, gamma *= growth after every sweep ...
@@ -51,7 +51,7 @@ TRAIN_DEFAULTS = {
     "input_clip": 3.0,     # clip features to [-c, c] inside the network (0: off)
     "init": "ridge",       # first layer: "random", or "ridge" (rows +-P, P = ridge map X -> labels)
     "skip_weight": 1000.0, # penalty on the skip path of a residual layer = skip_weight * gamma
-    "first_width": 0,      # units of the first hidden layer (0: width); layer 2 then maps it to width
+    "first_width": 1024,   # units of the first hidden layer (0: width); layer 2 maps it to width (non-residual)
     "final_refit": False,  # after the last sweep, refit W_o, b_o to the codes on the final forward pass
     "checkpoint_every": 0, # save the whole loop state every N sweeps to fit(checkpoint_path=...) (0: off)
 }
