@@ -25,11 +25,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from vdsh_numba.model import VDSH  # noqa: E402
 
 
-def sweep_seconds(n, d, depth, width, sweeps, bits=32, seed=0):
+def sweep_seconds(n, d, depth, width, sweeps, bits=32, seed=0, first_width=0):
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, d)).astype(np.float32)
     y = rng.integers(0, 10, n)
-    m = VDSH(bits, depth=depth, width=width, seed=seed, sweeps=sweeps).fit(X, y)
+    m = VDSH(bits, depth=depth, width=width, seed=seed, sweeps=sweeps, first_width=first_width).fit(X, y)
     h = m.history_[1:] if len(m.history_) > 1 else m.history_
     return float(np.mean([x["seconds"] for x in h])), float(np.mean([x["dense_seconds"] for x in h]))
 
