@@ -9,6 +9,10 @@ and the seconds of all but the first sweep are averaged. "dense" is the time of 
 BLAS/LAPACK calls alone (matrix products, Gram matrices, Cholesky solves) accumulated inside
 the sweep (``history_[i]['dense_seconds']``); the ratio sweep / dense says how far the whole
 iteration is above the BLAS floor.
+
+On a shared machine run it single-threaded (``NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1``):
+with more runnable threads than cores every ``prange`` kernel waits for all its threads to be
+scheduled, and a depth-16 sweep measured 17 s with 2 threads vs 1.5 s with 1 (load average ~12).
 """
 import argparse
 import json
@@ -21,11 +25,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from vdsh_numba.model import VDSH  # noqa: E402
 
 
-def sweep_seconds(n, d, depth, width, sweeps, bits=32, seed=0):
+def sweep_seconds(n, d, depth, width, sweeps, bits=32, seed=0, first_width=0):
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, d)).astype(np.float32)
     y = rng.integers(0, 10, n)
-    m = VDSH(bits, depth=depth, width=width, seed=seed, sweeps=sweeps).fit(X, y)
+    m = VDSH(bits, depth=depth, width=width, seed=seed, sweeps=sweeps, first_width=first_width).fit(X, y)
     h = m.history_[1:] if len(m.history_) > 1 else m.history_
     return float(np.mean([x["seconds"] for x in h])), float(np.mean([x["dense_seconds"] for x in h]))
 
@@ -47,6 +51,7 @@ def main():
     ap.add_argument("--widths", default="256,512,1024")
     ap.add_argument("--width-depth", type=int, default=8, help="depth of the width scan")
     ap.add_argument("--floor", default="64x1024", help="depth x width of the BLAS-floor check ('' skips)")
+    ap.add_argument("--floor-n", type=int, default=0, help="samples of the BLAS-floor check (0: --n)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", help="write the measurements here")
     a = ap.parse_args()
@@ -71,10 +76,11 @@ def main():
     out["width_fit"] = {"exponent": float(k)}
     if a.floor:
         L, w = (int(v) for v in a.floor.split("x"))
-        s, dn = sweep_seconds(a.n, a.d, L, w, a.sweeps)
-        print(f"BLAS floor, depth {L} x width {w}, n={a.n}: {s:.3f} s/sweep, dense products alone "
+        fn = a.floor_n or a.n
+        s, dn = sweep_seconds(fn, a.d, L, w, a.sweeps)
+        print(f"BLAS floor, depth {L} x width {w}, n={fn}: {s:.3f} s/sweep, dense products alone "
               f"{dn:.3f} s, ratio {s / dn:.3f}   (goal <= 1.5)", flush=True)
-        out["floor"] = {"depth": L, "width": w, "seconds": s, "dense_seconds": dn, "ratio": s / dn}
+        out["floor"] = {"n": fn, "depth": L, "width": w, "seconds": s, "dense_seconds": dn, "ratio": s / dn}
     if a.json:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=1)

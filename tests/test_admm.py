@@ -121,9 +121,10 @@ def test_vdsh_learns(fitted, digits):
     assert mp > 0.6  # chance is ~0.1
     h = fitted.history_
     assert len(h) == 8 and all(np.isfinite(x["objective"]) for x in h)
-    # with the growing penalties the objective falls and then rises again (the network is held
-    # closer to its forward pass); see reports/depth_study.md. The forward gap falls.
-    assert min(x["objective"] for x in h) < h[0]["objective"]
+    # the monitored objective (weight decay nu*rho, the one both blocks descend; docs/algorithm.md
+    # section 2) and the forward-vs-auxiliary gap both end lower than they start
+    assert h[-1]["objective"] < h[0]["objective"]
+    assert h[-1]["network_objective"] < h[0]["network_objective"]
     assert h[-1]["forward_gap"] < h[1]["forward_gap"]
 
 

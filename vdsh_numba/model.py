@@ -19,8 +19,11 @@ pre-activation and output for every sample) and scaled multipliers ``lam_h`` on 
 """
 from __future__ import annotations
 
+import json
+import os
 import sys
 import time
+import zlib
 
 import numpy as np
 import scipy.linalg as sla
@@ -28,10 +31,10 @@ import scipy.linalg as sla
 from . import admm
 from .base import HashingModel, label_matrix, register
 
-__all__ = ["VDSH", "forward", "TRAIN_DEFAULTS"]
+__all__ = ["VDSH", "forward", "TRAIN_DEFAULTS", "TrainingDiverged"]
 
 TRAIN_DEFAULTS = {
-    "sweeps": 30,          # ADMM sweeps (outer iterations)
+    "sweeps": 60,          # ADMM sweeps (outer iterations)
     "beta": 0.1,           # penalty on z_h = W_h a_{h-1} + b_h
     "gamma": 0.1,          # penalty on a_h = phi(a_{h-1}, z_h)
     "penalty_growth": 1.2, # beta, gamma *= growth after every sweep ...
@@ -47,8 +50,33 @@ TRAIN_DEFAULTS = {
     "init_scale": 1.0,     # std of the first layer = init_scale / sqrt(n_features)
     "input_clip": 3.0,     # clip features to [-c, c] inside the network (0: off)
     "init": "ridge",       # first layer: "random", or "ridge" (rows +-P, P = ridge map X -> labels)
-    "skip_weight": 20.0,   # penalty on the skip path of a residual layer = skip_weight * gamma
+    "skip_weight": 1000.0, # penalty on the skip path of a residual layer = skip_weight * gamma
+    "first_width": 1024,   # units of the first hidden layer (0: width); layer 2 maps it to width (non-residual)
+    "final_refit": False,  # after the last sweep, refit W_o, b_o to the codes on the final forward pass
+    "checkpoint_every": 0, # save the whole loop state every N sweeps to fit(checkpoint_path=...) (0: off)
 }
+
+
+class TrainingDiverged(FloatingPointError):
+    """A training variable or the objective became NaN/Inf.
+
+    ``sweep`` (1-based) and ``layer`` (1-based hidden layer, ``"output"``, ``"codes"``, ``"forward"``
+    or ``"objective"``) say where; ``checkpoint`` is the path of the last finite checkpoint
+    (``None`` without checkpointing), which is never overwritten by non-finite state.
+    """
+
+    def __init__(self, sweep, layer, what, checkpoint=None):
+        self.sweep, self.layer, self.what, self.checkpoint = sweep, layer, what, checkpoint
+        where = f"hidden layer {layer}" if isinstance(layer, (int, np.integer)) else str(layer)
+        msg = f"VDSH training diverged at sweep {sweep}, {where}: {what} is not finite"
+        if checkpoint is not None:
+            msg += f" (last finite checkpoint kept at {checkpoint})"
+        super().__init__(msg)
+
+
+def _is_residual(residual, h, W):
+    """Layer ``h`` (0-based) has an identity skip: residual net, not the first layer, square W."""
+    return bool(residual and h > 0 and W.shape[0] == W.shape[1])
 
 
 def forward(X, Ws, bs, Wo, bo, residual, keep=False):
@@ -60,7 +88,7 @@ def forward(X, Ws, bs, Wo, bo, residual, keep=False):
         p = a @ Ws[h].T
         z = np.empty_like(p) if keep else p
         a_new = np.empty_like(p)
-        admm.bias_act(p, bs[h], a, bool(residual and h > 0), z, a_new)
+        admm.bias_act(p, bs[h], a, _is_residual(residual, h, Ws[h]), z, a_new)
         if keep:
             A.append(a_new)
             Z.append(z)
@@ -110,6 +138,14 @@ def class_codebook(n_classes, bits, rng, tries=256):
         if key is None or kk > key:
             best, key = C, kk
     return best
+
+
+def _json_float(o):
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def _sym_inverse(M, dense):
@@ -168,12 +204,13 @@ class VDSH(HashingModel):
     def _init(self, X, Y, rng):
         d, w, L, k = X.shape[1], self.width, self.depth, self.bits
         o = self.train
-        W1 = rng.standard_normal((w, d)) * (o["init_scale"] / np.sqrt(d))
+        w1 = int(o["first_width"]) or w
+        W1 = rng.standard_normal((w1, d)) * (o["init_scale"] / np.sqrt(d))
         if o["init"] == "ridge":
             # closed-form layer-wise start: the first 2C units carry relu(+-P x), P the ridge map
             # from the inputs to the centred one-hot labels, so the net starts >= a linear hash
             c = Y.shape[1]
-            if 2 * c <= w:
+            if 2 * c <= w1:
                 Xc = X - X.mean(0)
                 Yc = Y - Y.mean(0)
                 M = Xc.T.astype(np.float64) @ Xc + X.shape[0] * 1e-1 * np.eye(d)
@@ -183,9 +220,17 @@ class VDSH(HashingModel):
         elif o["init"] != "random":
             raise ValueError(f"init must be 'random' or 'ridge', got {o['init']!r}")
         Ws = [W1.astype(np.float32)]
-        bs = [np.zeros(w, np.float32)]
-        for _ in range(1, L):
-            if o["residual"]:
+        bs = [np.zeros(w1, np.float32)]
+        for h in range(1, L):
+            if h == 1 and w1 != w:
+                # wide first layer -> width: the first min(w, w1) units pass through (a_1 >= 0, so
+                # relu keeps them: the ridge rows survive), the rest are He-scaled random
+                W2 = rng.standard_normal((w, w1)) * np.sqrt(2.0 / w1)
+                m = min(w, w1)
+                W2[:m] = 0.0
+                W2[np.arange(m), np.arange(m)] = 1.0
+                Ws.append(W2.astype(np.float32))
+            elif o["residual"]:
                 Ws.append(np.zeros((w, w), np.float32))  # residual net starts equal to the shallow one
             else:
                 Ws.append((rng.standard_normal((w, w)) * np.sqrt(2.0 / w)).astype(np.float32))
@@ -195,6 +240,83 @@ class VDSH(HashingModel):
         B = np.where(Y @ R >= 0, 1.0, -1.0)
         return Ws, bs, B
 
+    def fit(self, X, y, checkpoint_path=None):
+        """Train on ``X`` (n, d), labels ``y``.
+
+        ``checkpoint_path`` (optional ``.npz``): with ``checkpoint_every = N > 0`` the whole loop
+        state is saved there atomically every N sweeps and after the last one; if the file exists
+        when ``fit`` starts, training resumes from it (same data and parameters required) and the
+        final model is bitwise equal to an uninterrupted run's.
+        """
+        self._checkpoint_path = None if checkpoint_path is None else os.fspath(checkpoint_path)
+        try:
+            return super().fit(X, y)
+        finally:
+            self._checkpoint_path = None
+
+    # ------------------------------------------------------------------------------------------
+    def _fingerprint(self, X, y):
+        """What a checkpoint must match to be resumed: parameters (less the loop length and the
+        checkpoint period) and a checksum of the data."""
+        p = {k: v for k, v in self.get_params().items() if k not in ("sweeps", "checkpoint_every")}
+        return {"params": p, "shape": list(X.shape),
+                "crc": int(zlib.crc32(np.ascontiguousarray(X).view(np.uint8).ravel())
+                           ^ zlib.crc32(np.ascontiguousarray(y, dtype=np.int64).view(np.uint8).ravel()))}
+
+    def _save_checkpoint(self, path, S, fp):
+        from .io import save_npz
+        arrs = {"B": S["B"], "G": S["G"], "Wo": S["Wo"], "bo": S["bo"]}
+        for h in range(self.depth):
+            arrs[f"W_{h}"], arrs[f"b_{h}"], arrs[f"Lam_{h}"] = S["Ws"][h], S["bs"][h], S["Lam"][h]
+        if S["A"] is not None:
+            # with resync only the top layer's auxiliary output survives a sweep (the forward gap)
+            keep = [self.depth] if self.train["resync"] else range(1, self.depth + 1)
+            for h in keep:
+                arrs[f"A_{h}"] = S["A"][h]
+                if not self.train["resync"]:
+                    arrs[f"Z_{h}"] = S["Z"][h]
+        meta = {"sweep": S["sweep"], "beta": S["beta"], "gamma": S["gamma"], "fingerprint": fp,
+                "rng": S["rng"].bit_generator.state, "history": self.history_,
+                "elapsed": S["elapsed"]}
+        save_npz(path, __meta__=np.str_(json.dumps(meta, default=_json_float)), **arrs)
+
+    def _load_checkpoint(self, path, X, fp):
+        with np.load(path, allow_pickle=False) as d:
+            meta = json.loads(str(d["__meta__"]))
+            if meta["fingerprint"] != json.loads(json.dumps(fp)):
+                raise ValueError(f"checkpoint {path} was written for other data or parameters; "
+                                 "remove it or pass another checkpoint_path")
+            L = self.depth
+            S = {"B": d["B"].copy(), "G": d["G"].copy(), "Wo": d["Wo"].copy(), "bo": d["bo"].copy(),
+                 "Ws": [d[f"W_{h}"].copy() for h in range(L)], "bs": [d[f"b_{h}"].copy() for h in range(L)],
+                 "Lam": [d[f"Lam_{h}"].copy() for h in range(L)],
+                 "sweep": int(meta["sweep"]), "beta": float(meta["beta"]), "gamma": float(meta["gamma"]),
+                 "elapsed": float(meta["elapsed"]), "A": None, "Z": None}
+            if f"A_{L}" in d.files:
+                S["A"] = [X] + [d[f"A_{h}"].copy() if f"A_{h}" in d.files else None for h in range(1, L + 1)]
+                S["Z"] = [None] + [d[f"Z_{h}"].copy() if f"Z_{h}" in d.files else None for h in range(1, L + 1)]
+        rng = np.random.default_rng(self.seed)
+        rng.bit_generator.state = meta["rng"]
+        S["rng"] = rng
+        self.history_ = meta["history"]
+        return S
+
+    def _start(self, X, Y, rng):
+        """The state before the first sweep (gradient-free initialisation)."""
+        o, k = self.train, self.bits
+        n = X.shape[0]
+        Ws, bs, B = self._init(X, Y, rng)
+        G = self._g_step(B, Y)
+        dense = _DenseTimer()
+        wt = Ws[-1].shape[0]
+        a_top = forward(X, Ws, bs, np.zeros((k, wt), np.float32), np.zeros(k, np.float32),
+                        o["residual"], keep=True)[1][-1]
+        Wo, bo = _ridge(B.astype(np.float32), a_top, 1.0, o["rho"], 0.0, np.zeros((k, wt)), dense)
+        return {"Ws": Ws, "bs": bs, "B": B, "G": G, "Wo": Wo, "bo": bo,
+                "Lam": [np.zeros((n, W.shape[0]), np.float32) for W in Ws],
+                "A": None, "Z": None, "beta": o["beta"], "gamma": o["gamma"], "sweep": 0,
+                "rng": rng, "elapsed": 0.0}
+
     def _fit(self, X, y):
         if self.backend != "cpu":
             raise ValueError(f"backend={self.backend!r} is not available for VDSH; expected 'cpu'")
@@ -203,33 +325,45 @@ class VDSH(HashingModel):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
         o = self.train
-        rng = np.random.default_rng(self.seed)
+        ck_every = int(o["checkpoint_every"])
+        ck_path = self._checkpoint_path
         X = self._clip(np.ascontiguousarray(X, dtype=np.float32))
         Y = label_matrix(y)
         n = X.shape[0]
         L, k = self.depth, self.bits
-        Ws, bs, B = self._init(X, Y, rng)
-        residual = [bool(o["residual"] and h > 0) for h in range(L)]
-        Lam = [np.zeros((n, self.width), np.float32) for _ in range(L)]
+        fp = self._fingerprint(X, y) if ck_path is not None else None
+        if ck_path is not None and os.path.exists(ck_path):
+            S = self._load_checkpoint(ck_path, X, fp)
+            self.resumed_from_ = S["sweep"]
+        else:
+            S = self._start(X, Y, np.random.default_rng(self.seed))
+            self.resumed_from_ = 0
+        Ws, bs, B, G, Wo, bo, Lam, A, Z = (S[v] for v in ("Ws", "bs", "B", "G", "Wo", "bo", "Lam", "A", "Z"))
+        beta, gamma = S["beta"], S["gamma"]
+        residual = [_is_residual(o["residual"], h, Ws[h]) for h in range(L)]
         dense = _DenseTimer()
-        G = self._g_step(B, Y)
-        Wo, bo = _ridge(B.astype(np.float32), forward(X, Ws, bs, np.zeros((k, self.width), np.float32),
-                                                      np.zeros(k, np.float32), o["residual"], keep=True)[1][-1],
-                        1.0, o["rho"], 0.0, np.zeros((k, self.width)), dense)
-        A = Z = None
-        beta, gamma = o["beta"], o["gamma"]
-        t_start = time.perf_counter()
-        sweeps = range(int(o["sweeps"]))
+        t_start = time.perf_counter() - S["elapsed"]
+        n_sweeps = int(o["sweeps"])
+        sweeps = range(S["sweep"], n_sweeps)
         if self.progress:
             from tqdm import tqdm
-            sweeps = tqdm(sweeps, desc=f"VDSH {L}x{self.width} {k} bits", file=sys.stderr)
+            sweeps = tqdm(sweeps, desc=f"VDSH {L}x{self.width} {k} bits", file=sys.stderr,
+                          initial=S["sweep"], total=n_sweeps)
+
+        def diverged(it, layer, what):
+            last = ck_path if ck_path is not None and os.path.exists(ck_path) else None
+            return TrainingDiverged(it + 1, layer, what, last)
+
         for it in sweeps:
             t0 = time.perf_counter()
             dense.seconds = 0.0
             # 1. re-synchronise the auxiliary variables with the forward pass
             U, A_f, Z_f = dense(forward, X, Ws, bs, Wo, bo, o["residual"], True)
+            if not np.isfinite(U).all():
+                bad = next((h for h in range(1, L + 1) if not np.isfinite(A_f[h]).all()), "output")
+                raise diverged(it, bad, "the forward pass")
             gap = np.nan
-            if A is not None:
+            if A is not None and A[-1] is not None:
                 gap = float(np.sqrt(admm.sq_dist(A[-1], A_f[-1]) / max(admm.sq_dist(A_f[-1], 0 * A_f[-1]), 1e-30)))
             if A is None or o["resync"]:
                 A, Z = A_f, Z_f
@@ -237,9 +371,13 @@ class VDSH(HashingModel):
             Q = Y @ G.T + o["nu"] * U
             flips = admm.dcc_codes(B, Q, G @ G.T, int(o["dcc_passes"]))
             G = self._g_step(B, Y)
+            if not np.isfinite(G).all():
+                raise diverged(it, "codes", "the classifier G")
             # 3. network: output layer, then hidden layers top-down
             Bf = B.astype(np.float32)
             Wo, bo = _ridge(Bf, A[L], 1.0, o["rho"], o["prox"], Wo, dense)
+            if not (np.isfinite(Wo).all() and np.isfinite(bo).all()):
+                raise diverged(it, "output", "the output layer W_o, b_o")
             rz, ra = np.zeros(L), np.zeros(L)
             for h in range(L, 0, -1):  # layer h: W[h-1], A[h], Z[h], Lam[h-1]
                 li = h - 1
@@ -258,6 +396,8 @@ class VDSH(HashingModel):
                 rhs = np.empty_like(A[h])
                 admm.a_rhs(q, coef_q, a_next, z_next, skip, A[h - 1], Z[h], gamma, residual[li], rhs)
                 M[np.diag_indices_from(M)] += gamma + skip
+                if not np.isfinite(M).all():
+                    raise diverged(it, h, "the a-step system")
                 A[h] = dense(np.dot, rhs, _sym_inverse(M, dense))
                 p = dense(np.dot, A[h - 1], Ws[li].T)
                 znew = np.empty_like(p)
@@ -271,15 +411,28 @@ class VDSH(HashingModel):
                 else:
                     rz[li] = admm.dual_update(np.zeros_like(p), Z[h], p, bs[li])
                 ra[li] = admm.a_residual(A[h], A[h - 1], Z[h], residual[li])
+                # the residual sums cover a_h, z_h, W_h, b_h and Lam_h: one check per layer
+                if not (np.isfinite(rz[li]) and np.isfinite(ra[li]) and np.isfinite(Ws[li]).all()
+                        and np.isfinite(bs[li]).all()):
+                    raise diverged(it, h, "a_h, z_h, W_h, b_h or the multipliers")
             # 4. log every objective term, the primal residuals and the seconds
             secs = time.perf_counter() - t0
             label = float(((Y - B @ G) ** 2).sum() / n)
             code_fit = float(((B - U) ** 2).sum() / n)
             regW = float(sum((W.astype(np.float64) ** 2).sum() for W in Ws) + (Wo.astype(np.float64) ** 2).sum())
+            # the objective both blocks descend: the code step minimises label + reg_G + nu code_fit
+            # at a fixed network, the network step minimises code_fit + rho reg_W (output weight 1)
+            # at fixed codes, so the network's weight decay enters the joint objective as nu * rho
+            # (docs/algorithm.md section 2); the old unscaled sum is logged as objective_sdh
+            objective = label + o["lam_G"] * float((G ** 2).sum()) + o["nu"] * (code_fit + o["rho"] * regW)
+            if not np.isfinite(objective):
+                raise diverged(it, "objective", "the objective")
             self.history_.append({
                 "iteration": it + 1, "seconds": secs, "dense_seconds": dense.seconds,
                 "elapsed": time.perf_counter() - t_start,
-                "objective": label + o["lam_G"] * float((G ** 2).sum()) + o["nu"] * code_fit + o["rho"] * regW,
+                "objective": objective,
+                "objective_sdh": label + o["lam_G"] * float((G ** 2).sum()) + o["nu"] * code_fit + o["rho"] * regW,
+                "network_objective": code_fit + o["rho"] * regW,
                 "label_loss": label, "reg_G": o["lam_G"] * float((G ** 2).sum()),
                 "code_fit": code_fit, "reg_W": o["rho"] * regW,
                 "penalty_z": float(beta * rz.sum() / n), "penalty_a": float(gamma * ra.sum() / n),
@@ -288,12 +441,22 @@ class VDSH(HashingModel):
                 "forward_gap": gap, "bit_agreement": float(np.mean((U > 0) == (B > 0))),
                 "bit_flips": int(flips), "beta": beta, "gamma": gamma,
             })
-            if self.on_sweep is not None:
-                self.W_, self.b_, self.Wo_, self.bo_, self.G_ = Ws, bs, Wo, bo, G
-                self.on_sweep(it, self)
             growth = o["penalty_growth"]
             beta = min(beta * growth, o["beta"] * o["penalty_max"])
             gamma = min(gamma * growth, o["gamma"] * o["penalty_max"])
+            if ck_path is not None and ck_every > 0 and ((it + 1) % ck_every == 0 or it + 1 == n_sweeps):
+                S.update(Ws=Ws, bs=bs, B=B, G=G, Wo=Wo, bo=bo, Lam=Lam, A=A, Z=Z, beta=beta, gamma=gamma,
+                         sweep=it + 1, elapsed=time.perf_counter() - t_start)
+                self._save_checkpoint(ck_path, S, fp)
+            if self.on_sweep is not None:
+                self.W_, self.b_, self.Wo_, self.bo_, self.G_ = Ws, bs, Wo, bo, G
+                self.on_sweep(it, self)
+        if o["final_refit"] and n_sweeps > 0:
+            # the last sweep moved the hidden layers after W_o was fitted: refit it on the forward pass
+            a_top = forward(X, Ws, bs, Wo, bo, o["residual"], keep=True)[1][L]
+            Wo, bo = _ridge(B.astype(np.float32), a_top, 1.0, o["rho"], 0.0, Wo, dense)
+            if not (np.isfinite(Wo).all() and np.isfinite(bo).all()):
+                raise diverged(n_sweeps - 1, "output", "the final refit of W_o, b_o")
         self.W_ = Ws
         self.b_ = bs
         self.Wo_, self.bo_, self.G_ = Wo, bo, G
