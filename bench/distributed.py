@@ -73,10 +73,11 @@ def main():
     q = queries(a.nq, a.seed)
     res = {}
     for workers in (1, 2):
-        cluster, client = local_cluster(n_workers=workers, threads_per_worker=2 // workers)
+        # one thread (one core) per worker: 1 worker uses one core, 2 workers both
+        cluster, client = local_cluster(n_workers=workers, threads_per_worker=1)
         try:
             sh = ShardedHammingIndex(64, client)
-            shard = max(BLOCK, (a.n // (4 * workers) // BLOCK) * BLOCK)
+            shard = max(BLOCK, (a.n // (2 * workers) // BLOCK) * BLOCK)
             t = time.perf_counter()
             sh.add_generated(gen, a.n, shard, seed=a.seed)
             sh.persist()
