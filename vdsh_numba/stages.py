@@ -44,6 +44,12 @@ def pr_path(method, bits):
     return Path("reports/eval") / f"pr_{method}_{bits}.csv"
 
 
+def checkpoint_path(method, bits):
+    """Training checkpoints live outside DVC's outputs (DVC deletes a stage's outputs before
+    rerunning it, which would throw the checkpoint away); removed once the model is saved."""
+    return Path(".checkpoints") / f"{method}_{bits}.npz"
+
+
 def curve_path(method, bits):
     return Path("reports/train") / f"{method}_{bits}.csv"
 
@@ -137,9 +143,17 @@ def train(params, method, bits):
     check_training_memory(method, n, d, params["depth"], params["width"], bits,
                           y.shape[1] if y.ndim == 2 else int(y.max(initial=0)) + 1)
     from threadpoolctl import threadpool_limits
+    ck = checkpoint_path(method, bits) if (params.get("train") or {}).get("checkpoint_every", 0) and \
+        method == "vdsh" else None
     with threadpool_limits(limits=blas_threads(method, n, params["width"])):
-        model.fit(F["X_train"], F["y_train"])
+        if ck is None:
+            model.fit(F["X_train"], F["y_train"])
+        else:  # resumes from the checkpoint a killed run left behind
+            ck.parent.mkdir(parents=True, exist_ok=True)
+            model.fit(F["X_train"], F["y_train"], checkpoint_path=ck)
     model.save(model_path(method, bits))
+    if ck is not None:
+        ck.unlink(missing_ok=True)
     hist = getattr(model, "history_", [])
     cols = [k for k in (hist[0] if hist else {}) if not isinstance(hist[0][k], (list, dict))]
     buf = io.StringIO()
