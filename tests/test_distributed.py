@@ -126,3 +126,27 @@ def test_restart_loses_shards_and_says_so(client):
     client.restart()
     with pytest.raises(ShardedSearchError, match="failed after 2 attempts"):
         sh.search(gen_codes(0, 3, 2), 5)
+
+
+@pytest.mark.parametrize("multi", [False, True])
+def test_sharded_metrics_equal_single_machine(client, multi):
+    from vdsh_numba.metrics import evaluate_codes
+    rng = np.random.default_rng(5)
+    bits = 16
+    db = rng.integers(0, 256, (1500, 2), dtype=np.uint8)
+    db[:, 1] &= 0x0F  # few distinct codes in the second byte: many ties
+    q = rng.integers(0, 256, (25, 2), dtype=np.uint8)
+    if multi:
+        dl = (rng.random((1500, 4)) < 0.3).astype(np.uint8)
+        qlab = (rng.random((25, 4)) < 0.3).astype(np.uint8)
+    else:
+        dl = rng.integers(0, 5, 1500)
+        qlab = rng.integers(0, 5, 25)
+    sh = ShardedHammingIndex(bits, client)
+    for s, e in [(0, 400), (400, 1100), (1100, 1500)]:
+        sh.add(db[s:e], labels=dl[s:e])
+    got, pr = sh.evaluate(q, qlab, radius=2)
+    ref, pr_ref = evaluate_codes(q, db, qlab, dl, bits, radius=2)
+    for key in ("map", "map_tie_aware", "precision_hamming2", "precision_hamming2_empty_fraction"):
+        assert got[key] == pytest.approx(ref[key], abs=1e-12), key
+    assert pr == pytest.approx(pr_ref)

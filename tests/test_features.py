@@ -28,10 +28,23 @@ def test_standardizer_matches_sklearn_and_constant_column():
     rng = np.random.default_rng(0)
     X = rng.normal(3, 2, (50, 4))
     X[:, 2] = 5.0
-    got = Standardizer().fit(X).transform(X)
+    got = Standardizer("column").fit(X).transform(X)
     ref = StandardScaler().fit(X).transform(X)  # sklearn also maps constant columns to 0
     np.testing.assert_allclose(got, ref, atol=1e-5)
     assert np.all(got[:, 2] == 0)
+
+
+def test_global_standardizer_against_naive():
+    rng = np.random.default_rng(2)
+    X = rng.normal(1, 3, (40, 5))
+    X[:, 1] = 7.0
+    got = Standardizer("global").fit(X).transform(X)
+    c = X - X.mean(axis=0)
+    ref = c / np.sqrt(np.sum(c ** 2) / c.size)  # one std over every centred training value
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+    assert np.all(got[:, 1] == 0) and np.isfinite(got).all()
+    with pytest.raises(ValueError, match="standardize mode"):
+        Standardizer("pixel")
 
 
 def test_build_features_uses_training_statistics_only():
@@ -41,6 +54,7 @@ def test_build_features_uses_training_statistics_only():
     F = build_features(imgs, y, 255, 5, 10, seed=0)
     Xt = imgs.reshape(90, -1)[F["train_idx"]] / 255.0
     np.testing.assert_allclose(F["X_train"].mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(F["X_train"].std(), 1, atol=1e-5)
     np.testing.assert_allclose(F["mean"], Xt.mean(0))
     assert F["X_db"].shape[0] == 75 and F["X_query"].shape[0] == 15
 

@@ -1,25 +1,35 @@
-"""Raw datasets: the embedded ``digits`` set and MNIST from IDX files (downloaded if absent).
+"""Raw datasets: the embedded ``digits`` set, MNIST from IDX files (downloaded if absent),
+CIFAR-10 from the official python archive (downloaded if absent, md5-verified) and NUS-WIDE
+from its published low-level features and label files (placed in ``data_dir`` by the user).
 
-Every loader returns a :class:`RawDataset`: images (``uint8`` or float, ``(n, H, W)``),
-integer labels and an ``info`` dict saying what was loaded (``subset`` tells when only
-MNIST's 10,000-image test set was available).
+Every loader returns a :class:`RawDataset`: images (``uint8`` or float, ``(n, H, W)``; CIFAR-10
+``(n, 32, 32, 3)`` RGB; NUS-WIDE ``(n, 500)`` feature vectors), labels (1-D class ids, or for
+NUS-WIDE a 2-D 0/1 ``uint8`` matrix) and an ``info`` dict saying what was loaded (``subset``
+tells when only MNIST's 10,000-image test set was available; ``official_split`` gives CIFAR-10's
+train/test row ranges).
 """
 from __future__ import annotations
 
 import dataclasses
 import gzip
 import hashlib
+import http.client
+import io
 import os
+import pickle
 import shutil
 import struct
 import sys
+import tarfile
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 
 __all__ = ["RawDataset", "DataError", "load_dataset", "DATASETS", "read_idx", "MNIST_FILES",
-           "payload_sha256"]
+           "payload_sha256", "load_cifar10", "load_nuswide", "fetch", "file_md5", "CIFAR10_URL",
+           "CIFAR10_ARCHIVE", "CIFAR10_MD5"]
 
 
 class DataError(ValueError):
@@ -187,7 +197,244 @@ def load_mnist(data_dir, progress=True, download=True) -> RawDataset:
                                        "verified": checks})
 
 
-DATASETS = {"digits": load_digits_dataset, "mnist": load_mnist}
+# --- resumable download ------------------------------------------------------------------------
+def file_md5(path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fetch(url: str, dest, progress=True, timeout=30) -> Path:
+    """Download ``url`` to ``dest`` with a progress bar, resuming a partial download.
+
+    Bytes arrive in ``.<name>.part`` beside ``dest``; when that file exists, the request asks
+    for the rest (HTTP ``Range: bytes=<size>-``) and appends if the server answers 206 (a 200
+    means no range support: start over). A broken connection keeps the partial file, so running
+    again resumes. ``dest`` appears (renamed) only when the transfer is complete; verifying its
+    content is the caller's job.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name("." + dest.name + ".part")
+    have = part.stat().st_size if part.exists() else 0
+    req = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            if have and r.status != 206:
+                have = 0  # the server ignored the range: the whole file follows
+            elif have and not r.headers.get("Content-Range", "").startswith(f"bytes {have}-"):
+                part.unlink()
+                raise DataError(f"{url}: the server resumed at {r.headers.get('Content-Range')!r}, not "
+                                f"at byte {have}; the partial file was deleted, run again to start over")
+            length = int(r.headers.get("Content-Length") or 0)
+            from tqdm import tqdm
+            with open(part, "ab" if have else "wb") as f, \
+                    tqdm(total=(have + length) or None, initial=have, unit="B", unit_scale=True,
+                         desc=dest.name, disable=not progress, file=sys.stderr) as bar:
+                while chunk := r.read(1 << 16):
+                    f.write(chunk)
+                    bar.update(len(chunk))
+            got = part.stat().st_size - have
+            if length and got != length:  # the connection closed early without an error
+                raise http.client.IncompleteRead(b"", length - got)
+    except urllib.error.HTTPError as e:
+        if not (e.code == 416 and have):  # 416: nothing left to send, the partial file is whole
+            raise DataError(f"could not download {url}: HTTP {e.code} {e.reason}") from e
+    except (OSError, http.client.HTTPException) as e:
+        kept = part.stat().st_size if part.exists() else 0
+        raise DataError(f"could not download {url} ({e}); {kept} bytes are kept in {part}: run the "
+                        f"download stage again to resume, or place {dest.name} in {dest.parent} "
+                        f"by hand") from e
+    os.replace(part, dest)
+    return dest
+
+
+# --- CIFAR-10 ---------------------------------------------------------------------------------
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
+#: published at https://www.cs.toronto.edu/~kriz/cifar.html
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+CIFAR10_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """The CIFAR batches are pickles (Python 2, numpy arrays inside): allow numpy's array
+    reconstruction and nothing else, so a foreign pickle cannot run code."""
+    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a CIFAR-10 batch")
+        if module.startswith("numpy.core."):
+            module = "numpy._core." + module[len("numpy.core."):]
+        return super().find_class(module, name)
+
+
+def _read_batch(tar, member, path):
+    name = member.name
+    try:
+        f = tar.extractfile(member)
+        d = _BatchUnpickler(io.BytesIO(f.read()), encoding="latin1").load()
+    except (KeyError, AttributeError, pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
+        raise DataError(f"{path}: member {name} is not a CIFAR-10 python batch ({e})") from e
+    d = {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}
+    data = np.asarray(d.get("data"))
+    labels = np.asarray(d.get("labels"), dtype=np.int64)
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or labels.shape != (data.shape[0],):
+        raise DataError(f"{path}: {name} holds data {data.dtype} {data.shape} and {labels.shape} labels; "
+                        f"expected uint8 (n, 3072) and n labels")
+    if labels.size and (labels.min() < 0 or labels.max() > 9):
+        raise DataError(f"{path}: {name} has labels outside 0..9")
+    # rows are 1024 red, 1024 green, 1024 blue values, each a 32 x 32 image in row-major order
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
+
+
+def load_cifar10(data_dir, progress=True, download=True) -> RawDataset:
+    """CIFAR-10 from ``data_dir/cifar-10-python.tar.gz``, downloaded from the official URL if
+    absent (resumable). The archive's md5 must be the published one; anything else is refused.
+
+    Returns the 50,000 training images (``data_batch_1..5``) then the 10,000 test images
+    (``test_batch``) as uint8 ``(60000, 32, 32, 3)``; ``info["official_split"]`` holds their
+    row ranges.
+    """
+    data_dir = Path(data_dir)
+    path = data_dir / CIFAR10_ARCHIVE
+    fetched = False
+    if not path.exists():
+        if not download:
+            raise DataError(f"{path} is missing: put the official {CIFAR10_ARCHIVE} there "
+                            f"(from {CIFAR10_URL}) or allow the download")
+        fetch(CIFAR10_URL, path, progress)
+        fetched = True
+    md5 = file_md5(path)
+    if md5 != CIFAR10_MD5:
+        if fetched:
+            path.unlink()
+        raise DataError(f"{path}: md5 is {md5}, expected the published {CIFAR10_MD5}: this is not "
+                        f"the official CIFAR-10 python archive"
+                        + (" (the downloaded file was deleted)" if fetched else
+                           f"; delete it and let the download stage fetch {CIFAR10_URL}"))
+    parts = []
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            names = {m.name.split("/")[-1]: m for m in tar.getmembers() if m.isfile()}
+            missing = [b for b in CIFAR10_BATCHES if b not in names]
+            if missing:
+                raise DataError(f"{path}: the archive lacks {missing}")
+            parts = [_read_batch(tar, names[b], path) for b in CIFAR10_BATCHES]
+            classes = None
+            if "batches.meta" in names:
+                meta = _BatchUnpickler(tar.extractfile(names["batches.meta"]), encoding="latin1").load()
+                classes = [c.decode() if isinstance(c, bytes) else str(c) for c in meta.get("label_names", [])]
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise DataError(f"{path}: cannot be read as a gzip tar archive ({e})") from e
+    images = np.ascontiguousarray(np.concatenate([p[0] for p in parts]))
+    labels = np.concatenate([p[1] for p in parts])
+    n_train = sum(p[0].shape[0] for p in parts[:5])
+    return RawDataset(images, labels, {
+        "dataset": "cifar10", "source": str(path), "n": int(labels.size), "shape": [32, 32, 3],
+        "max_value": 255, "subset": "full", "verified": {path.name: "archive-md5"},
+        "official_split": {"train": [0, int(n_train)], "test": [int(n_train), int(labels.size)]},
+        "classes": classes})
+
+
+# --- NUS-WIDE ---------------------------------------------------------------------------------
+#: NUS Lab for Media Search (the page has moved over the years; search "NUS-WIDE" if it is gone)
+NUSWIDE_PAGE = "http://lms.comp.nus.edu.sg/research/NUS-WIDE.htm"
+#: the published 500-d bag of visual words (SIFT), first found wins
+NUSWIDE_FEATURES = ("BoW_int.dat", "Normalized_BoW.dat")
+NUSWIDE_TOP_CONCEPTS = 21
+_NUS_DIRS = (".", "Low_Level_Features", "NUS_WID_Low_Level_Features/Low_Level_Features", "Groundtruth",
+             "NUS_WID_Tags", "ConceptsList")
+NUSWIDE_HELP = (
+    "nuswide needs, in data_dir (or its Low_Level_Features/, Groundtruth/, NUS_WID_Tags/, ConceptsList/):\n"
+    "  1. BoW_int.dat: the 500-d bag of visual words, one image per line (from the 'Low-Level "
+    "Features' download, NUS_WID_Low_Level_Features.rar; Normalized_BoW.dat is accepted too);\n"
+    "  2. the ground truth AllLabels/Labels_<concept>.txt, 81 files of one 0/1 per line (from "
+    "Groundtruth.zip), or one 0/1 matrix file AllLabels81.txt (the 81 label files side by side, in "
+    "the order of ConceptsList/Concepts81.txt) or AllTags81.txt (NUS_WID_Tags; tag-based, noisier).\n"
+    f"The dataset has no stable public download: request it from the NUS-WIDE page, {NUSWIDE_PAGE}.")
+
+
+def _nus_find(data_dir: Path, name: str):
+    for d in _NUS_DIRS:
+        p = data_dir / d / name
+        if p.exists():
+            return p
+    return None
+
+
+def _read_matrix(path, dtype):
+    import pandas as pd
+    try:
+        m = pd.read_csv(path, sep=r"\s+", header=None, dtype=dtype, engine="c").to_numpy()
+    except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise DataError(f"{path}: not a whitespace-separated numeric matrix ({e})") from e
+    return m
+
+
+def _nus_labels(data_dir: Path):
+    """(0/1 uint8 matrix, concept names, source) from AllLabels/Labels_*.txt or a matrix file."""
+    for d in ("Groundtruth/AllLabels", "AllLabels"):
+        files = sorted((data_dir / d).glob("Labels_*.txt"))
+        if files:
+            cols = [_read_matrix(f, np.int64).ravel() for f in files]
+            if len({c.size for c in cols}) != 1:
+                sizes = {f.name: c.size for f, c in zip(files, cols)}
+                raise DataError(f"{data_dir / d}: the label files have different lengths {sizes}")
+            names = [f.name[len("Labels_"):-len(".txt")] for f in files]
+            return np.stack(cols, axis=1), names, str(data_dir / d)
+    for name in ("AllLabels81.txt", "AllTags81.txt"):
+        p = _nus_find(data_dir, name)
+        if p is not None:
+            Y = _read_matrix(p, np.int64)
+            cp = _nus_find(data_dir, "Concepts81.txt")
+            names = [line.strip() for line in cp.read_text().splitlines() if line.strip()] if cp else []
+            if names and len(names) != Y.shape[1]:
+                raise DataError(f"{cp} lists {len(names)} concepts but {p} has {Y.shape[1]} columns")
+            return Y, names or [f"concept_{j}" for j in range(Y.shape[1])], str(p)
+    raise DataError(f"{data_dir}: no NUS-WIDE label files found.\n" + NUSWIDE_HELP)
+
+
+def load_nuswide(data_dir, progress=True, download=True) -> RawDataset:
+    """NUS-WIDE, the hashing literature's 21-concept version: the published 500-d bag of visual
+    words and ground-truth labels, restricted to the 21 most frequent concepts and to the images
+    that have at least one of them (195,834 of 269,648 in the full dataset).
+
+    Labels are a 0/1 ``uint8`` matrix ``(n, 21)`` (columns in the label files' concept order);
+    ``info["concepts"]`` names them. Nothing is downloaded (see ``NUSWIDE_HELP``).
+    """
+    data_dir = Path(data_dir)
+    fp = next((p for p in (_nus_find(data_dir, f) for f in NUSWIDE_FEATURES) if p is not None), None)
+    if fp is None:
+        raise DataError(f"{data_dir}: no NUS-WIDE feature file ({' or '.join(NUSWIDE_FEATURES)}) found.\n"
+                        + NUSWIDE_HELP)
+    Y, names, label_source = _nus_labels(data_dir)
+    X = _read_matrix(fp, np.float32)
+    if X.shape[1] != 500:
+        raise DataError(f"{fp}: {X.shape[1]} values per line, expected the 500-d bag of visual words")
+    if X.shape[0] != Y.shape[0]:
+        raise DataError(f"{fp} has {X.shape[0]} images but the labels ({label_source}) have {Y.shape[0]}")
+    if not np.all((Y == 0) | (Y == 1)):
+        bad = np.argwhere((Y != 0) & (Y != 1))[0]
+        raise DataError(f"{label_source}: labels must be 0/1, found {Y[tuple(bad)]} "
+                        f"(image {bad[0]}, concept {names[bad[1]]})")
+    counts = Y.sum(axis=0)
+    top = np.sort(np.argsort(-counts, kind="stable")[:NUSWIDE_TOP_CONCEPTS])  # keep file order
+    Y = Y[:, top].astype(np.uint8)
+    keep = np.flatnonzero(Y.any(axis=1))
+    return RawDataset(X[keep], Y[keep], {
+        "dataset": "nuswide", "source": str(fp), "labels_source": label_source, "n": int(keep.size),
+        "n_total": int(X.shape[0]), "shape": [500], "max_value": 1, "subset": "full",
+        "kind": "vectors", "concepts": [names[j] for j in top],
+        "concept_counts": [int(counts[j]) for j in top]})
+
+
+DATASETS = {"digits": load_digits_dataset, "mnist": load_mnist, "cifar10": load_cifar10,
+            "nuswide": load_nuswide}
 
 
 def load_dataset(name: str, data_dir, progress=True) -> RawDataset:

@@ -23,10 +23,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .hamming import DIST_PAD, HammingIndex, as_words, check_codes, popcount64
+from .hamming import DIST_PAD, HammingIndex, _distance, as_words, check_codes
 
 __all__ = ["ShardedHammingIndex", "ShardedSearchError", "encode_sharded", "merge_topk",
-           "local_cluster"]
+           "local_cluster", "get_client"]
 
 
 class ShardedSearchError(RuntimeError):
@@ -48,6 +48,107 @@ def local_cluster(n_workers=2, threads_per_worker=1, **kw):
     cluster = LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker,
                            processes=True, dashboard_address=None, **kw)
     return cluster, Client(cluster)
+
+
+def get_client(address=None, n_workers=2):
+    """A client of the scheduler at ``address``, or of a LocalCluster started for the run.
+
+    Returns ``(client, close)``; call ``close()`` when done (it also stops a LocalCluster)."""
+    _require_distributed()
+    from distributed import Client
+    if address:
+        c = Client(address)
+        return c, c.close
+    cluster, c = local_cluster(n_workers=n_workers)
+
+    def close():
+        c.close()
+        cluster.close()
+    return c, close
+
+
+# --------------------------------------------------------------------------- per-shard metric passes
+
+@njit(inline="always")
+def _relevant(ql, q, dl, j, multi):
+    if not multi:
+        return ql[q, 0] == dl[j, 0]
+    for c in range(ql.shape[1]):
+        if ql[q, c] != 0 and dl[j, c] != 0:
+            return True
+    return False
+
+
+@njit(parallel=True, cache=True)
+def _shard_hist(qw, dbw, ql, dl, multi, hist_all, hist_rel):
+    """Per query: database items (and relevant ones) of this shard at each distance."""
+    for q in prange(qw.shape[0]):
+        for j in range(dbw.shape[0]):
+            d = _distance(qw, q, dbw, j)
+            hist_all[q, d] += 1
+            if _relevant(ql, q, dl, j, multi):
+                hist_rel[q, d] += 1
+
+
+@njit(parallel=True, cache=True)
+def _shard_ap_sum(qw, dbw, ql, dl, multi, base_all, base_rel, out):
+    """Sum over this shard's relevant items of precision at their global rank (ties by index).
+
+    ``base_all[q, d]`` = items ranked before this shard's first item at distance ``d``
+    (every item at a smaller distance, and the items at distance ``d`` of earlier shards);
+    ``base_rel`` the same for relevant items.
+    """
+    B = base_all.shape[1]
+    for q in prange(qw.shape[0]):
+        cnt_all = np.zeros(B, np.int64)
+        cnt_rel = np.zeros(B, np.int64)
+        s = 0.0
+        for j in range(dbw.shape[0]):
+            d = _distance(qw, q, dbw, j)
+            if _relevant(ql, q, dl, j, multi):
+                s += (base_rel[q, d] + cnt_rel[d] + 1.0) / (base_all[q, d] + cnt_all[d] + 1.0)
+                cnt_rel[d] += 1
+            cnt_all[d] += 1
+        out[q] = s
+
+
+def _labels2d(y):
+    y = np.asarray(y)
+    if y.ndim == 1:
+        return np.ascontiguousarray(y.reshape(-1, 1).astype(np.int64)), False
+    return np.ascontiguousarray((y != 0).astype(np.int64)), True
+
+
+def _task_hist(idx, labels, queries, qlabels, bits):
+    qw = as_words(queries, bits, "queries")
+    dbw = _words_of(idx)
+    ql, multi = _labels2d(qlabels)
+    dl, _ = _labels2d(labels)
+    B = 64 * qw.shape[1] + 1
+    ha = np.zeros((qw.shape[0], B), np.int64)
+    hr = np.zeros((qw.shape[0], B), np.int64)
+    _shard_hist(qw, dbw, ql, dl, multi, ha, hr)
+    return ha[:, :bits + 1], hr[:, :bits + 1]
+
+
+def _task_ap(idx, labels, queries, qlabels, bits, base_all, base_rel):
+    qw = as_words(queries, bits, "queries")
+    dbw = _words_of(idx)
+    ql, multi = _labels2d(qlabels)
+    dl, _ = _labels2d(labels)
+    out = np.zeros(qw.shape[0])
+    B = 64 * qw.shape[1] + 1
+    pa = np.zeros((qw.shape[0], B), np.int64)
+    pr = np.zeros((qw.shape[0], B), np.int64)
+    pa[:, :bits + 1] = base_all
+    pr[:, :bits + 1] = base_rel
+    _shard_ap_sum(qw, dbw, ql, dl, multi, pa, pr, out)
+    return out
+
+
+def _words_of(idx):
+    parts = [w for _, w in idx._store.chunks(1 << 62)]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 # --------------------------------------------------------------------------- merging top-k
@@ -165,6 +266,7 @@ class ShardedHammingIndex:
         self.client = client
         self.retries = int(retries)
         self._shards = []  # (future of HammingIndex, global offset, rows)
+        self._labels = []  # future (or None) of each shard's labels, for metrics
 
     @property
     def ntotal(self):
@@ -174,22 +276,29 @@ class ShardedHammingIndex:
     def nshards(self):
         return len(self._shards)
 
-    def _append(self, fut, rows):
+    def _append(self, fut, rows, labels=None):
         self._shards.append((fut, self.ntotal, int(rows)))
+        self._labels.append(None if labels is None else self.client.submit(np.asarray, labels, pure=False))
 
-    def add(self, codes):
-        """Add one shard of packed codes (an array: the task holds it, so it can be recomputed)."""
+    def add(self, codes, labels=None):
+        """Add one shard of packed codes (an array: the task holds it, so it can be recomputed),
+        optionally with its labels (needed by :meth:`evaluate`)."""
         codes = check_codes(codes, self.bits, "codes")
-        self._append(self.client.submit(_index_from_codes, codes, self.bits, pure=False), codes.shape[0])
+        if labels is not None and len(labels) != codes.shape[0]:
+            raise ValueError(f"labels has {len(labels)} rows but codes has {codes.shape[0]}")
+        self._append(self.client.submit(_index_from_codes, codes, self.bits, pure=False), codes.shape[0],
+                     labels)
 
     def add_npy(self, path, rows):
         """Add one shard stored as a ``.npy`` file readable by every worker (memory-mapped there)."""
         self._append(self.client.submit(_index_from_npy, str(path), self.bits, pure=False), rows)
 
-    def add_futures(self, futures, rows):
-        """Add shards of codes already on the workers (futures of uint8 arrays), in order."""
-        for f, n in zip(futures, rows):
-            self._append(self.client.submit(_index_from_codes, f, self.bits, pure=False), n)
+    def add_futures(self, futures, rows, labels=None):
+        """Add shards of codes already on the workers (futures of uint8 arrays), in order;
+        ``labels``: one label array per shard (optional)."""
+        for s, (f, n) in enumerate(zip(futures, rows)):
+            self._append(self.client.submit(_index_from_codes, f, self.bits, pure=False), n,
+                         None if labels is None else labels[s])
 
     def add_generated(self, fn, n, shard_rows, seed=0):
         """Generate ``n`` codes shard by shard *on the workers*: ``fn(start, stop, seed)`` returns
@@ -267,6 +376,52 @@ class ShardedHammingIndex:
             return lims, D, I
 
         return self._guard(run)
+
+    def evaluate(self, queries, query_labels, radius=2):
+        """mAP over the whole ranking (ties by global index), tie-aware mAP (He et al. 2018),
+        precision within ``radius`` and the PR curve, from the shards' rankings merged.
+
+        Two passes over the shards: per-distance histograms (all and relevant items), then, with
+        the global offsets they give, each shard's sum of precision at its relevant items' global
+        ranks. Equal to :func:`vdsh_numba.metrics.evaluate_codes` on the concatenated database.
+        """
+        from .metrics import RankingStats, _ap_tie_aware, _pr_curve, _radius_summary, _safe_div
+        queries = check_codes(queries, self.bits, "queries")
+        if any(l is None for l in self._labels):
+            raise ValueError("evaluate() needs the labels of every shard: add(codes, labels=...)")
+        ql = np.asarray(query_labels)
+        bits = self.bits
+
+        def run():
+            qf = self.client.scatter(queries, broadcast=True)
+            lf = self.client.scatter(ql, broadcast=True)
+            hs = self.client.gather([self.client.submit(_task_hist, f, lab, qf, lf, bits, pure=False)
+                                     for (f, _, _), lab in zip(self._shards, self._labels)])
+            ha = sum(h[0] for h in hs)
+            hr = sum(h[1] for h in hs)
+            lower_a = np.cumsum(ha, axis=1) - ha  # items at smaller distances, all shards
+            lower_r = np.cumsum(hr, axis=1) - hr
+            futs, run_a, run_r = [], np.zeros_like(ha), np.zeros_like(hr)
+            for ((f, _, _), lab), (a, r) in zip(zip(self._shards, self._labels), hs):
+                futs.append(self.client.submit(_task_ap, f, lab, qf, lf, bits, lower_a + run_a,
+                                               lower_r + run_r, pure=False))
+                run_a = run_a + a
+                run_r = run_r + r
+            ap_sum = sum(self.client.gather(futs))
+            return ha, hr, ap_sum
+
+        ha, hr, ap_sum = self._guard(run)
+        n = int(ha[0].sum()) if len(ha) else self.ntotal
+        hist = np.stack([ha - hr, hr], axis=2)
+        st = RankingStats(hist, np.zeros(0, np.int64), np.zeros((len(ha), 0, 3)), n, 0)
+        p, frac = _radius_summary(st, int(radius))
+        r, prec, recl, _ = _pr_curve(st)
+        scalars = {"map": float(_safe_div(ap_sum, st.n_rel).mean()),
+                   "map_tie_aware": float(_ap_tie_aware(st, n).mean()),
+                   f"precision_hamming{radius}": p, f"precision_hamming{radius}_empty_fraction": frac}
+        pr = [{"radius": int(ri), "precision": float(pi), "recall": float(qi)}
+              for ri, pi, qi in zip(r, prec, recl)]
+        return scalars, pr
 
 
 # --------------------------------------------------------------------------- encoding

@@ -1,25 +1,43 @@
 """The retrieval protocol (query / database / training split) and the feature vectors.
 
-Split (per class, all draws from ``seed``): ``queries_per_class`` queries; the database is
-everything else; ``train_per_class`` training items drawn from the database. Features are the
-pixels scaled to [0, 1] and standardized with the *training* items' statistics only.
+Protocols (docs/protocols.md): ``standard`` (per class, all draws from ``seed``):
+``queries_per_class`` queries; the database is everything else; ``train_per_class`` training
+items drawn from the database. For multi-label data (2-D 0/1 labels, NUS-WIDE) "per class" is
+"per concept": for each concept in turn, that many items carrying it that are not drawn yet.
+``test-train`` (CIFAR-10): the official 10,000 test images are the queries, the 50,000 training
+images are both the database and the training set.
+
+Features: ``pixels`` (the raw values scaled to [0, 1]: pixels, or NUS-WIDE's published vectors)
+or ``gist`` (:func:`vdsh_numba.gist.gist`, 512-d), standardized with the *training* items'
+statistics only.
 """
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["split_indices", "Standardizer", "build_features", "PROTOCOL_DEFAULTS",
-           "resolve_protocol"]
+from .gist import gist
+
+__all__ = ["gist", "split_indices", "Standardizer", "build_features", "PROTOCOL_DEFAULTS",
+           "resolve_protocol", "protocol_indices", "PROTOCOLS", "FEATURES"]
+
+#: protocol names (params ``protocol.name``); ``standard`` when absent
+PROTOCOLS = ("standard", "test-train")
+#: feature kinds (params ``features``); ``pixels`` when absent
+FEATURES = ("pixels", "gist")
 
 #: per-dataset defaults used where params.yaml says ``auto``
 PROTOCOL_DEFAULTS = {
     "digits": {"queries_per_class": 20, "train_per_class": 100},
     "mnist": {"queries_per_class": 100, "train_per_class": 500},
+    "cifar10": {"queries_per_class": 100, "train_per_class": 500},
+    "nuswide": {"queries_per_class": 100, "train_per_class": 500},  # per concept
 }
 
 
 def resolve_protocol(dataset: str, protocol: dict) -> dict:
     out = dict(protocol)
+    if out.get("name") == "test-train":  # the official split: no per-class counts
+        return {**out, "queries_per_class": None, "train_per_class": None}
     for k, v in PROTOCOL_DEFAULTS.get(dataset, {}).items():
         if out.get(k, "auto") in ("auto", None):
             out[k] = v
@@ -30,9 +48,12 @@ def split_indices(labels, queries_per_class: int, train_per_class: int, seed: in
     """Return sorted ``(query_idx, db_idx, train_idx)``; ``train_idx`` is a subset of ``db_idx``.
 
     Labels are 1-D class ids. Raises ``ValueError`` naming the class when a class holds fewer
-    than ``queries_per_class + train_per_class`` items.
+    than ``queries_per_class + train_per_class`` items. For 2-D 0/1 labels (multi-label) see
+    :func:`_split_multilabel`.
     """
     labels = np.asarray(labels)
+    if labels.ndim == 2:
+        return _split_multilabel(labels, queries_per_class, train_per_class, seed)
     rng = np.random.default_rng(seed)
     q, t = [], []
     for c in np.unique(labels):
@@ -52,14 +73,81 @@ def split_indices(labels, queries_per_class: int, train_per_class: int, seed: in
     return query_idx, db_idx, train_idx
 
 
+def _split_multilabel(labels, queries_per_class, train_per_class, seed):
+    """Per concept (column) in order: ``queries_per_class`` queries drawn among the items that
+    carry the concept and are not queries yet; then likewise ``train_per_class`` training items
+    among the non-query items not drawn yet. So there are exactly ``C * queries_per_class``
+    queries and ``C * train_per_class`` training items; an item may carry concepts other than the
+    one it was drawn for. The database is every non-query item (rows without any concept too)."""
+    Y = labels != 0
+    n, C = Y.shape
+    rng = np.random.default_rng(seed)
+    taken = np.zeros(n, bool)
+    out = []
+    for count, what in ((queries_per_class, "queries"), (train_per_class, "training items")):
+        picked = np.zeros(n, bool)
+        for c in range(C):
+            cand = np.flatnonzero(Y[:, c] & ~taken & ~picked)
+            if cand.size < count:
+                raise ValueError(f"concept {c} has {cand.size} items left for {what}, fewer than "
+                                 f"{count} (queries_per_class = {queries_per_class}, "
+                                 f"train_per_class = {train_per_class})")
+            picked[rng.choice(cand, count, replace=False)] = True
+        out.append(np.flatnonzero(picked))
+        taken |= picked
+    query_idx, train_idx = out
+    db_mask = np.ones(n, bool)
+    db_mask[query_idx] = False
+    return query_idx, np.flatnonzero(db_mask), train_idx
+
+
+def protocol_indices(labels, protocol: dict, info: dict, seed: int):
+    """``(query_idx, db_idx, train_idx)`` for a resolved protocol (:func:`resolve_protocol`)."""
+    name = protocol.get("name") or "standard"
+    if name == "standard":
+        return split_indices(labels, protocol["queries_per_class"], protocol["train_per_class"], seed)
+    if name == "test-train":
+        sp = info.get("official_split")
+        if not sp:
+            raise ValueError(f"protocol 'test-train' needs the dataset's official train/test split; "
+                             f"{info.get('dataset')!r} does not provide one (use 'standard')")
+        train = np.arange(*sp["train"])
+        return np.arange(*sp["test"]), train, train
+    raise ValueError(f"unknown protocol {name!r}; expected one of {list(PROTOCOLS)}")
+
+
+#: ``protocol.standardize`` values
+SCALINGS = ("global", "column")
+
+
 class Standardizer:
-    """Per-column ``(x - mean) / std`` with training statistics; constant columns get std 1
-    (so they map to 0 instead of dividing by zero)."""
+    """``(x - mean) / std`` with training statistics only.
+
+    ``mode="global"`` (default): per-column means, one standard deviation over all training
+    values. ``mode="column"``: per-column standard deviations, as scikit-learn's
+    ``StandardScaler``; constant columns get std 1 (they map to 0 instead of dividing by zero).
+
+    Notes
+    -----
+    Per-column scaling of pixels amplifies the near-constant border pixels: on the MNIST test
+    split 39 training columns have a std below 0.01, so one stray database pixel there becomes a
+    value in the thousands (max |x| = 3441 measured) and dominates distances, random projections
+    and first layers. Global scaling keeps pixels' relative intensities; LSH, ITQ and SDH reach
+    their published floors with it (docs/baselines.md), which they miss with per-column scaling.
+    """
+
+    def __init__(self, mode="global"):
+        if mode not in SCALINGS:
+            raise ValueError(f"standardize mode must be one of {SCALINGS}, got {mode!r}")
+        self.mode = mode
 
     def fit(self, X):
         X = np.asarray(X, dtype=np.float64)
         self.mean_ = X.mean(axis=0)
-        std = X.std(axis=0)
+        if self.mode == "column":
+            std = X.std(axis=0)
+        else:
+            std = np.full(X.shape[1], np.sqrt(((X - self.mean_) ** 2).mean()))
         self.constant_ = std < 1e-12
         self.std_ = np.where(self.constant_, 1.0, std)
         return self
@@ -68,11 +156,29 @@ class Standardizer:
         return ((np.asarray(X, dtype=np.float64) - self.mean_) / self.std_).astype(np.float32)
 
 
-def build_features(images, labels, max_value, queries_per_class, train_per_class, seed):
-    """Split and featurize. Returns a dict of arrays, ready to save as the features stage output."""
-    X = images.reshape(images.shape[0], -1).astype(np.float64) / float(max_value)
-    query_idx, db_idx, train_idx = split_indices(labels, queries_per_class, train_per_class, seed)
-    st = Standardizer().fit(X[train_idx])
+def build_features(images, labels, max_value, queries_per_class, train_per_class, seed, *,
+                   features="pixels", indices=None, progress=False, standardize="global"):
+    """Split and featurize. Returns a dict of arrays, ready to save as the features stage output.
+
+    ``indices``: a ``(query_idx, db_idx, train_idx)`` split to use instead of the per-class one
+    (:func:`protocol_indices`). ``features``: ``pixels`` (values / ``max_value``) or ``gist``
+    (needs images ``(n, H, W)`` or ``(n, H, W, 3)``). 2-D labels are kept as 0/1 ``uint8``.
+    """
+    if features == "pixels":
+        X = images.reshape(images.shape[0], -1).astype(np.float64) / float(max_value)
+    elif features == "gist":
+        if images.ndim not in (3, 4):
+            raise ValueError(f"features 'gist' needs images (n, H, W[, 3]); these data are {images.shape} "
+                             f"vectors (use features 'pixels')")
+        X = gist(images, progress=progress)
+    else:
+        raise ValueError(f"unknown features {features!r}; expected one of {list(FEATURES)}")
+    if labels.ndim == 2:
+        labels = (labels != 0).astype(np.uint8)
+    if indices is None:
+        indices = split_indices(labels, queries_per_class, train_per_class, seed)
+    query_idx, db_idx, train_idx = indices
+    st = Standardizer(standardize).fit(X[train_idx])
     F = st.transform(X)
     return {
         "X_query": F[query_idx], "y_query": labels[query_idx],

@@ -31,12 +31,12 @@ from .base import HashingModel, label_matrix, register
 __all__ = ["VDSH", "forward", "TRAIN_DEFAULTS"]
 
 TRAIN_DEFAULTS = {
-    "sweeps": 40,          # ADMM sweeps (outer iterations)
-    "beta": 1.0,           # penalty on z_h = W_h a_{h-1} + b_h
-    "gamma": 1.0,          # penalty on a_h = phi(a_{h-1}, z_h)
-    "penalty_growth": 1.0, # beta, gamma *= growth after every sweep ...
+    "sweeps": 30,          # ADMM sweeps (outer iterations)
+    "beta": 0.1,           # penalty on z_h = W_h a_{h-1} + b_h
+    "gamma": 0.1,          # penalty on a_h = phi(a_{h-1}, z_h)
+    "penalty_growth": 1.2, # beta, gamma *= growth after every sweep ...
     "penalty_max": 100.0,  # ... up to this factor of their start
-    "rho": 1e-3,           # ridge on every weight matrix
+    "rho": 1e-2,           # ridge on every weight matrix
     "prox": 0.0,           # proximal weight on W - W_previous (damps the local fits)
     "nu": 1e-2,            # weight of ||B - U||^2 in the code step
     "lam_G": 1e-2,         # ridge on the code->label classifier G
@@ -45,6 +45,9 @@ TRAIN_DEFAULTS = {
     "resync": True,        # reset z, a to the forward pass at the start of every sweep
     "multipliers": True,   # scaled dual variables on the z constraints
     "init_scale": 1.0,     # std of the first layer = init_scale / sqrt(n_features)
+    "input_clip": 3.0,     # clip features to [-c, c] inside the network (0: off)
+    "init": "ridge",       # first layer: "random", or "ridge" (rows +-P, P = ridge map X -> labels)
+    "skip_weight": 20.0,   # penalty on the skip path of a residual layer = skip_weight * gamma
 }
 
 
@@ -149,6 +152,7 @@ class VDSH(HashingModel):
             raise ValueError(f"unknown VDSH training parameter(s) {sorted(unknown)}; "
                              f"expected some of {sorted(TRAIN_DEFAULTS)}")
         self.train = {**TRAIN_DEFAULTS, **train}
+        self.on_sweep = None  # optional callable(iteration, model) after every sweep (monitoring)
 
     @classmethod
     def from_params(cls, bits, params):
@@ -164,7 +168,21 @@ class VDSH(HashingModel):
     def _init(self, X, Y, rng):
         d, w, L, k = X.shape[1], self.width, self.depth, self.bits
         o = self.train
-        Ws = [(rng.standard_normal((w, d)) * (o["init_scale"] / np.sqrt(d))).astype(np.float32)]
+        W1 = rng.standard_normal((w, d)) * (o["init_scale"] / np.sqrt(d))
+        if o["init"] == "ridge":
+            # closed-form layer-wise start: the first 2C units carry relu(+-P x), P the ridge map
+            # from the inputs to the centred one-hot labels, so the net starts >= a linear hash
+            c = Y.shape[1]
+            if 2 * c <= w:
+                Xc = X - X.mean(0)
+                Yc = Y - Y.mean(0)
+                M = Xc.T.astype(np.float64) @ Xc + X.shape[0] * 1e-1 * np.eye(d)
+                P = np.linalg.solve(M, Xc.T.astype(np.float64) @ Yc).T  # (C, d)
+                P *= 1.0 / max(np.std(Xc @ P.T), 1e-12)
+                W1[:c], W1[c:2 * c] = P, -P
+        elif o["init"] != "random":
+            raise ValueError(f"init must be 'random' or 'ridge', got {o['init']!r}")
+        Ws = [W1.astype(np.float32)]
         bs = [np.zeros(w, np.float32)]
         for _ in range(1, L):
             if o["residual"]:
@@ -186,7 +204,7 @@ class VDSH(HashingModel):
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
         o = self.train
         rng = np.random.default_rng(self.seed)
-        X = np.ascontiguousarray(X, dtype=np.float32)
+        X = self._clip(np.ascontiguousarray(X, dtype=np.float32))
         Y = label_matrix(y)
         n = X.shape[0]
         L, k = self.depth, self.bits
@@ -235,7 +253,7 @@ class VDSH(HashingModel):
                     admm.shift_target(Z[h + 1], Lam[h], bs[h], s)
                     q = dense(np.dot, s, Ws[h])
                     M = beta * dense(np.dot, Ws[h].T, Ws[h]).astype(np.float64)
-                    coef_q, skip = beta, (gamma if residual[h] else 0.0)
+                    coef_q, skip = beta, (o["skip_weight"] * gamma if residual[h] else 0.0)
                     a_next, z_next = A[h + 1], Z[h + 1]
                 rhs = np.empty_like(A[h])
                 admm.a_rhs(q, coef_q, a_next, z_next, skip, A[h - 1], Z[h], gamma, residual[li], rhs)
@@ -270,6 +288,9 @@ class VDSH(HashingModel):
                 "forward_gap": gap, "bit_agreement": float(np.mean((U > 0) == (B > 0))),
                 "bit_flips": int(flips), "beta": beta, "gamma": gamma,
             })
+            if self.on_sweep is not None:
+                self.W_, self.b_, self.Wo_, self.bo_, self.G_ = Ws, bs, Wo, bo, G
+                self.on_sweep(it, self)
             growth = o["penalty_growth"]
             beta = min(beta * growth, o["beta"] * o["penalty_max"])
             gamma = min(gamma * growth, o["gamma"] * o["penalty_max"])
@@ -284,8 +305,12 @@ class VDSH(HashingModel):
         M = B.T @ B + B.shape[0] * self.train["lam_G"] * np.eye(k)
         return np.linalg.solve(M, B.T @ Y)
 
+    def _clip(self, X):
+        c = float(self.train["input_clip"])
+        return np.clip(X, -c, c) if c > 0 else X
+
     def _project(self, X):
-        return forward(np.ascontiguousarray(X, dtype=np.float32), self.W_, self.b_, self.Wo_, self.bo_,
+        return forward(self._clip(np.ascontiguousarray(X, dtype=np.float32)), self.W_, self.b_, self.Wo_, self.bo_,
                        self.train["residual"]).astype(np.float64)
 
     def _state(self):

@@ -11,9 +11,13 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["ParamsError", "load_params", "validate_params", "DATASET_NAMES", "BACKENDS", "MAX_BITS"]
+__all__ = ["ParamsError", "load_params", "validate_params", "DATASET_NAMES", "BACKENDS", "MAX_BITS",
+           "FEATURE_NAMES", "PROTOCOL_NAMES"]
 
-DATASET_NAMES = ("digits", "mnist")
+DATASET_NAMES = ("digits", "mnist", "cifar10", "nuswide")
+#: ``features`` (optional, default pixels) and ``protocol.name`` (optional, default standard)
+FEATURE_NAMES = ("pixels", "gist")
+PROTOCOL_NAMES = ("standard", "test-train")
 BACKENDS = ("cpu", "cuda")
 MAX_BITS = 1024
 
@@ -62,7 +66,7 @@ def validate_params(p: dict) -> dict:
     if not isinstance(p, dict):
         raise ParamsError(f"params.yaml must be a mapping of parameters, got {type(p).__name__}")
     top = {"dataset", "data_dir", "bits", "depth", "width", "seed", "methods", "backend",
-           "protocol", "train", "evaluate", "baselines"}
+           "protocol", "train", "evaluate", "baselines", "features"}
     for k in p:
         if k not in top:
             raise _unknown(k, top)
@@ -91,12 +95,28 @@ def validate_params(p: dict) -> dict:
     for i, m in enumerate(methods):
         _choice(m, f"methods[{i}]", known)
     _choice(p["backend"], "backend", BACKENDS)
+    feats = _choice(p.get("features", "pixels"), "features", FEATURE_NAMES)
+    if feats == "gist" and p["dataset"] == "nuswide":
+        raise ParamsError("parameter 'features' is 'gist' but dataset 'nuswide' comes as published "
+                          "500-d feature vectors, not images; use features: pixels (the raw vectors)")
     proto = p.get("protocol") or {}
     for k, v in proto.items():
-        if k not in ("queries_per_class", "train_per_class"):
-            raise _unknown(k, ("queries_per_class", "train_per_class"), "protocol.")
-        if v != "auto":
+        if k not in ("queries_per_class", "train_per_class", "name", "standardize"):
+            raise _unknown(k, ("queries_per_class", "train_per_class", "name", "standardize"), "protocol.")
+        if k == "name":
+            _choice(v, "protocol.name", PROTOCOL_NAMES)
+        elif k == "standardize":
+            _choice(v, "protocol.standardize", ("global", "column"))
+        elif v != "auto":
             _int(v, f"protocol.{k}", 1)
+    if proto.get("name") == "test-train":
+        if p["dataset"] != "cifar10":
+            raise ParamsError(f"parameter 'protocol.name' is 'test-train' (the official test/train "
+                              f"split) but dataset {p['dataset']!r} has none here; only cifar10 does")
+        fixed = [k for k in ("queries_per_class", "train_per_class") if proto.get(k, "auto") != "auto"]
+        if fixed:
+            raise ParamsError(f"parameter 'protocol.{fixed[0]}' is {proto[fixed[0]]!r}, but protocol "
+                              f"'test-train' takes its sizes from the official split: set it to auto")
     train = p.get("train") or {}
     for k, v in train.items():
         if k not in TRAIN_DEFAULTS:
@@ -105,6 +125,9 @@ def validate_params(p: dict) -> dict:
         if isinstance(want, bool):
             if not isinstance(v, bool):
                 raise ParamsError(f"parameter 'train.{k}' must be true or false, got {v!r}")
+        elif isinstance(want, str):
+            if not isinstance(v, str):
+                raise ParamsError(f"parameter 'train.{k}' must be a string, got {v!r}")
         elif isinstance(want, int):
             _int(v, f"train.{k}", 0)
         else:

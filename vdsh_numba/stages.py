@@ -68,14 +68,17 @@ def download(params):
 
 # --- features -----------------------------------------------------------------------------------
 def features(params):
-    from .features import build_features, resolve_protocol
+    from .features import build_features, protocol_indices, resolve_protocol
     raw = _load(RAW, "download")
     info = json.loads(str(raw["info"]))
     proto = resolve_protocol(params["dataset"], params.get("protocol") or {})
+    kind = params.get("features", "pixels")
+    idx = protocol_indices(raw["labels"], proto, info, params["seed"])
     F = build_features(raw["images"], raw["labels"], info["max_value"], proto["queries_per_class"],
-                       proto["train_per_class"], params["seed"])
-    info = {**info, "protocol": proto, "n_query": int(F["y_query"].size), "n_db": int(F["y_db"].size),
-            "n_train": int(F["y_train"].size)}
+                       proto["train_per_class"], params["seed"], features=kind, indices=idx,
+                       progress=True, standardize=proto.get("standardize", "global"))
+    info = {**info, "protocol": proto, "features": kind, "n_query": int(F["y_query"].shape[0]),
+            "n_db": int(F["y_db"].shape[0]), "n_train": int(F["y_train"].shape[0])}
     save_npz(FEATURES, info=np.str_(json.dumps(info)), **F)
     _say(f"features: {info['n_query']} queries, {info['n_db']} database, {info['n_train']} training "
          f"({F['X_train'].shape[1]} features) -> {FEATURES}")
