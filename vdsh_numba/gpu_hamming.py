@@ -129,6 +129,10 @@ def _select_kernel(qw, dbw, seg_rows, tq, endq, start, pos, D, I):
                 pos[q, s, d] = p + 1
 
 
+#: Every ``@cuda.jit`` kernel of this module (the PTX test compiles each of them).
+KERNELS = ("_hist_kernel", "_plan_kernel", "_select_kernel")
+
+
 # --------------------------------------------------------------------------- host side
 
 def device_words(store):
