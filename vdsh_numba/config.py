@@ -61,3 +61,6 @@ CUDA_HAMMING_MIN_SEGMENT_ROWS = 2048
 #: Bytes of the per-(query, segment, distance) counters a search may allocate; queries
 #: go in batches that fit.
 CUDA_HAMMING_COUNTER_BYTES = 512 * 2**20
+
+#: Rows per device batch when the CUDA backend encodes (forward pass of VDSH._project).
+CUDA_FORWARD_ROWS = 1 << 16

@@ -3,9 +3,9 @@
 Every public function takes exactly the arguments of its :mod:`vdsh_numba.admm` twin (device
 arrays -- numba ``DeviceNDArray`` or anything with ``__cuda_array_interface__``, e.g. CuPy --
 in place of numpy arrays) and computes the same thing; the reductions (:func:`dual_update`,
-:func:`a_residual`, :func:`sq_dist`, :func:`dcc_codes`) return the same Python scalars, from
-per-block partial sums in shared memory (float64) added on the host (a few hundred numbers,
-never a training array). The arithmetic of every kernel body is the CPU kernel's, written
+:func:`a_residual`, :func:`sq_dist`, :func:`dcc_codes`) return the same Python scalars: one thread per sample sums
+its row in float64, as the CPU kernels do, and numpy adds the ``n`` row sums on the host
+(one number per sample, never a training array), so the sums are the CPU's. The arithmetic of every kernel body is the CPU kernel's, written
 with the same types, so the simulator reproduces the CPU to the last bit; on a GPU, NVVM's
 FMA contraction may change the last bit of some float64 intermediates.
 
@@ -37,26 +37,6 @@ __all__ = ["bias_act", "z_update", "dual_update", "shift_target", "a_rhs", "a_re
 def _ij(t, w):
     i = t // w
     return i, t - i * w
-
-
-@cuda.jit(device=True, inline=True)
-def _block_sum(v, sm, partial):
-    """Sum ``v`` over the block (``sm``: shared float64, one slot per thread) into ``partial[block]``.
-
-    Every thread of the block must call it (no early return before it).
-    """
-    tid = cuda.threadIdx.x
-    nt = cuda.blockDim.x
-    sm[tid] = v
-    cuda.syncthreads()
-    s = 1
-    while s < nt:
-        if tid % (2 * s) == 0 and tid + s < nt:
-            sm[tid] += sm[tid + s]
-        s *= 2
-        cuda.syncthreads()
-    if tid == 0:
-        partial[cuda.blockIdx.x] = sm[0]
 
 
 # --------------------------------------------------------------------------- kernels (twins)
@@ -95,18 +75,15 @@ def _z_update_kernel(a, a_prev, p, b, lam, beta, gamma, residual, z_out):
 
 
 @cuda.jit
-def _dual_update_kernel(lam, z, p, b, partial):
-    sm = cuda.shared.array(0, dtype=float64)
-    t = cuda.grid(1)
-    w = z.shape[1]
-    s = 0.0
-    if t < z.shape[0] * w:
-        i, j = _ij(t, w)
-        r = z[i, j] - p[i, j] - b[j]
-        lam[i, j] += r
-        s = r * r
-    _block_sum(s, sm, partial)
-
+def _dual_update_kernel(lam, z, p, b, acc):
+    i = cuda.grid(1)
+    if i < z.shape[0]:
+        s = float64(0.0)  # (the simulator would otherwise sum float32 products in float32)
+        for j in range(z.shape[1]):
+            r = z[i, j] - p[i, j] - b[j]
+            lam[i, j] += r
+            s += r * r
+        acc[i] = s
 
 @cuda.jit
 def _shift_target_kernel(z, lam, b, out):
@@ -138,39 +115,32 @@ def _a_rhs_kernel(q, coef_q, a_next, z_next, skip_coef, a_prev, z_l, gamma, resi
 
 
 @cuda.jit
-def _a_residual_kernel(a, a_prev, z, residual, partial):
-    sm = cuda.shared.array(0, dtype=float64)
-    t = cuda.grid(1)
-    w = a.shape[1]
-    s = 0.0
-    if t < a.shape[0] * w:
-        i, j = _ij(t, w)
-        zz = z[i, j]
-        phi = float64(zz) if zz > 0.0 else 0.0
-        if residual:
-            phi += a_prev[i, j]
-        d = float64(a[i, j]) - phi
-        s = d * d
-    _block_sum(s, sm, partial)
-
+def _a_residual_kernel(a, a_prev, z, residual, acc):
+    i = cuda.grid(1)
+    if i < a.shape[0]:
+        s = float64(0.0)  # (the simulator would otherwise sum float32 products in float32)
+        for j in range(a.shape[1]):
+            zz = z[i, j]
+            phi = float64(zz) if zz > 0.0 else 0.0
+            if residual:
+                phi += a_prev[i, j]
+            d = float64(a[i, j]) - phi
+            s += d * d
+        acc[i] = s
 
 @cuda.jit
-def _sq_dist_kernel(x, y, partial):
-    sm = cuda.shared.array(0, dtype=float64)
-    t = cuda.grid(1)
-    w = x.shape[1]
-    s = 0.0
-    if t < x.shape[0] * w:
-        i, j = _ij(t, w)
-        d = float64(x[i, j]) - float64(y[i, j])
-        s = d * d
-    _block_sum(s, sm, partial)
-
+def _sq_dist_kernel(x, y, acc):
+    i = cuda.grid(1)
+    if i < x.shape[0]:
+        s = float64(0.0)  # (the simulator would otherwise sum float32 products in float32)
+        for j in range(x.shape[1]):
+            d = float64(x[i, j]) - float64(y[i, j])
+            s += d * d
+        acc[i] = s
 
 @cuda.jit
-def _dcc_codes_kernel(B, Q, S, passes, partial):
+def _dcc_codes_kernel(B, Q, S, passes, acc):
     """One thread per sample: discrete cyclic coordinate descent over its bits."""
-    sm = cuda.shared.array(0, dtype=float64)
     i = cuda.grid(1)
     n, k = B.shape
     f = 0
@@ -193,7 +163,7 @@ def _dcc_codes_kernel(B, Q, S, passes, partial):
             f += changed
             if changed == 0:
                 break
-    _block_sum(float64(f), sm, partial)
+        acc[i] = f
 
 
 # --------------------------------------------------------------------------- kernels (helpers)
@@ -212,7 +182,7 @@ def _col_mean_kernel(x, out):
     j = cuda.grid(1)
     n, w = x.shape
     if j < w:
-        s = 0.0
+        s = float64(0.0)  # (the simulator would otherwise sum float32 products in float32)
         for i in range(n):
             s += float64(x[i, j])
         out[j] = s / n
@@ -234,24 +204,21 @@ def _codes_rhs_kernel(Y, G, U, nu, Q):
     k = Q.shape[1]
     if t < Q.shape[0] * k:
         i, j = _ij(t, k)
-        s = 0.0
+        s = float64(0.0)  # (the simulator would otherwise sum float32 products in float32)
         for c in range(Y.shape[1]):
             s += Y[i, c] * G[j, c]
         Q[i, j] = s + float64(float32(nu) * U[i, j])
 
 
 @cuda.jit
-def _sign_agreement_kernel(U, B, partial):
-    sm = cuda.shared.array(0, dtype=float64)
-    t = cuda.grid(1)
-    w = U.shape[1]
-    s = 0.0
-    if t < U.shape[0] * w:
-        i, j = _ij(t, w)
-        if (U[i, j] > 0) == (B[i, j] > 0):
-            s = 1.0
-    _block_sum(s, sm, partial)
-
+def _sign_agreement_kernel(U, B, acc):
+    i = cuda.grid(1)
+    if i < U.shape[0]:
+        s = float64(0.0)  # (the simulator would otherwise sum float32 products in float32)
+        for j in range(U.shape[1]):
+            if (U[i, j] > 0) == (B[i, j] > 0):
+                s += 1.0
+        acc[i] = s
 
 @cuda.jit
 def _gemm_kernel(A, B, C, ta, tb, alpha, beta, T):
@@ -305,12 +272,16 @@ def _grid(count):
     return max(1, -(-count // tpb)), tpb
 
 
-def _reduce(kernel, count, *args):
-    """Launch a block-sum kernel over ``count`` threads; the float sum of its partials."""
-    blocks, tpb = _grid(count)
-    partial = cuda.device_array(blocks, dtype=np.float64)
-    kernel[blocks, tpb, 0, tpb * 8](*args, partial)
-    return float(partial.copy_to_host().sum())
+def _reduce(kernel, n, *args, dtype=np.float64):
+    """Launch a per-row kernel over ``n`` rows; the sum of its ``n`` row sums.
+
+    Like the CPU kernels (``acc[i]`` per sample, then ``acc.sum()``): each row is summed in
+    order in float64 and the ``n`` row sums (one number per sample, not a training array) are
+    added on the host by numpy, so the result is the CPU's to the last bit.
+    """
+    acc = cuda.device_array(n, dtype=dtype)
+    kernel[_grid(n)](*args, acc)
+    return acc.copy_to_host().sum()
 
 
 def bias_act(p, b, a_prev, residual, z_out, a_out):
@@ -326,7 +297,7 @@ def z_update(a, a_prev, p, b, lam, beta, gamma, residual, z_out):
 
 def dual_update(lam, z, p, b):
     """``lam += z - (p + b)``; returns ``sum((z - p - b)^2)`` (twin of :func:`vdsh_numba.admm.dual_update`)."""
-    return _reduce(_dual_update_kernel, z.shape[0] * z.shape[1], lam, z, p, b)
+    return float(_reduce(_dual_update_kernel, z.shape[0], lam, z, p, b))
 
 
 def shift_target(z, lam, b, out):
@@ -342,18 +313,18 @@ def a_rhs(q, coef_q, a_next, z_next, skip_coef, a_prev, z_l, gamma, residual_l, 
 
 def a_residual(a, a_prev, z, residual):
     """``sum((a - phi(a_prev, z))^2)`` (twin of :func:`vdsh_numba.admm.a_residual`)."""
-    return _reduce(_a_residual_kernel, a.shape[0] * a.shape[1], a, a_prev, z, bool(residual))
+    return float(_reduce(_a_residual_kernel, a.shape[0], a, a_prev, z, bool(residual)))
 
 
 def sq_dist(x, y):
     """``sum((x - y)^2)``, float64 accumulation (twin of :func:`vdsh_numba.admm.sq_dist`)."""
-    return _reduce(_sq_dist_kernel, x.shape[0] * x.shape[1], x, y)
+    return float(_reduce(_sq_dist_kernel, x.shape[0], x, y))
 
 
 def dcc_codes(B, Q, S, passes):
     """Discrete cyclic coordinate descent per sample, in place; returns the bits flipped
     (twin of :func:`vdsh_numba.admm.dcc_codes`)."""
-    return int(round(_reduce(_dcc_codes_kernel, B.shape[0], B, Q, S, int(passes))))
+    return int(_reduce(_dcc_codes_kernel, B.shape[0], B, Q, S, int(passes), dtype=np.int64))
 
 
 def add_bias(x, b, out):
@@ -378,7 +349,7 @@ def codes_rhs(Y, G, U, nu, Q):
 
 def sign_agreement(U, B):
     """Number of entries with ``(U > 0) == (B > 0)``."""
-    return int(round(_reduce(_sign_agreement_kernel, U.shape[0] * U.shape[1], U, B)))
+    return int(round(_reduce(_sign_agreement_kernel, U.shape[0], U, B)))
 
 
 def gemm(A, B, out, transA=False, transB=False, alpha=1.0, beta=0.0):

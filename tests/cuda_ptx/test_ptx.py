@@ -27,7 +27,7 @@ SIGNATURES = {
         "_a_rhs_kernel": [(M32, f64, M32, M32, f64, M32, M32, f64, b1, M32)],
         "_a_residual_kernel": [(M32, M32, M32, b1, V64)],
         "_sq_dist_kernel": [(M32, M32, V64), (M64, M32, V64)],
-        "_dcc_codes_kernel": [(M64, M64, M64, i64, V64)],
+        "_dcc_codes_kernel": [(M64, M64, M64, i64, i64[::1])],
         "_add_bias_kernel": [(M32, V32, M32)],
         "_col_mean_kernel": [(M32, V64)],
         "_cast_kernel": [(M64, M32)],
