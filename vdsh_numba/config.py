@@ -41,6 +41,10 @@ QUERY_BLOCK = 64
 #: Threads per block of the 1-D elementwise / per-sample / per-query kernels.
 CUDA_THREADS_PER_BLOCK = 128
 
+#: Most blocks of a grid-stride kernel (ADMM kernels, GEMM tiles); beyond it each thread
+#: handles several items. Tests set it small: the simulator's cost is per thread.
+CUDA_MAX_BLOCKS = 1 << 16
+
 #: Side of the square tiles of the shared-memory GEMM (a tile x tile thread block; two
 #: float32 tiles of shared memory). Used when CuPy (cuBLAS) is not installed.
 CUDA_GEMM_TILE = 16

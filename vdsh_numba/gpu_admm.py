@@ -4,7 +4,8 @@ Every public function takes exactly the arguments of its :mod:`vdsh_numba.admm` 
 arrays -- numba ``DeviceNDArray`` or anything with ``__cuda_array_interface__``, e.g. CuPy --
 in place of numpy arrays) and computes the same thing; the reductions (:func:`dual_update`,
 :func:`a_residual`, :func:`sq_dist`, :func:`dcc_codes`) return the same Python scalars: one thread per sample sums
-its row in float64, as the CPU kernels do, and numpy adds the ``n`` row sums on the host
+its row in float64, as the CPU kernels do, and the ``n`` row sums are added on the host
+(left to right, like numba's ``acc.sum()``)
 (one number per sample, never a training array), so the sums are the CPU's. The arithmetic of every kernel body is the CPU kernel's, written
 with the same types, so the simulator reproduces the CPU to the last bit; on a GPU, NVVM's
 FMA contraction may change the last bit of some float64 intermediates.
@@ -43,9 +44,8 @@ def _ij(t, w):
 
 @cuda.jit
 def _bias_act_kernel(p, b, a_prev, residual, z_out, a_out):
-    t = cuda.grid(1)
     w = p.shape[1]
-    if t < p.shape[0] * w:
+    for t in range(cuda.grid(1), p.shape[0] * w, cuda.gridsize(1)):  # grid-stride
         i, j = _ij(t, w)
         z = p[i, j] + b[j]
         z_out[i, j] = z
@@ -57,9 +57,8 @@ def _bias_act_kernel(p, b, a_prev, residual, z_out, a_out):
 
 @cuda.jit
 def _z_update_kernel(a, a_prev, p, b, lam, beta, gamma, residual, z_out):
-    t = cuda.grid(1)
     w = p.shape[1]
-    if t < p.shape[0] * w:
+    for t in range(cuda.grid(1), p.shape[0] * w, cuda.gridsize(1)):  # grid-stride
         i, j = _ij(t, w)
         beta = float64(beta)   # float64 scalars as in the CPU kernel (the simulator would
         gamma = float64(gamma)  # otherwise follow numpy's float32 * python-float rule)
@@ -76,8 +75,7 @@ def _z_update_kernel(a, a_prev, p, b, lam, beta, gamma, residual, z_out):
 
 @cuda.jit
 def _dual_update_kernel(lam, z, p, b, acc):
-    i = cuda.grid(1)
-    if i < z.shape[0]:
+    for i in range(cuda.grid(1), z.shape[0], cuda.gridsize(1)):  # grid-stride
         s = float64(0.0)  # (the simulator would otherwise sum float32 products in float32)
         for j in range(z.shape[1]):
             r = z[i, j] - p[i, j] - b[j]
@@ -87,18 +85,16 @@ def _dual_update_kernel(lam, z, p, b, acc):
 
 @cuda.jit
 def _shift_target_kernel(z, lam, b, out):
-    t = cuda.grid(1)
     w = z.shape[1]
-    if t < z.shape[0] * w:
+    for t in range(cuda.grid(1), z.shape[0] * w, cuda.gridsize(1)):  # grid-stride
         i, j = _ij(t, w)
         out[i, j] = z[i, j] + lam[i, j] - b[j]
 
 
 @cuda.jit
 def _a_rhs_kernel(q, coef_q, a_next, z_next, skip_coef, a_prev, z_l, gamma, residual_l, out):
-    t = cuda.grid(1)
     w = q.shape[1]
-    if t < q.shape[0] * w:
+    for t in range(cuda.grid(1), q.shape[0] * w, cuda.gridsize(1)):  # grid-stride
         i, j = _ij(t, w)
         coef_q = float64(coef_q)
         gamma = float64(gamma)
@@ -116,8 +112,7 @@ def _a_rhs_kernel(q, coef_q, a_next, z_next, skip_coef, a_prev, z_l, gamma, resi
 
 @cuda.jit
 def _a_residual_kernel(a, a_prev, z, residual, acc):
-    i = cuda.grid(1)
-    if i < a.shape[0]:
+    for i in range(cuda.grid(1), a.shape[0], cuda.gridsize(1)):  # grid-stride
         s = float64(0.0)  # (the simulator would otherwise sum float32 products in float32)
         for j in range(a.shape[1]):
             zz = z[i, j]
@@ -130,8 +125,7 @@ def _a_residual_kernel(a, a_prev, z, residual, acc):
 
 @cuda.jit
 def _sq_dist_kernel(x, y, acc):
-    i = cuda.grid(1)
-    if i < x.shape[0]:
+    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):  # grid-stride
         s = float64(0.0)  # (the simulator would otherwise sum float32 products in float32)
         for j in range(x.shape[1]):
             d = float64(x[i, j]) - float64(y[i, j])
@@ -141,10 +135,9 @@ def _sq_dist_kernel(x, y, acc):
 @cuda.jit
 def _dcc_codes_kernel(B, Q, S, passes, acc):
     """One thread per sample: discrete cyclic coordinate descent over its bits."""
-    i = cuda.grid(1)
     n, k = B.shape
-    f = 0
-    if i < n:
+    for i in range(cuda.grid(1), n, cuda.gridsize(1)):  # grid-stride
+        f = 0
         for _ in range(passes):
             changed = 0
             for j in range(k):
@@ -170,18 +163,16 @@ def _dcc_codes_kernel(B, Q, S, passes, acc):
 
 @cuda.jit
 def _add_bias_kernel(x, b, out):
-    t = cuda.grid(1)
     w = x.shape[1]
-    if t < x.shape[0] * w:
+    for t in range(cuda.grid(1), x.shape[0] * w, cuda.gridsize(1)):  # grid-stride
         i, j = _ij(t, w)
         out[i, j] = x[i, j] + b[j]
 
 
 @cuda.jit
 def _col_mean_kernel(x, out):
-    j = cuda.grid(1)
     n, w = x.shape
-    if j < w:
+    for j in range(cuda.grid(1), w, cuda.gridsize(1)):  # grid-stride
         s = float64(0.0)  # (the simulator would otherwise sum float32 products in float32)
         for i in range(n):
             s += float64(x[i, j])
@@ -190,9 +181,8 @@ def _col_mean_kernel(x, out):
 
 @cuda.jit
 def _cast_kernel(src, dst):
-    t = cuda.grid(1)
     w = src.shape[1]
-    if t < src.shape[0] * w:
+    for t in range(cuda.grid(1), src.shape[0] * w, cuda.gridsize(1)):  # grid-stride
         i, j = _ij(t, w)
         dst[i, j] = src[i, j]
 
@@ -200,9 +190,8 @@ def _cast_kernel(src, dst):
 @cuda.jit
 def _codes_rhs_kernel(Y, G, U, nu, Q):
     """``Q = Y @ G.T + nu * U`` (float64; ``nu * U`` rounded to float32 first, as numpy does)."""
-    t = cuda.grid(1)
     k = Q.shape[1]
-    if t < Q.shape[0] * k:
+    for t in range(cuda.grid(1), Q.shape[0] * k, cuda.gridsize(1)):  # grid-stride
         i, j = _ij(t, k)
         s = float64(0.0)  # (the simulator would otherwise sum float32 products in float32)
         for c in range(Y.shape[1]):
@@ -212,8 +201,7 @@ def _codes_rhs_kernel(Y, G, U, nu, Q):
 
 @cuda.jit
 def _sign_agreement_kernel(U, B, acc):
-    i = cuda.grid(1)
-    if i < U.shape[0]:
+    for i in range(cuda.grid(1), U.shape[0], cuda.gridsize(1)):  # grid-stride
         s = float64(0.0)  # (the simulator would otherwise sum float32 products in float32)
         for j in range(U.shape[1]):
             if (U[i, j] > 0) == (B[i, j] > 0):
@@ -224,17 +212,25 @@ def _sign_agreement_kernel(U, B, acc):
 def _gemm_kernel(A, B, C, ta, tb, alpha, beta, T):
     """``C = alpha op(A) op(B) + beta C`` (float32) by ``T x T`` tiles in shared memory.
 
-    Block ``(T, T)`` computes one ``T x T`` tile of ``C``; dynamic shared memory ``2 T^2`` float32.
+    A block ``(T, T)`` computes ``T x T`` tiles of ``C`` (grid-stride over the tiles); dynamic
+    shared memory ``2 T^2`` float32.
     """
     sm = cuda.shared.array(0, dtype=float32)
     tx = cuda.threadIdx.x
     ty = cuda.threadIdx.y
-    row = cuda.blockIdx.y * T + ty
-    col = cuda.blockIdx.x * T + tx
     M = C.shape[0]
     N = C.shape[1]
     K = A.shape[0] if ta else A.shape[1]
     TT = T * T
+    tiles_n = (N + T - 1) // T
+    for tile in range(cuda.blockIdx.x, tiles_n * ((M + T - 1) // T), cuda.gridDim.x):  # grid-stride
+        row = (tile // tiles_n) * T + ty
+        col = (tile % tiles_n) * T + tx
+        _gemm_tile(A, B, C, ta, tb, alpha, beta, T, TT, K, M, N, row, col, tx, ty, sm)
+
+
+@cuda.jit(device=True, inline=True)
+def _gemm_tile(A, B, C, ta, tb, alpha, beta, T, TT, K, M, N, row, col, tx, ty, sm):
     acc = float32(0.0)
     for k0 in range(0, K, T):
         ka = k0 + tx
@@ -268,8 +264,9 @@ KERNELS = ("_bias_act_kernel", "_z_update_kernel", "_dual_update_kernel", "_shif
 # --------------------------------------------------------------------------- host launchers
 
 def _grid(count):
+    """``(blocks, threads)`` for a grid-stride kernel over ``count`` items (at most CUDA_MAX_BLOCKS blocks)."""
     tpb = config.CUDA_THREADS_PER_BLOCK
-    return max(1, -(-count // tpb)), tpb
+    return max(1, min(config.CUDA_MAX_BLOCKS, -(-count // tpb))), tpb
 
 
 def _reduce(kernel, n, *args, dtype=np.float64):
@@ -277,11 +274,12 @@ def _reduce(kernel, n, *args, dtype=np.float64):
 
     Like the CPU kernels (``acc[i]`` per sample, then ``acc.sum()``): each row is summed in
     order in float64 and the ``n`` row sums (one number per sample, not a training array) are
-    added on the host by numpy, so the result is the CPU's to the last bit.
+    added on the host left to right, as numba's ``acc.sum()`` does (numpy's pairwise sum would
+    differ in the last bit), so the result is the CPU's to the last bit.
     """
     acc = cuda.device_array(n, dtype=dtype)
     kernel[_grid(n)](*args, acc)
-    return acc.copy_to_host().sum()
+    return sum(acc.copy_to_host().tolist())
 
 
 def bias_act(p, b, a_prev, residual, z_out, a_out):
@@ -380,7 +378,7 @@ def gemm(A, B, out, transA=False, transB=False, alpha=1.0, beta=0.0):
             o[...] = np.float32(alpha) * cp.matmul(a, b) + np.float32(beta) * o
         return out
     T = int(config.CUDA_GEMM_TILE)
-    grid = (max(1, -(-N // T)), max(1, -(-M // T)))
+    grid = max(1, min(config.CUDA_MAX_BLOCKS, -(-N // T) * -(-M // T)))
     _gemm_kernel[grid, (T, T), 0, 2 * T * T * 4](A, B, out, bool(transA), bool(transB),
                                                  float(alpha), float(beta), T)
     return out

@@ -45,6 +45,7 @@ def small_launch(monkeypatch):
     if SIM:
         monkeypatch.setattr(config, "CUDA_THREADS_PER_BLOCK", 8)
         monkeypatch.setattr(config, "CUDA_GEMM_TILE", 4)
+        monkeypatch.setattr(config, "CUDA_MAX_BLOCKS", 3)  # several blocks, several items per thread
         monkeypatch.setattr(config, "CUDA_HAMMING_QUERIES_PER_BLOCK", 3)
         monkeypatch.setattr(config, "CUDA_HAMMING_TARGET_THREADS", 64)
         monkeypatch.setattr(config, "CUDA_HAMMING_MIN_SEGMENT_ROWS", 7)

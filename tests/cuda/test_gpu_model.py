@@ -26,12 +26,13 @@ def data():
 
 @pytest.fixture(scope="module")
 def trained(data):
-    # module-scoped, so the per-test small_launch patch is not active here: launch shapes that
-    # keep the simulator fast (its cost grows faster than linearly with threads per block)
-    # yet span several blocks (200 rows = 7 blocks of 32; 200 x 16 outputs = 50 GEMM tiles)
+    # module-scoped, so the per-test small_launch patch is not active here. The simulator's cost
+    # is per thread: few threads, each striding over many items, across several blocks.
     from vdsh_numba import config
-    saved = config.CUDA_THREADS_PER_BLOCK, config.CUDA_GEMM_TILE
-    config.CUDA_THREADS_PER_BLOCK, config.CUDA_GEMM_TILE = 32, 8
+    names = ("CUDA_THREADS_PER_BLOCK", "CUDA_GEMM_TILE", "CUDA_MAX_BLOCKS")
+    saved = [getattr(config, k) for k in names]
+    for k, v in zip(names, (32, 8, 4)):
+        setattr(config, k, v)
     X, y = data
     cpu = VDSH(**PARAMS).fit(X, y)
     gpu = VDSH(**PARAMS)
@@ -40,7 +41,8 @@ def trained(data):
     try:
         fit_vdsh_gpu(gpu, Xc, label_matrix(y))
     finally:
-        config.CUDA_THREADS_PER_BLOCK, config.CUDA_GEMM_TILE = saved
+        for k, v in zip(names, saved):
+            setattr(config, k, v)
     return cpu, gpu, Xc
 
 
