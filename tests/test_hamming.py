@@ -222,8 +222,10 @@ def test_strict_input_checks():
         HammingIndex(0)
     with pytest.raises(ValueError, match="backend"):
         HammingIndex(8, backend="gpu")
-    with pytest.raises(NotImplementedError):
-        HammingIndex(8, backend="cuda")
+    from vdsh_numba.backend import cuda_available
+    if not cuda_available():  # no silent fallback: the error names what is missing
+        with pytest.raises(RuntimeError, match="backend='cuda' needs"):
+            HammingIndex(8, backend="cuda")
     assert index.ntotal == 3 and "ntotal=3" in repr(index)
 
 

@@ -34,9 +34,41 @@ RECORD_BYTES = 256 * 2**20
 #: ``(QUERY_BLOCK, n)`` float32 distance block in memory.
 QUERY_BLOCK = 64
 
-#: CUDA launch parameters (used by the later "cuda" backend).
+# --- the "cuda" backend (vdsh_numba.gpu_hamming, gpu_admm, gpu_model) ----------------------
+# Read by the host launchers only and passed to kernels as arguments or launch shapes, so
+# tests patch them small to make tiny inputs span several blocks.
+
+#: Threads per block of the 1-D elementwise / per-sample / per-query kernels.
 CUDA_THREADS_PER_BLOCK = 128
 
 #: Training uses one BLAS thread when its products are smaller than this (``n * width**2``
 #: multiply-adds for VDSH; every minibatch method): thread wake-ups cost more than they save.
 BLAS_SMALL_PRODUCT = 1 << 28
+
+#: Most blocks of a grid-stride kernel (ADMM kernels, GEMM tiles); beyond it each thread
+#: handles several items. Tests set it small: the simulator's cost is per thread.
+CUDA_MAX_BLOCKS = 1 << 16
+
+#: Side of the square tiles of the shared-memory GEMM (a tile x tile thread block; two
+#: float32 tiles of shared memory). Used when CuPy (cuBLAS) is not installed.
+CUDA_GEMM_TILE = 16
+
+#: Use cuBLAS through CuPy for the dense products when CuPy is importable.
+CUDA_USE_CUPY = True
+
+#: Queries per block of the Hamming histogram kernel (their histograms share a block's
+#: shared memory: QUERIES_PER_BLOCK * (64 * words + 1) int32).
+CUDA_HAMMING_QUERIES_PER_BLOCK = 8
+
+#: The database is cut into segments, one thread per (query, segment) in the selection
+#: pass; enough segments to have about this many threads, each segment at least
+#: CUDA_HAMMING_MIN_SEGMENT_ROWS rows.
+CUDA_HAMMING_TARGET_THREADS = 1 << 17
+CUDA_HAMMING_MIN_SEGMENT_ROWS = 2048
+
+#: Bytes of the per-(query, segment, distance) counters a search may allocate; queries
+#: go in batches that fit.
+CUDA_HAMMING_COUNTER_BYTES = 512 * 2**20
+
+#: Rows per device batch when the CUDA backend encodes (forward pass of VDSH._project).
+CUDA_FORWARD_ROWS = 1 << 16

@@ -343,8 +343,9 @@ class HammingIndex:
     bits : int
         Code length, any ``bits >= 1``. Codes are ``uint8`` arrays of shape
         ``(n, ceil(bits / 8))`` in the bit order of :mod:`vdsh_numba.codes`.
-    backend : {"cpu"}
-        Kernel backend. ``"cuda"`` twins come with a later issue.
+    backend : {"cpu", "cuda"}
+        Kernel backend. ``"cuda"`` runs :mod:`vdsh_numba.gpu_hamming` (same results) and
+        raises ``RuntimeError`` naming what is missing where no GPU is usable.
 
     Attributes
     ----------
@@ -364,10 +365,8 @@ class HammingIndex:
 
     def __init__(self, bits: int, backend: str = "cpu"):
         _check_bits(bits)
-        if backend == "cuda":
-            raise NotImplementedError("backend='cuda' is not available yet; use backend='cpu'")
-        if backend != "cpu":
-            raise ValueError(f"backend must be 'cpu', got {backend!r}")
+        from .backend import check_backend
+        check_backend(backend)
         self.bits = int(bits)
         self.backend = backend
         self._store = CodeStore(self.bits)
@@ -427,6 +426,9 @@ class HammingIndex:
         I = np.full((nq, k), -1, dtype=np.int64)
         if nq == 0:
             return D, I
+        if self.backend == "cuda":
+            from . import gpu_hamming
+            return gpu_hamming.search(qw, self._store, k)
         nfill = np.zeros(nq, dtype=np.int64)
         nb = n_blocks(nq)
         for base, words in self._store.chunks(config.CHUNK_ROWS):
@@ -455,6 +457,9 @@ class HammingIndex:
         qw = self._queries(queries)
         radius = self._check_int(radius, "radius", 0)
         nq = qw.shape[0]
+        if self.backend == "cuda":
+            from . import gpu_hamming
+            return gpu_hamming.range_search(qw, self._store, radius)
         empty_d = np.empty(0, np.int32)
         empty_i = np.empty(0, np.int64)
         counts = np.zeros(nq, dtype=np.int64)
@@ -496,8 +501,12 @@ class HammingIndex:
     def histogram(self, queries):
         """Number of database codes at each distance: int64 ``(nq, bits + 1)``."""
         qw = self._queries(queries)
-        counts = np.zeros((qw.shape[0], 64 * qw.shape[1] + 1), dtype=np.int64)
-        if qw.shape[0]:
+        if self.backend == "cuda":
+            from . import gpu_hamming
+            counts = gpu_hamming.histogram(qw, self._store)
+        else:
+            counts = np.zeros((qw.shape[0], 64 * qw.shape[1] + 1), dtype=np.int64)
+        if qw.shape[0] and self.backend == "cpu":
             for _, words in self._store.chunks(config.CHUNK_ROWS):
                 _histogram_chunk(qw, words, counts)
         return np.ascontiguousarray(counts[:, :self.bits + 1])
