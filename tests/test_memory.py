@@ -122,7 +122,7 @@ def test_encoding_a_memmap_database_stays_under_a_cap(tmp_path):
     from vdsh_numba import stages
     rng = np.random.default_rng(0)
     X = rng.standard_normal((300, 64)).astype(np.float32)
-    m = VDSH(bits=16, depth=2, width=32, sweeps=2).fit(X, np.arange(300) % 5)
+    m = VDSH(bits=16, depth=2, width=32, sweeps=2, first_width=0).fit(X, np.arange(300) % 5)
     m.save(tmp_path / "m.npz")
     big = np.lib.format.open_memmap(tmp_path / "X.npy", mode="w+", dtype=np.float32,
                                     shape=(100_000, 64))          # 25.6 MB

@@ -131,6 +131,10 @@ def fit_vdsh_gpu(model, X, Y):
     backends agree to float32 rounding per sweep, not bit for bit (``tests/cuda`` bounds it).
     """
     o = model.train
+    if int(o["first_width"]) not in (0, model.width):
+        raise NotImplementedError(
+            f"the CUDA backend trains equal-width hidden layers only: train.first_width is "
+            f"{o['first_width']} but width is {model.width}; set train.first_width: 0 (or {model.width})")
     rng = np.random.default_rng(model.seed)
     n = X.shape[0]
     L, k, w = model.depth, model.bits, model.width

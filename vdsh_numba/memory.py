@@ -12,7 +12,7 @@ __all__ = ["estimate_training_bytes", "available_bytes", "check_training_memory"
 
 
 def estimate_training_bytes(method: str, n: int, d: int, depth: int, width: int, bits: int,
-                            n_classes: int = 10) -> int:
+                            n_classes: int = 10, first_width=None) -> int:
     """Peak bytes that fitting ``method`` on ``n`` items of ``d`` features allocates.
 
     Notes
@@ -27,14 +27,23 @@ def estimate_training_bytes(method: str, n: int, d: int, depth: int, width: int,
     ``n x bits``), labels (2 float64 ``n x n_classes``); the weights and the float64 normal
     equations of one layer (6 matrices of ``max(width, d)^2``).
 
+    With ``first_width`` (VDSH's wide first hidden layer; default ``TRAIN_DEFAULTS``) layer 1's
+    arrays and the work buffers are ``n x first_width``.
+
     Other methods: a rough bound (4 float64 copies of the features and ``n x max(width, 1000)``
     float64 values: SDH's anchor features, the mini-batch networks' buffers).
     """
     n, d, L, w, k, c = (int(v) for v in (n, d, depth, width, bits, n_classes))
-    weights = 4 * (w * d + max(L - 1, 0) * w * w + k * w)
     if method == "vdsh":
-        return (4 * n * w * (5 * L + 7) + 28 * n * d + 40 * n * k + 16 * n * c
-                + weights + 48 * max(w, d) ** 2)
+        if first_width is None:
+            from .model import TRAIN_DEFAULTS
+            first_width = TRAIN_DEFAULTS["first_width"]
+        w1 = int(first_width) or w
+        cols = w1 + max(L - 1, 0) * w                  # hidden units over all layers
+        weights = 4 * (w1 * d + (w * w1 if L > 1 else 0) + max(L - 2, 0) * w * w + k * w)
+        return (4 * n * (5 * cols + 7 * max(w1, w)) + 28 * n * d + 40 * n * k + 16 * n * c
+                + weights + 48 * max(w1, w, d) ** 2)
+    weights = 4 * (w * d + max(L - 1, 0) * w * w + k * w)
     return 32 * n * d + 8 * n * max(w, 1000) + weights
 
 
@@ -85,13 +94,13 @@ def format_bytes(b) -> str:
     return f"{b / 2**30:.2f} GiB" if b >= 2**30 else f"{b / 2**20:.1f} MiB"
 
 
-def check_training_memory(method, n, d, depth, width, bits, n_classes=10) -> int:
+def check_training_memory(method, n, d, depth, width, bits, n_classes=10, first_width=None) -> int:
     """Raise ``MemoryError`` when :func:`estimate_training_bytes` exceeds :func:`available_bytes`.
 
     Returns the estimate. The message says what is needed, what is available (and which limit
     says so) and which parameters to lower.
     """
-    need = estimate_training_bytes(method, n, d, depth, width, bits, n_classes)
+    need = estimate_training_bytes(method, n, d, depth, width, bits, n_classes, first_width)
     avail, why = available_bytes()
     if avail is not None and need > avail:
         lower = ("width, depth or protocol.train_per_class (memory grows as n x depth x width "

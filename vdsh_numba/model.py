@@ -318,12 +318,16 @@ class VDSH(HashingModel):
                 "rng": rng, "elapsed": 0.0}
 
     def _fit(self, X, y):
-        if self.backend != "cpu":
-            raise ValueError(f"backend={self.backend!r} is not available for VDSH; expected 'cpu'")
+        from .backend import check_backend
+        check_backend(self.backend)  # "cuda" without a GPU: a clear RuntimeError, no fallback
         for name in ("depth", "width"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        if self.backend == "cuda":  # the same sweep on the device (vdsh_numba/gpu_model.py)
+            from .gpu_model import fit_vdsh_gpu
+            fit_vdsh_gpu(self, self._clip(np.ascontiguousarray(X, dtype=np.float32)), label_matrix(y))
+            return
         o = self.train
         ck_every = int(o["checkpoint_every"])
         ck_path = self._checkpoint_path
@@ -473,6 +477,12 @@ class VDSH(HashingModel):
         return np.clip(X, -c, c) if c > 0 else X
 
     def _project(self, X):
+        if self.backend == "cuda":
+            from .backend import require_cuda
+            from .gpu_model import project_gpu
+            require_cuda()
+            return project_gpu(self._clip(np.ascontiguousarray(X, dtype=np.float32)), self.W_, self.b_,
+                               self.Wo_, self.bo_, self.train["residual"]).astype(np.float64)
         return forward(self._clip(np.ascontiguousarray(X, dtype=np.float32)), self.W_, self.b_, self.Wo_, self.bo_,
                        self.train["residual"]).astype(np.float64)
 

@@ -141,7 +141,8 @@ def train(params, method, bits):
     model = make_method(method, bits, params)
     (n, d), y = F["X_train"].shape, F["y_train"]
     check_training_memory(method, n, d, params["depth"], params["width"], bits,
-                          y.shape[1] if y.ndim == 2 else int(y.max(initial=0)) + 1)
+                          y.shape[1] if y.ndim == 2 else int(y.max(initial=0)) + 1,
+                          first_width=(params.get("train") or {}).get("first_width"))
     from threadpoolctl import threadpool_limits
     ck = checkpoint_path(method, bits) if (params.get("train") or {}).get("checkpoint_every", 0) and \
         method == "vdsh" else None

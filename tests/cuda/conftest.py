@@ -31,6 +31,10 @@ def _skip_reason():
             "`NUMBA_ENABLE_CUDASIM=1 python -m pytest -q tests/cuda` in its own process")
 
 
+if _skip_reason():  # ordinary run without simulator or GPU: not collected (module fixtures train)
+    collect_ignore_glob = ["test_*.py"]
+
+
 @pytest.fixture(autouse=True)
 def _cuda_or_skip():
     why = _skip_reason()

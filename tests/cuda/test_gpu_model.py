@@ -12,7 +12,7 @@ from vdsh_numba.base import label_matrix
 from vdsh_numba.gpu_model import fit_vdsh_gpu, project_gpu
 from vdsh_numba.model import VDSH
 
-PARAMS = dict(bits=12, depth=3, width=16, seed=0, sweeps=2)
+PARAMS = dict(bits=12, depth=3, width=16, seed=0, sweeps=2, first_width=0)  # GPU: equal widths
 
 
 @pytest.fixture(scope="module")
