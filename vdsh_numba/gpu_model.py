@@ -30,7 +30,7 @@ import scipy.linalg as sla
 from numba import cuda
 
 from . import config, gpu_admm as ga
-from .model import _sym_inverse
+from .model import _sym_inverse, objective_terms
 
 __all__ = ["fit_vdsh_gpu", "project_gpu", "forward_gpu"]
 
@@ -233,9 +233,7 @@ def fit_vdsh_gpu(model, X, Y):
         model.history_.append({
             "iteration": it + 1, "seconds": secs, "dense_seconds": dense.seconds,
             "elapsed": time.perf_counter() - t_start,
-            "objective": label + o["lam_G"] * float((G ** 2).sum()) + o["nu"] * code_fit + o["rho"] * regW,
-            "label_loss": label, "reg_G": o["lam_G"] * float((G ** 2).sum()),
-            "code_fit": code_fit, "reg_W": o["rho"] * regW,
+            **objective_terms(o, label, G, code_fit, regW),
             "penalty_z": float(beta * rz.sum() / n), "penalty_a": float(gamma * ra.sum() / n),
             "primal_z": float(np.sqrt(rz.sum() / n)), "primal_a": float(np.sqrt(ra.sum() / n)),
             "primal_z_layers": (np.sqrt(rz / n)).tolist(), "primal_a_layers": (np.sqrt(ra / n)).tolist(),

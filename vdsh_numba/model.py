@@ -79,6 +79,21 @@ def _is_residual(residual, h, W):
     return bool(residual and h > 0 and W.shape[0] == W.shape[1])
 
 
+def objective_terms(o, label, G, code_fit, regW):
+    """The logged objective terms of one sweep (shared by the CPU and the CUDA trainers).
+
+    ``objective`` is the one both blocks descend: the code step minimises label + reg_G +
+    nu code_fit at a fixed network, the network step minimises code_fit + rho reg_W at fixed
+    codes, so the network's weight decay enters the joint objective as nu * rho
+    (docs/algorithm.md section 2); the unscaled sum is logged as ``objective_sdh``.
+    """
+    reg_G = o["lam_G"] * float((G ** 2).sum())
+    return {"objective": label + reg_G + o["nu"] * (code_fit + o["rho"] * regW),
+            "objective_sdh": label + reg_G + o["nu"] * code_fit + o["rho"] * regW,
+            "network_objective": code_fit + o["rho"] * regW,
+            "label_loss": label, "reg_G": reg_G, "code_fit": code_fit, "reg_W": o["rho"] * regW}
+
+
 def forward(X, Ws, bs, Wo, bo, residual, keep=False):
     """Forward pass. Returns ``U`` or, with ``keep``, ``(U, A, Z)`` with every layer's a and z."""
     A, Z = [X], [None]
@@ -428,17 +443,14 @@ class VDSH(HashingModel):
             # at a fixed network, the network step minimises code_fit + rho reg_W (output weight 1)
             # at fixed codes, so the network's weight decay enters the joint objective as nu * rho
             # (docs/algorithm.md section 2); the old unscaled sum is logged as objective_sdh
-            objective = label + o["lam_G"] * float((G ** 2).sum()) + o["nu"] * (code_fit + o["rho"] * regW)
+            terms = objective_terms(o, label, G, code_fit, regW)
+            objective = terms["objective"]
             if not np.isfinite(objective):
                 raise diverged(it, "objective", "the objective")
             self.history_.append({
                 "iteration": it + 1, "seconds": secs, "dense_seconds": dense.seconds,
                 "elapsed": time.perf_counter() - t_start,
-                "objective": objective,
-                "objective_sdh": label + o["lam_G"] * float((G ** 2).sum()) + o["nu"] * code_fit + o["rho"] * regW,
-                "network_objective": code_fit + o["rho"] * regW,
-                "label_loss": label, "reg_G": o["lam_G"] * float((G ** 2).sum()),
-                "code_fit": code_fit, "reg_W": o["rho"] * regW,
+                **terms,
                 "penalty_z": float(beta * rz.sum() / n), "penalty_a": float(gamma * ra.sum() / n),
                 "primal_z": float(np.sqrt(rz.sum() / n)), "primal_a": float(np.sqrt(ra.sum() / n)),
                 "primal_z_layers": (np.sqrt(rz / n)).tolist(), "primal_a_layers": (np.sqrt(ra / n)).tolist(),
