@@ -26,11 +26,10 @@ import sys
 import time
 
 import numpy as np
-import scipy.linalg as sla
 from numba import cuda
 
 from . import config, gpu_admm as ga
-from .model import _sym_inverse, objective_terms
+from .model import _sym_inverse, objective_terms, ridge_from_moments
 
 __all__ = ["fit_vdsh_gpu", "project_gpu", "forward_gpu"]
 
@@ -89,16 +88,8 @@ def _ridge_gpu(T, A, beta, rho, prox, W_old, dense):
     SAA, STA = _f32(w, w), _f32(m, w)
     dense(ga.gemm, A, A, SAA, transA=True)
     dense(ga.gemm, T, A, STA, transA=True)
-    muA, muT = muA_d.copy_to_host(), muT_d.copy_to_host()
-    CAA = SAA.copy_to_host().astype(np.float64) / n - np.outer(muA, muA)
-    CTA = STA.copy_to_host().astype(np.float64) / n - np.outer(muT, muA)
-    M = beta * CAA
-    M[np.diag_indices_from(M)] += rho + prox
-    R = beta * CTA + prox * W_old
-    W = dense(lambda: sla.cho_solve(sla.cho_factor(M, lower=True, check_finite=False), R.T,
-                                    check_finite=False).T)
-    b = muT - W @ muA
-    return np.ascontiguousarray(W, dtype=np.float32), b.astype(np.float32)
+    return ridge_from_moments(SAA.copy_to_host(), STA.copy_to_host(), muA_d.copy_to_host(),
+                              muT_d.copy_to_host(), n, beta, rho, prox, W_old, dense)
 
 
 def _g_moments(Bf, Yf, dense):

@@ -127,11 +127,18 @@ class _DenseTimer:
 
 def _ridge(T, A, beta, rho, prox, W_old, dense):
     """``min_{W,b} beta/n ||T - A W^T - 1 b^T||^2 + rho ||W||^2 + prox ||W - W_old||^2``."""
-    n = A.shape[0]
     muA = A.mean(axis=0, dtype=np.float64)
     muT = T.mean(axis=0, dtype=np.float64)
-    CAA = dense(np.dot, A.T, A).astype(np.float64) / n - np.outer(muA, muA)
-    CTA = dense(np.dot, T.T, A).astype(np.float64) / n - np.outer(muT, muA)
+    return ridge_from_moments(dense(np.dot, A.T, A), dense(np.dot, T.T, A), muA, muT, A.shape[0],
+                              beta, rho, prox, W_old, dense)
+
+
+def ridge_from_moments(SAA, STA, muA, muT, n, beta, rho, prox, W_old, dense):
+    """The host half of :func:`_ridge` from the raw moments ``A^T A``, ``T^T A`` and the column
+    means (float64 centring and Cholesky solve); the CUDA trainer computes the moments on the
+    device and calls this too."""
+    CAA = SAA.astype(np.float64) / n - np.outer(muA, muA)
+    CTA = STA.astype(np.float64) / n - np.outer(muT, muA)
     M = beta * CAA
     M[np.diag_indices_from(M)] += rho + prox
     R = beta * CTA + prox * W_old
