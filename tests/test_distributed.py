@@ -11,6 +11,7 @@ distributed = pytest.importorskip("distributed", reason="CI installs dask[distri
 
 from vdsh_numba.distributed import ShardedHammingIndex, ShardedSearchError, local_cluster, merge_topk  # noqa: E402
 from vdsh_numba.hamming import HammingIndex  # noqa: E402
+from tests import naive  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +148,7 @@ def test_sharded_metrics_equal_single_machine(client, multi):
         sh.add(db[s:e], labels=dl[s:e])
     got, pr = sh.evaluate(q, qlab, radius=2)
     ref, pr_ref = evaluate_codes(q, db, qlab, dl, bits, radius=2)
+    assert got["map"] == pytest.approx(naive.mean_ap(q, db, qlab, dl, bits), abs=1e-12)
     for key in ("map", "map_tie_aware", "precision_hamming2", "precision_hamming2_empty_fraction"):
         assert got[key] == pytest.approx(ref[key], abs=1e-12), key
     assert pr == pytest.approx(pr_ref)

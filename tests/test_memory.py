@@ -152,23 +152,43 @@ def test_encoding_a_memmap_database_stays_under_a_cap(tmp_path):
     assert r.stdout.split() == ["ok"]
 
 
-@pytest.mark.xfail(strict=True, reason="vdsh_numba/metrics.py holds O(n) memory: db_labels become int64 "
-                   "words (8 B per item) and ties='index' keeps 12 B per item for every query block; "
-                   "streaming the labels with the code chunks (and a two-pass rank) would bound it")
 def test_metrics_of_a_memmap_database_stay_under_a_cap(db_file, tmp_path):
+    """Codes and labels both memmaps; the metrics under the cap equal a numpy reference
+    (full stable argsort, ties by index) computed in memory before the cap."""
     path, n = db_file
     labels = np.lib.format.open_memmap(tmp_path / "y.npy", mode="w+", dtype=np.uint8, shape=(n,))
-    labels[:] = np.arange(n) % 10
+    labels[:] = np.random.default_rng(2).integers(0, 10, n)
     labels.flush()
     del labels
     r = _python(CAPPED.format(path=str(path)) + f"""
     from vdsh_numba import metrics
     y = np.load({str(tmp_path / "y.npy")!r}, mmap_mode="r")
-    q = np.ascontiguousarray(db[:4]); yq = np.arange(4, dtype=np.uint8)
-    metrics.precision_within_radius(q, np.array(db[:1000]), yq, np.array(y[:1000]), 2, bits=64)
-    cap(8 * 2**20)
-    metrics.precision_within_radius(q, db, yq, y, 2, bits=64)
-    metrics.mean_average_precision(q, db, yq, y, ties="index", bits=64)
+    q = np.ascontiguousarray(db[[3, 999_999, 1_500_000, 7]]); yq = np.array([y[3], 4, y[1_500_000], 9], np.uint8)
+    ref_ap, ref_p2, ref_p100 = [], [], []
+    words, yy = np.array(db).view(np.uint64)[:, 0], np.array(y)
+    for i in range(len(q)):                              # the reference, in memory, before the cap
+        d = np.bitwise_count(words ^ q[i:i + 1].view(np.uint64)[0])
+        rel = yy[np.argsort(d, kind="stable")] == yq[i]
+        hits = np.cumsum(rel)
+        ref_ap.append((hits[rel] / (np.flatnonzero(rel) + 1)).sum() / rel.sum())
+        ref_p2.append((yy[d <= 2] == yq[i]).mean() if (d <= 2).any() else 0.0)
+        ref_p100.append(rel[:100].mean())
+    del words, yy, d, rel, hits
+    metrics.evaluate_codes(q, np.array(db[:1000]), yq, np.array(y[:1000]), 64)   # compile first
+    cap(8 * 2**20)                                       # half the 16 MB of codes
+    for big in (db, y):
+        try:
+            np.array(big, dtype=np.int64)
+            raise SystemExit("the cap does not bite")
+        except MemoryError:
+            pass
+    p2, _ = metrics.precision_within_radius(q, db, yq, y, 2, bits=64)
+    m = metrics.mean_average_precision(q, db, yq, y, ties="index", bits=64)
+    s, _ = metrics.evaluate_codes(q, db, yq, y, 64)
+    assert abs(m - np.mean(ref_ap)) < 1e-12 and abs(s["map"] - m) < 1e-12, (m, np.mean(ref_ap))
+    assert abs(p2 - np.mean(ref_p2)) < 1e-12 and abs(s["precision_hamming2"] - p2) < 1e-12
+    assert abs(s["precision_100"] - np.mean(ref_p100)) < 1e-12
     print("ok")
     """)
-    assert r.returncode == 0, r.stderr[-300:]
+    assert r.returncode == 0, r.stderr[-1500:]
+    assert r.stdout.split() == ["ok"]

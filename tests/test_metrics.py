@@ -11,8 +11,8 @@ def small_chunks(monkeypatch):
     """Tiny chunks so that tiny inputs exercise the streaming passes."""
     monkeypatch.setattr(config, "CHUNK_ROWS", 23)
     monkeypatch.setattr(config, "SPLIT_MEMORY_BLOCKS", True)
-    monkeypatch.setattr(config, "RANK_QUERY_BLOCK", 4)
     monkeypatch.setattr(config, "QUERY_BLOCK", 3)
+    monkeypatch.setattr(M, "HARMONIC_TABLE", 7)     # tie-aware sums cross table -> digamma
 
 
 def make(rng, nq, n, bits, multi, n_classes=3):
@@ -281,3 +281,14 @@ def test_metric_input_checks():
         M.precision_within_radius(q, db, ql, dl, radius=-1)
     with pytest.raises(ValueError, match="empty"):
         M.precision_within_radius(q, db, ql, dl, empty="nan")
+
+
+def test_harmonic_numbers_match_exact_sums_across_the_table_limit():
+    import math
+    xs = np.array([0, 1, 2, 6, 7, 8, 9, 50, 1000, 123457])
+    exact = np.array([math.fsum(1.0 / t for t in range(1, x + 1)) for x in xs])
+    got = M.harmonic(xs)
+    assert np.allclose(got, exact, rtol=1e-14, atol=0), got - exact
+    # differences of nearby large arguments (the tie-aware AP uses H(b) - H(a))
+    d = M.harmonic(np.array([123457])) - M.harmonic(np.array([123450]))
+    assert abs(d[0] - math.fsum(1.0 / t for t in range(123451, 123458))) < 1e-13

@@ -16,13 +16,13 @@ SETTINGS = settings(max_examples=30, deadline=None)
 @contextlib.contextmanager
 def chunks(small):
     """Tiny chunks and tiles (``small``) so tiny inputs cross the streaming merges."""
-    old = config.CHUNK_ROWS, config.SPLIT_MEMORY_BLOCKS, config.TILE_ROWS, config.RANK_QUERY_BLOCK
+    old = config.CHUNK_ROWS, config.SPLIT_MEMORY_BLOCKS, config.TILE_ROWS
     if small:
-        config.CHUNK_ROWS, config.SPLIT_MEMORY_BLOCKS, config.TILE_ROWS, config.RANK_QUERY_BLOCK = 5, True, 3, 2
+        config.CHUNK_ROWS, config.SPLIT_MEMORY_BLOCKS, config.TILE_ROWS = 5, True, 3
     try:
         yield
     finally:
-        config.CHUNK_ROWS, config.SPLIT_MEMORY_BLOCKS, config.TILE_ROWS, config.RANK_QUERY_BLOCK = old
+        config.CHUNK_ROWS, config.SPLIT_MEMORY_BLOCKS, config.TILE_ROWS = old
 
 
 @st.composite

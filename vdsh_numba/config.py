@@ -23,13 +23,6 @@ TILE_ROWS = 16384
 #: block owns one set of per-thread buffers. 1 = one block per thread (static split).
 BLOCKS_PER_THREAD = 1
 
-#: The metrics' index-order pass keeps a record (12 bytes) per query and relevant
-#: database item until the query's buckets are complete: queries go in blocks of
-#: ``min(RANK_QUERY_BLOCK, RECORD_BYTES // (12 * n))``; each block streams the
-#: database once and reuses the same record buffers (fresh pages are slow to fault in).
-RANK_QUERY_BLOCK = 1024
-RECORD_BYTES = 256 * 2**20
-
 #: Queries ranked at once by the ``ties="deephash"`` reference path, which keeps a
 #: ``(QUERY_BLOCK, n)`` float32 distance block in memory.
 QUERY_BLOCK = 64

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .hamming import DIST_PAD, HammingIndex, _distance, as_words, check_codes
+from .hamming import DIST_PAD, HammingIndex, as_words, check_codes
 
 __all__ = ["ShardedHammingIndex", "ShardedSearchError", "encode_sharded", "merge_topk",
            "local_cluster", "get_client"]
@@ -77,86 +77,35 @@ def get_client(address=None, n_workers=2):
 
 # --------------------------------------------------------------------------- per-shard metric passes
 
-@njit(inline="always")
-def _relevant(ql, q, dl, j, multi):
-    if not multi:
-        return ql[q, 0] == dl[j, 0]
-    for c in range(ql.shape[1]):
-        if ql[q, c] != 0 and dl[j, c] != 0:
-            return True
-    return False
+def _shard_passes(idx, labels, queries, qlabels, bits):
+    """The metrics' two passes over one shard (vdsh_numba.metrics): its codes, its labels."""
+    from . import metrics
+    qw = as_words(queries, bits, "queries")
+    lab = metrics._Labels(np.asarray(qlabels), np.asarray(labels), qw.shape[0], idx.ntotal)
+    return qw, lab, metrics._level_shift(lab.nlev)
 
 
-@njit(parallel=True, cache=True)
-def _shard_hist(qw, dbw, ql, dl, multi, hist_all, hist_rel):
-    """Per query: database items (and relevant ones) of this shard at each distance."""
-    for q in prange(qw.shape[0]):
-        for j in range(dbw.shape[0]):
-            d = _distance(qw, q, dbw, j)
-            hist_all[q, d] += 1
-            if _relevant(ql, q, dl, j, multi):
-                hist_rel[q, d] += 1
+def _task_hist(idx, labels, queries, qlabels, bits):
+    """Per query: this shard's items (and relevant items) at each distance."""
+    from . import metrics
+    qw, lab, shift = _shard_passes(idx, labels, queries, qlabels, bits)
+    h = metrics._histograms(qw, idx._store, lab, bits, shift)
+    n_d = h.sum(axis=2)
+    return n_d, n_d - h[:, :, 0]
 
 
-@njit(parallel=True, cache=True)
-def _shard_ap_sum(qw, dbw, ql, dl, multi, base_all, base_rel, out):
+def _task_ap(idx, labels, queries, qlabels, bits, base_all, base_rel):
     """Sum over this shard's relevant items of precision at their global rank (ties by index).
 
     ``base_all[q, d]`` = items ranked before this shard's first item at distance ``d``
     (every item at a smaller distance, and the items at distance ``d`` of earlier shards);
     ``base_rel`` the same for relevant items.
     """
-    B = base_all.shape[1]
-    for q in prange(qw.shape[0]):
-        cnt_all = np.zeros(B, np.int64)
-        cnt_rel = np.zeros(B, np.int64)
-        s = 0.0
-        for j in range(dbw.shape[0]):
-            d = _distance(qw, q, dbw, j)
-            if _relevant(ql, q, dl, j, multi):
-                s += (base_rel[q, d] + cnt_rel[d] + 1.0) / (base_all[q, d] + cnt_all[d] + 1.0)
-                cnt_rel[d] += 1
-            cnt_all[d] += 1
-        out[q] = s
-
-
-def _labels2d(y):
-    y = np.asarray(y)
-    if y.ndim == 1:
-        return np.ascontiguousarray(y.reshape(-1, 1).astype(np.int64)), False
-    return np.ascontiguousarray((y != 0).astype(np.int64)), True
-
-
-def _task_hist(idx, labels, queries, qlabels, bits):
-    qw = as_words(queries, bits, "queries")
-    dbw = _words_of(idx)
-    ql, multi = _labels2d(qlabels)
-    dl, _ = _labels2d(labels)
-    B = 64 * qw.shape[1] + 1
-    ha = np.zeros((qw.shape[0], B), np.int64)
-    hr = np.zeros((qw.shape[0], B), np.int64)
-    _shard_hist(qw, dbw, ql, dl, multi, ha, hr)
-    return ha[:, :bits + 1], hr[:, :bits + 1]
-
-
-def _task_ap(idx, labels, queries, qlabels, bits, base_all, base_rel):
-    qw = as_words(queries, bits, "queries")
-    dbw = _words_of(idx)
-    ql, multi = _labels2d(qlabels)
-    dl, _ = _labels2d(labels)
-    out = np.zeros(qw.shape[0])
-    B = 64 * qw.shape[1] + 1
-    pa = np.zeros((qw.shape[0], B), np.int64)
-    pr = np.zeros((qw.shape[0], B), np.int64)
-    pa[:, :bits + 1] = base_all
-    pr[:, :bits + 1] = base_rel
-    _shard_ap_sum(qw, dbw, ql, dl, multi, pa, pr, out)
-    return out
-
-
-def _words_of(idx):
-    parts = [w for _, w in idx._store.chunks(1 << 62)]
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+    from . import metrics
+    qw, lab, shift = _shard_passes(idx, labels, queries, qlabels, bits)
+    acc = metrics._index_order_sums(qw, idx._store, lab, shift, base_all, base_rel,
+                                    [np.iinfo(np.int64).max])
+    return acc[:, 0, 0]
 
 
 # --------------------------------------------------------------------------- merging top-k

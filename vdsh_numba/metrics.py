@@ -15,10 +15,13 @@ everything (see ``docs/metrics.md``):
 1. per query, the histogram ``h[d, l]`` of database items at distance ``d`` with
    relevance level ``l``: enough for every tie-aware metric, precision/recall by
    radius, and the position of each distance bucket in the ranking;
-2. (only for ``ties="index"``) one pass in database order: an item's rank under
-   "ties broken by index" is (items at smaller distance) + (items at the same
-   distance seen so far), so AP, precision@k and DCG are accumulated without
-   sorting.
+2. (only for ``ties="index"``) one pass in database order: with the bucket offsets
+   of pass 1, an item's rank under "ties broken by index" is (items at smaller
+   distance) + (items at the same distance seen so far), so AP, precision@k and DCG
+   are accumulated on the fly, without sorting and without per-item records.
+
+Memory is O(nq * bits) plus one database chunk of codes and labels: a database (codes
+*and* labels) stored as ``np.memmap`` is streamed with bounded memory.
 
 Conventions shared by every function: a query with no relevant item contributes
 0 to every AP, recall and NDCG mean (it stays in the denominator, as in
@@ -26,7 +29,10 @@ DeepHash-pytorch); means are over queries (macro averages).
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+from scipy.special import digamma
 from numba import njit, prange
 
 from . import config
@@ -91,95 +97,79 @@ def _level_histogram_chunk(qw, dbw, ql, dl, mode, shift, hist, nblocks):
                 hist[q, i] += loc[i]
 
 
-@njit(parallel=True, cache=True)
-def _ranked_pass_chunk(qw, dbw, ql, dl, mode, shift, cnt, hist, rec_a, rec_b, nrec, nblocks):
-    """One chunk of the single pass in database order (ties broken by index).
+#: Rows per sub-block of the index-order pass: the packed counters of a sub-block's
+#: relevant items are buffered (branch-free) and summed after it; 12 B per row per thread.
+_RANK_SUB = 2048
 
-    ``cnt[q, d]`` packs two counters of the items seen so far at distance ``d``:
-    all of them (low 32 bits) and the relevant ones (high 32 bits), one scatter per
-    item. For each relevant item the packed counter after it (its rank and relevant
-    rank *within* its distance bucket) goes to ``rec_a[q, i]`` and its key
-    ``(d << shift) | level`` to ``rec_b[q, i]``; :func:`_ranked_finalize` adds the
-    bucket offsets once all buckets are complete. Multi-label data (``mode == 1``)
-    also fills the level histogram ``hist``; single-label histograms follow from ``cnt``.
+
+@njit(parallel=True, cache=True)
+def _ranked_pass_chunk(qw, dbw, ql, dl, mode, shift, cnt, cutoffs, disc, acc, nblocks):
+    """One chunk of the pass in database order (ties broken by index), pass 2.
+
+    ``cnt[q, d]`` packs two counters: items ranked before the next item at distance
+    ``d`` (low 32 bits) and the relevant ones among them (high 32 bits). Pass 1 sets
+    them to the bucket offsets (items at smaller distances); each item then adds
+    ``1 + (rel << 32)`` with one scatter, and the packed value after it is its rank ``r``
+    and its relevant rank. A relevant item at ``r <= cutoffs[-1]`` adds precision
+    ``rr / r``, a hit and its DCG term to ``acc[q, t]``, ``t`` the first cutoff ``>= r``
+    (the caller accumulates over ``t``). Rows go in sub-blocks of ``_RANK_SUB``: a
+    branch-free loop buffers the counters of the relevant items, a second loop sums them
+    (on this machine 2.5x faster than one loop with a branch per relevant item).
     """
     nq = qw.shape[0]
     m = dbw.shape[0]
     ushift = np.uint64(shift)
     mask = np.uint64((1 << shift) - 1)
     B = cnt.shape[1]
-    for b in prange(nblocks):
-        q0 = b * nq // nblocks
-        q1 = (b + 1) * nq // nblocks
-        cq = np.empty(B, np.int64)      # local copy of the counters: kept apart from the records
-        for q in range(q0, q1):
-            c = nrec[q]
-            cq[:] = cnt[q]
-            ra = rec_a[q]
-            rb = rec_b[q]
-            if qw.shape[1] == 1 and mode == 0:     # the common case, spelled out
-                x = qw[q, 0]
-                y = ql[q, 0]
-                for j in range(m):   # branchless: write a record for every item, keep the relevant
-                    u = np.uint64(j)                 # unsigned indices: no wraparound tests
-                    d = popcount64(dbw[u, 0] ^ x)
-                    rel = np.int64(dl[u, 0] == y)
-                    v = cq[d] + (1 + (rel << 32))
-                    cq[d] = v
-                    ra[np.uint64(c)] = v
-                    rb[np.uint64(c)] = np.int32(d << ushift | np.uint64(rel))
-                    c += rel
-            else:
-                hq = hist[q]
-                for j in range(m):
-                    kk = _key(qw, q, dbw, ql, dl, j, mode, shift)
-                    d = kk >> ushift
-                    rel = np.int64((kk & mask) != 0)
-                    v = cq[d] + (1 + (rel << 32))
-                    cq[d] = v
-                    ra[np.uint64(c)] = v
-                    rb[np.uint64(c)] = np.int32(kk)
-                    c += rel
-                    if mode == 1:
-                        hq[kk] += 1
-            cnt[q] = cq
-            nrec[q] = c
-
-
-@njit(parallel=True, cache=True)
-def _ranked_finalize(cnt, rec_a, rec_b, nrec, shift, cutoffs, disc, acc, nblocks):
-    """Turn the within-bucket records into AP / hits / DCG sums per cutoff bin."""
-    nq, B = cnt.shape
     ncut = cutoffs.shape[0]
     kmax = cutoffs[ncut - 1]
-    mask = (1 << shift) - 1
+    nd = disc.shape[0]
+    fast = qw.shape[1] == 1 and mode == 0
     for b in prange(nblocks):
         q0 = b * nq // nblocks
         q1 = (b + 1) * nq // nblocks
-        nb = np.empty(B, np.int64)
-        rb = np.empty(B, np.int64)
+        cq = np.empty(B, np.int64)
+        va = np.empty(_RANK_SUB, np.int64)
+        lv = np.ones(_RANK_SUB, np.int64)
         for q in range(q0, q1):
-            sn = 0
-            sr = 0
-            for d in range(B):
-                nb[d] = sn
-                rb[d] = sr
-                sn += cnt[q, d] & 0xFFFFFFFF
-                sr += cnt[q, d] >> 32
-            for i in range(nrec[q]):
-                key = rec_b[q, i]
-                d = key >> shift
-                lvl = key & mask
-                r = nb[d] + (rec_a[q, i] & 0xFFFFFFFF)
-                if r <= kmax:
-                    rr = rb[d] + (rec_a[q, i] >> 32)
-                    t = 0
-                    while cutoffs[t] < r:
-                        t += 1
-                    acc[q, t, 0] += rr / r
-                    acc[q, t, 1] += 1.0
-                    if r < disc.shape[0]:
-                        acc[q, t, 2] += (2.0 ** lvl - 1.0) * disc[r]
+            cq[:] = cnt[q]
+            for j0 in range(0, m, _RANK_SUB):
+                j1 = min(j0 + _RANK_SUB, m)
+                c = 0
+                if fast:                              # the common case, spelled out
+                    x = qw[q, 0]
+                    y = ql[q, 0]
+                    for j in range(j0, j1):
+                        u = np.uint64(j)              # unsigned indices: no wraparound tests
+                        d = popcount64(dbw[u, 0] ^ x)
+                        rel = np.int64(dl[u, 0] == y)
+                        v = cq[d] + (1 + (rel << 32))
+                        cq[d] = v
+                        va[np.uint64(c)] = v
+                        c += rel
+                else:
+                    for j in range(j0, j1):
+                        kk = _key(qw, q, dbw, ql, dl, j, mode, shift)
+                        d = kk >> ushift
+                        lvl = np.int64(kk & mask)
+                        rel = np.int64(lvl != 0)
+                        v = cq[d] + (1 + (rel << 32))
+                        cq[d] = v
+                        va[np.uint64(c)] = v
+                        lv[np.uint64(c)] = lvl
+                        c += rel
+                for i in range(c):
+                    v = va[i]
+                    r = v & 0xFFFFFFFF
+                    if r <= kmax:
+                        t = 0
+                        while cutoffs[t] < r:
+                            t += 1
+                        acc[q, t, 0] += (v >> 32) / r
+                        acc[q, t, 1] += 1.0
+                        if r < nd:
+                            acc[q, t, 2] += (2.0 ** np.float64(lv[i]) - 1.0) * disc[r]
+            cnt[q] = cq
 
 
 @njit(parallel=True, cache=True)
@@ -204,8 +194,7 @@ def _relevance_block(ql, dl, mode, out):
 
 # --------------------------------------------------------------------------- inputs
 
-def _as_label_words(query_labels, db_labels, nq, n):
-    """Labels as uint64 words, the comparison mode and the number of relevance levels."""
+def _check_label_arrays(query_labels, db_labels, nq, n):
     for name, y, rows in (("query_labels", query_labels, nq), ("db_labels", db_labels, n)):
         if not isinstance(y, np.ndarray):
             raise TypeError(f"{name} must be a numpy array, got {type(y).__name__}")
@@ -221,25 +210,59 @@ def _as_label_words(query_labels, db_labels, nq, n):
         for name, y in (("query_labels", query_labels), ("db_labels", db_labels)):
             if y.dtype.kind not in "iu":
                 raise TypeError(f"single-label {name} must have an integer dtype, got {y.dtype}")
-        ql = query_labels.astype(np.int64).view(np.uint64).reshape(-1, 1)
-        dl = db_labels.astype(np.int64).view(np.uint64).reshape(-1, 1)
-        return np.ascontiguousarray(ql), np.ascontiguousarray(dl), 0, 2
+        return
     if query_labels.shape[1] != db_labels.shape[1]:
         raise ValueError(f"query_labels has {query_labels.shape[1]} label columns, "
                          f"db_labels has {db_labels.shape[1]}")
-    words = []
     for name, y in (("query_labels", query_labels), ("db_labels", db_labels)):
         if y.dtype.kind not in "biuf":
             raise TypeError(f"multi-label {name} must be a numeric 0/1 matrix, got {y.dtype}")
-        if not np.all((y == 0) | (y == 1)):
-            raise ValueError(f"multi-label {name} must contain only 0 and 1")
-        b = np.packbits(y.astype(bool), axis=1)
-        C8 = -(-b.shape[1] // 8) * 8
-        buf = np.zeros((b.shape[0], C8), dtype=np.uint8)
-        buf[:, :b.shape[1]] = b
-        words.append(buf.view(np.uint64))
-    nlev = int(query_labels.sum(axis=1).max(initial=0)) + 1 if nq else 1
-    return words[0], words[1], 1, max(nlev, 2)
+
+
+def _label_words(y, name):
+    """Labels as ``uint64`` words: one per row (class id) or the packed 0/1 label bits."""
+    y = np.asarray(y)
+    if y.ndim == 1:
+        return np.ascontiguousarray(y.astype(np.int64).view(np.uint64).reshape(-1, 1))
+    if not np.all((y == 0) | (y == 1)):
+        raise ValueError(f"multi-label {name} must contain only 0 and 1")
+    b = np.packbits(y.astype(bool), axis=1)
+    buf = np.zeros((b.shape[0], -(-b.shape[1] // 8) * 8), dtype=np.uint8)
+    buf[:, :b.shape[1]] = b
+    return buf.view(np.uint64)
+
+
+class _Labels:
+    """Query labels as words, database labels as words chunk by chunk.
+
+    Labels in memory are converted once; an ``np.memmap`` of labels is converted (and,
+    if multi-label, checked) one chunk at a time, so it is never copied whole.
+    ``mode``: 0 single label (level = equality), 1 multi-label (level = shared labels);
+    ``nlev``: the number of relevance levels.
+    """
+
+    def __init__(self, query_labels, db_labels, nq, n):
+        _check_label_arrays(query_labels, db_labels, nq, n)
+        self.ql = _label_words(query_labels, "query_labels")
+        self.mode = 0 if query_labels.ndim == 1 else 1
+        if self.mode == 0:
+            self.nlev = 2
+        else:
+            nlev = int(query_labels.sum(axis=1).max(initial=0)) + 1 if nq else 1
+            self.nlev = max(nlev, 2)
+        self._db = db_labels
+        self._words = None
+        if not isinstance(db_labels, np.memmap):
+            self._words = _label_words(db_labels, "db_labels")
+        elif self.mode == 1:
+            for s in range(0, n, config.CHUNK_ROWS):
+                _label_words(db_labels[s:s + config.CHUNK_ROWS], "db_labels")
+
+    def chunk(self, start, stop):
+        """Word labels of database rows ``start .. stop - 1``."""
+        if self._words is not None:
+            return self._words[start:stop]
+        return _label_words(self._db[start:stop], "db_labels")
 
 
 class RankingStats:
@@ -310,8 +333,54 @@ def _prepare(query_codes, db_codes, query_labels, db_labels, bits):
     if store.ntotal == 0:
         raise ValueError("db_codes is empty")
     qw = as_words(np.asarray(query_codes), bits, "query_codes")
-    ql, dl, mode, nlev = _as_label_words(query_labels, db_labels, qw.shape[0], store.ntotal)
-    return bits, qw, store, ql, dl, mode, nlev
+    return bits, qw, store, _Labels(query_labels, db_labels, qw.shape[0], store.ntotal)
+
+
+def _level_shift(nlev):
+    """Bits of the relevance level in a histogram key: ``1 << shift >= nlev``."""
+    return max(1, int(nlev - 1).bit_length())
+
+
+def _histograms(qw, store, labels, bits, shift):
+    """Pass 1: ``hist[q, d, l]`` = database items at distance ``d`` with level ``l``."""
+    nq = qw.shape[0]
+    hist = np.zeros((nq, (bits + 1) << shift), dtype=np.int64)
+    if nq:
+        nb = n_blocks(nq)
+        for base, words in store.chunks(config.CHUNK_ROWS):
+            _level_histogram_chunk(qw, words, labels.ql, labels.chunk(base, base + words.shape[0]),
+                                   labels.mode, shift, hist, nb)
+    return hist.reshape(nq, bits + 1, 1 << shift)
+
+
+def _index_order_sums(qw, store, labels, shift, before_all, before_rel, cutoffs, ndcg_k=0):
+    """Pass 2: per query and cutoff bin, sums over relevant items ranked in the bin
+    (ties by index) of precision at their rank, hits and DCG (for ranks ``<= ndcg_k``).
+
+    ``before_all[q, d]`` / ``before_rel[q, d]``: items / relevant items ranked before the
+    first item at distance ``d`` of this database (a shard adds the earlier shards' items
+    at distance ``d``). Returns ``acc`` of shape ``(nq, len(cutoffs), 3)``, not accumulated
+    over the bins.
+    """
+    nq = qw.shape[0]
+    cutoffs = np.asarray(cutoffs, dtype=np.int64)
+    acc = np.zeros((nq, len(cutoffs), 3))
+    if nq == 0 or len(cutoffs) == 0:
+        return acc
+    top = int(before_all[:, -1].max(initial=0)) + store.ntotal
+    if top >= 1 << 32:
+        raise ValueError(f"ranks up to {top} do not fit the 32-bit rank counters of the "
+                         f"index-order pass (at most {(1 << 32) - 1} database items)")
+    cnt = np.ascontiguousarray(before_all.astype(np.int64)
+                               | (before_rel.astype(np.int64) << np.int64(32)))
+    kd = min(max(0, int(ndcg_k)), top)
+    disc = np.zeros(kd + 1)
+    disc[1:] = 1.0 / np.log2(np.arange(2, kd + 2))
+    nb = n_blocks(nq)
+    for base, words in store.chunks(config.CHUNK_ROWS):
+        _ranked_pass_chunk(qw, words, labels.ql, labels.chunk(base, base + words.shape[0]),
+                           labels.mode, shift, cnt, cutoffs, disc, acc, nb)
+    return acc
 
 
 def ranking_stats(query_codes, db_codes, query_labels, db_labels, bits=None,
@@ -327,46 +396,19 @@ def ranking_stats(query_codes, db_codes, query_labels, db_labels, bits=None,
     ndcg_k : int
         Accumulate DCG for ranks ``<= ndcg_k`` (0: not at all).
     """
-    bits, qw, store, ql, dl, mode, nlev = _prepare(query_codes, db_codes, query_labels,
-                                                   db_labels, bits)
-    nq, n = qw.shape[0], store.ntotal
-    B = bits + 1
-    shift = max(1, int(nlev - 1).bit_length())       # 1 << shift >= nlev levels per distance
-    hist = np.zeros((nq, B << shift), dtype=np.int64)
-    chunk = config.CHUNK_ROWS
+    bits, qw, store, labels = _prepare(query_codes, db_codes, query_labels, db_labels, bits)
+    n = store.ntotal
+    shift = _level_shift(labels.nlev)
+    hist = _histograms(qw, store, labels, bits, shift)
     cut = np.unique(np.minimum(np.asarray(cutoffs, dtype=np.int64), n))
-    acc = np.zeros((nq, len(cut), 3))
-    if nq and len(cut) == 0:                          # histograms only
-        nb = n_blocks(nq)
-        for base, words in store.chunks(chunk):
-            _level_histogram_chunk(qw, words, ql, dl[base:base + words.shape[0]], mode, shift,
-                                   hist, nb)
-    elif nq:                                          # one pass in index order, query blocks
-        kd = min(int(ndcg_k), n)
-        disc = np.zeros(kd + 1 if kd > 0 else 1)
-        disc[1:] = 1.0 / np.log2(np.arange(2, kd + 2))
-        qb = int(max(1, min(nq, config.RANK_QUERY_BLOCK, config.RECORD_BYTES // (12 * n))))
-        rec_a = np.empty((qb, n), dtype=np.int64)     # reused by every block: no fresh pages
-        rec_b = np.empty((qb, n), dtype=np.int32)
-        cnt = np.empty((qb, B), dtype=np.int64)
-        nrec = np.empty(qb, dtype=np.int64)
-        for s in range(0, nq, qb):
-            e = min(s + qb, nq)
-            nb = n_blocks(e - s)
-            cnt[:] = 0
-            nrec[:] = 0
-            qws, qls = np.ascontiguousarray(qw[s:e]), np.ascontiguousarray(ql[s:e])
-            for base, words in store.chunks(chunk):
-                _ranked_pass_chunk(qws, words, qls, dl[base:base + words.shape[0]], mode, shift,
-                                   cnt[:e - s], hist[s:e], rec_a, rec_b, nrec[:e - s], nb)
-            _ranked_finalize(cnt[:e - s], rec_a, rec_b, nrec[:e - s], shift, cut, disc,
-                             acc[s:e], nb)
-            if mode == 0:
-                h = hist[s:e].reshape(e - s, B, 1 << shift)
-                h[:, :, 1] = cnt[:e - s] >> 32
-                h[:, :, 0] = (cnt[:e - s] & 0xFFFFFFFF) - h[:, :, 1]
+    if len(cut):
+        n_d = hist.sum(axis=2)
+        r_d = n_d - hist[:, :, 0]
+        acc = _index_order_sums(qw, store, labels, shift, np.cumsum(n_d, axis=1) - n_d,
+                                np.cumsum(r_d, axis=1) - r_d, cut, int(ndcg_k))
         np.cumsum(acc, axis=1, out=acc)
-    hist = hist.reshape(nq, B, 1 << shift)
+    else:
+        acc = np.zeros((qw.shape[0], 0, 3))
     return RankingStats(hist, cut, acc, n, int(ndcg_k))
 
 
@@ -391,16 +433,39 @@ def _expected_relevant_topk(st, k):
     return _safe_div(st.r_d * inside, st.n_d).sum(axis=1)
 
 
+#: Harmonic numbers up to this argument come from a table (512 KiB), beyond it from the
+#: digamma function: the tie-aware AP needs no O(n) table for a database of n items.
+HARMONIC_TABLE = 1 << 16
+
+
+@functools.lru_cache(maxsize=1)
+def _harmonic_table(size):
+    return np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, size + 1))])
+
+
+def harmonic(x):
+    """``H(x) = sum_{t=1..x} 1/t`` for integers ``x >= 0`` (elementwise).
+
+    A cumulative-sum table up to :data:`HARMONIC_TABLE`, ``digamma(x + 1) + euler_gamma``
+    above it (agrees with exact sums to ~1e-15 relative).
+    """
+    x = np.asarray(x, dtype=np.int64)
+    out = _harmonic_table(HARMONIC_TABLE)[np.minimum(x, HARMONIC_TABLE)]
+    big = x > HARMONIC_TABLE
+    if big.any():
+        out[big] = digamma(x[big] + 1.0) + np.euler_gamma
+    return out
+
+
 def _ap_tie_aware(st, k):
     """He et al. (2018) tie-aware AP, truncated at rank ``k`` (``k = n``: the full AP_T)."""
     n_d = st.n_d.astype(np.float64)
     r_d = st.r_d.astype(np.float64)
     before, upper, inside = _bucket_ranges(st, k)
     rel_before = np.cumsum(r_d, axis=1) - r_d
-    H = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, st.n + 1))])
     # E[#relevant in ranks <= t | relevant at t] = R_prev + 1 + (t - N_prev - 1) * s
     s = _safe_div(r_d - 1.0, n_d - 1.0)
-    harm = H[upper] - H[np.minimum(before, st.n)]
+    harm = harmonic(upper) - harmonic(np.minimum(before, st.n))
     inner = (rel_before + 1.0 - (before + 1.0) * s) * harm + s * inside
     term = np.where(inside > 0, _safe_div(r_d, n_d) * inner, 0.0)
     num = term.sum(axis=1)
@@ -440,8 +505,8 @@ def _within_radius(st, radius):
 
 def _map_deephash(query_codes, db_codes, query_labels, db_labels, bits, topk):
     """Transcription of DeepHash-pytorch ``CalcTopMap`` on the streaming distances."""
-    bits, qw, store, ql, dl, mode, _ = _prepare(query_codes, db_codes, query_labels,
-                                                db_labels, bits)
+    bits, qw, store, labels = _prepare(query_codes, db_codes, query_labels, db_labels, bits)
+    ql, dl, mode = labels.ql, labels.chunk(0, store.ntotal), labels.mode
     nq, n = qw.shape[0], store.ntotal
     topk = n if topk is None else topk
     total = 0.0
