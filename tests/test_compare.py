@@ -80,3 +80,20 @@ def test_methods_all_and_floors():
     assert floor_check("mnist", "itq", 32, 0.43, split)[2] is False
     assert floor_check("mnist", "itq", 32, 0.5, {**split, "n_db": 69000}) == (None, None, None)
     assert floor_check("digits", "lsh", 12, 0.5, split) == (None, None, None)
+
+
+def test_markdown_states_each_floor():
+    from vdsh_numba.compare import _markdown
+    split = {"n_query": 1000, "n_db": 9000, "n_train": 5000}
+    rows = []
+    for m, b, v in (("itq", 32, 0.4373), ("lsh", 48, 0.3023), ("sdh", 24, 0.9104), ("vdsh", 12, 0.93)):
+        fl, gap, met = floor_check("mnist", m, b, v, split)
+        rows.append({"method": m, "bits": b, "map": v, "map_tie_aware": v, "precision_hamming2": 0.5,
+                     "precision_hamming2_empty_fraction": 0.1, "train_seconds": 1.0,
+                     "floor": fl, "floor_gap": gap, "floor_met": met})
+    meta = {"dataset": "mnist", "subset": "test-only", **split, "features": "pixels",
+            "standardize": "global", "depth": 2, "width": 256, "seed": 0, "backend": "cpu"}
+    md = _markdown(rows, meta, "vdsh compare --dataset mnist")
+    assert "| itq | 32 | 0.4373 |" in md and "**missed** (-0.023)" in md
+    assert "within 0.02 (-0.018)" in md and "above (+0.010)" in md
+    assert "2 of 3 met; missed: itq 32." in md

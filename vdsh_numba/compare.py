@@ -210,14 +210,13 @@ def _markdown(rows, meta, command):
     if command:
         lines += [f"Regenerate: `{command}`", ""]
     has_floor = any(r["floor"] is not None for r in rows)
-    cols = [_HEAD[c] for c in COLUMNS] + (["floor", "floor met (gap)"] if has_floor else [])
+    cols = [_HEAD[c] for c in COLUMNS] + (["floor", "floor met? (mAP - floor)"] if has_floor else [])
     lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         cells = [r["method"], str(r["bits"])] + [f"{r[c]:.4f}" for c in COLUMNS[2:6]] + \
             [f"{r['train_seconds']:.1f}"]
         if has_floor:
-            cells += ["", ""] if r["floor"] is None else [
-                f"{r['floor']:.2f}", f"{'yes' if r['floor_met'] else '**no**'} ({r['floor_gap']:+.3f})"]
+            cells += ["", ""] if r["floor"] is None else [f"{r['floor']:.2f}", _verdict(r)]
         lines.append("| " + " | ".join(cells) + " |")
     floors = FLOORS.get(meta["dataset"])
     if floors:
@@ -234,6 +233,14 @@ def _markdown(rows, meta, command):
     return "\n".join(lines) + "\n"
 
 
+def _verdict(r):
+    if r["floor_gap"] >= 0:
+        return f"above ({r['floor_gap']:+.3f})"
+    if r["floor_met"]:
+        return f"within {FLOOR_TOLERANCE} ({r['floor_gap']:+.3f})"
+    return f"**missed** ({r['floor_gap']:+.3f})"
+
+
 def _plot(rows, meta, p, path):
     import matplotlib
     matplotlib.use("Agg")
@@ -241,7 +248,11 @@ def _plot(rows, meta, p, path):
     fig, ax = plt.subplots(figsize=(6, 4))
     for m in p["methods"]:
         pts = sorted((r["bits"], r["map"]) for r in rows if r["method"] == m)
-        ax.plot([b for b, _ in pts], [v for _, v in pts], "o-", label=m)
+        line, = ax.plot([b for b, _ in pts], [v for _, v in pts], "o-", label=m)
+        fl = sorted((r["bits"], r["floor"]) for r in rows if r["method"] == m and r["floor"] is not None)
+        if fl:  # the quality floor, dashed in the method's colour
+            ax.plot([b for b, _ in fl], [v for _, v in fl], "x--", color=line.get_color(), alpha=0.6,
+                    label=f"{m} floor")
     ax.set_xlabel("code length (bits)")
     ax.set_ylabel("mAP")
     ax.set_xticks(sorted(set(p["bits"])))
