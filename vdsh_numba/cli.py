@@ -90,6 +90,40 @@ def report(params_file):
 
 @main.command()
 @params_opt
+@click.option("--dataset", default=None, help="dataset (default: params.yaml's)")
+@click.option("--data-dir", default=None, help="raw data folder (default: params.yaml's data_dir)")
+@click.option("--methods", default="all", show_default=True,
+              help="'all' or a comma-separated list of methods")
+@click.option("--bits", "bits_list", default=None,
+              help="comma-separated code lengths (default: params.yaml's bits)")
+@click.option("--out", "out_dir", default="reports", show_default=True, type=click.Path(file_okay=False),
+              help="folder for comparison_<dataset>.md/.csv/.png")
+@click.option("--work-dir", default=None, type=click.Path(file_okay=False),
+              help="scratch folder for the stages' files (default: .compare/<dataset>)")
+@click.option("--resume", is_flag=True, help="reuse results already in the work dir for the same params")
+def compare(params_file, dataset, data_dir, methods, bits_list, out_dir, work_dir, resume):
+    """Every method x code length on one dataset: a table (.md, .csv) and a plot of mAP vs bits.
+
+    Runs the pipeline's own stages in a private work dir (nothing DVC tracks is touched);
+    writes only OUT/comparison_<dataset>.md, .csv and .png, once every fit is done.
+    """
+    from .compare import run_comparison
+    cmd = "vdsh compare" + "".join(f" --{k} {v}" for k, v in (
+        ("dataset", dataset), ("data-dir", data_dir), ("methods", methods), ("bits", bits_list))
+        if v is not None)
+
+    def go(p):
+        try:
+            bits = None if bits_list is None else [int(b) for b in bits_list.split(",") if b.strip()]
+        except ValueError:
+            raise ParamsError(f"--bits must be comma-separated integers, got {bits_list!r}") from None
+        run_comparison(p, methods, bits, dataset=dataset, data_dir=data_dir, out_dir=out_dir,
+                       work_dir=work_dir, resume=resume, command=cmd)
+    _run(go, params_file)
+
+
+@main.command()
+@params_opt
 def check(params_file):
     """Validate params.yaml and the data already there (say what is wrong); run and write nothing."""
     try:
