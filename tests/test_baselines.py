@@ -372,3 +372,18 @@ def test_pca_directions_match_svd(rng):
         P = itq.pca_directions(Xc, 3)
         _, _, Vt = np.linalg.svd(Xc, full_matrices=False)
         np.testing.assert_allclose(np.abs(P.T @ Vt[:3].T), np.eye(3), atol=1e-8)
+
+
+def test_residual_init_keeps_the_forward_scale_at_depth():
+    """Scaled residual branches: the second moment of the last hidden layer stays within a
+    small factor of the first at depth 64 (unit-scale He branches grow it ~2x per layer)."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((512, 32))
+    for depth in (4, 64):
+        params = mlp.init_mlp(32, depth, 64, 8, rng, residual=True)
+        _, (acts, _) = mlp.mlp_forward(params, X, residual=True)
+        growth = np.mean(acts[-1] ** 2) / np.mean(acts[1] ** 2)
+        assert 1.0 < growth < np.e ** 2, (depth, growth)
+    unscaled = mlp.init_mlp(32, 16, 64, 8, np.random.default_rng(1))      # residual=False scales
+    _, (acts, _) = mlp.mlp_forward(unscaled, X, residual=True)
+    assert np.mean(acts[-1] ** 2) / np.mean(acts[1] ** 2) > 1000          # the failure it fixes
