@@ -40,6 +40,12 @@ def validation_split(data_dir, seed=0, queries_per_class=100, train_per_class=50
     return build_features(imgs, labs, r.info["max_value"], queries_per_class, per, seed)
 
 
+def _commit():
+    import subprocess
+    r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return r.stdout.strip() or None
+
+
 def with_setting(params, method, depth, width, setting):
     """params.yaml with depth/width and the method's section (train: or baselines:) overridden."""
     p = json.loads(json.dumps(params))
@@ -75,6 +81,7 @@ def main():
             q, db = m.encode(F["X_query"]), m.encode(F["X_db"])
             mp = metrics.mean_average_precision(q, db, F["y_query"], F["y_db"], bits=bits)
             rec = {"method": a.method, "split": "validation (100 q / 400 train=db per class)",
+                   "commit": _commit(),
                    "depth": depth, "width": width, "bits": bits, **setting,
                    "val_mAP": round(mp, 4), "train_seconds": round(secs, 1)}
             print(json.dumps(rec), flush=True)
