@@ -186,7 +186,7 @@ def table(recs):
             obj = f"{o[0]:.4f} → {o[-1]:.4f}"
         else:
             gap = "–"
-            obj = f"loss {r['loss'][0]:.3f} → {r['loss'][-1]:.3f}"
+            obj = f"loss {r['loss'][0]:.4g} → {r['loss'][-1]:.4g}"
         rows.append(f"| {r['variant']} | {r['depth']} | {r['width']} | {r['seed']} | {_iters(r)} | "
                     f"{r['mAP']:.4f} | {gap} | {obj} | {_per_iter(r):.2f} | {r['train_seconds']:.0f} |")
     return rows
@@ -200,7 +200,7 @@ def goals(recs):
     if fin:
         best_d = max(fin, key=lambda d: fin[d]["mAP"])
         best = fin[best_d]["mAP"]
-        out.append(f"* best `final` depth (width 256): {best_d} at mAP {best:.4f}.")
+        out.append(f"* best `final` depth (width 256, seed 0): {best_d} at mAP {best:.4f}.")
         for r in [fin.get(64)] + [r for r in recs if r["variant"] == "final" and r["width"] != 256
                                   and r["depth"] == 64]:
             if r is None:
@@ -218,12 +218,14 @@ def goals(recs):
             out.append(f"* `final` − `{v}` per depth: "
                        + ", ".join(f"{d}: {x:+.4f}" for d, x in zip(ds, diffs))
                        + f" — above at {len(above)}/{len(ds)} depths.")
-    seeds = [r for r in recs if r["variant"] == "final" and r["width"] == 256 and r["depth"] == 16]
-    if len({r["seed"] for r in seeds}) > 1:
-        v = np.array([r["mAP"] for r in seeds])
-        out.append(f"* `final` depth 16 over seeds {sorted(r['seed'] for r in seeds)}: mAP "
-                   f"{v.mean():.4f} ± {v.std(ddof=1):.4f} (mean ± sample std; range "
-                   f"{v.min():.4f}–{v.max():.4f}).")
+    for v in VARIANTS:  # every (variant, depth) run with more than one seed
+        for d in sorted({r["depth"] for r in recs if r["variant"] == v}):
+            rs = [r for r in recs if r["variant"] == v and r["width"] == 256 and r["depth"] == d]
+            if len({r["seed"] for r in rs}) > 1:
+                x = np.array([r["mAP"] for r in rs])
+                out.append(f"* `{v}` depth {d} over seeds {sorted(r['seed'] for r in rs)}: mAP "
+                           f"{x.mean():.4f} ± {x.std(ddof=1):.4f} (mean ± sample std; range "
+                           f"{x.min():.4f}–{x.max():.4f}).")
     return out
 
 
@@ -231,6 +233,7 @@ def plot(recs, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401
     fig, ax = plt.subplots(2, 3, figsize=(17, 9))
     ax = ax.ravel()
     for v in VARIANTS:
@@ -254,10 +257,11 @@ def plot(recs, path):
                            alpha=al, label=f"{v} L={r['depth']}")
                 ax[5].plot(range(1, len(r["objective"]) + 1), r["objective"], mk[1:], color=c,
                            alpha=al, label=f"{v} L={r['depth']}")
-    seeds = [r for r in recs if r["variant"] == "final" and r["width"] == 256 and r["seed"] != 0]
-    if seeds:
-        ax[0].plot([r["depth"] for r in seeds], [r["mAP"] for r in seeds], "o", mfc="none", color="C0",
-                   label="final, seeds ≠ 0")
+    for v in VARIANTS:
+        seeds = [r for r in recs if r["variant"] == v and r["width"] == 256 and r["seed"] != 0]
+        if seeds:
+            ax[0].plot([r["depth"] for r in seeds], [r["mAP"] for r in seeds], STYLE[v][0][0], mfc="none",
+                       color=STYLE[v][1], label=f"{v}, seeds 1, 2")
     for r in recs:
         if r["width"] != 256:
             lab = f"{r['variant']} width {r['width']} ({_iters(r)} sweeps)"
@@ -278,6 +282,7 @@ def plot(recs, path):
     ax[4].set(yscale="log", xlabel="sweep", ylabel="forward gap", title="ADMM forward gap per sweep")
     ax[5].set(yscale="log", xlabel="sweep", ylabel="objective", title="ADMM objective per sweep")
     for x in ax[:4]:
+        x.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         x.set_xticks([2, 4, 8, 16, 32, 64])
         x.set_xticklabels(["2", "4", "8", "16", "32", "64"])
         x.legend(fontsize=7)
@@ -324,8 +329,10 @@ def cmd_report(a):
           "python bench/depth_study.py run --variant naive --depths 2,4,8,16,32,64 --sweeps 30",
           "python bench/depth_study.py run --variant backprop --depths 2,4,8,16,32,64",
           "python bench/depth_study.py run --variant backprop_residual --depths 2,4,8,16,32,64",
-          "python bench/depth_study.py run --variant final --depths 64 --width 1024 --sweeps N  # N: see the table",
+          "python bench/depth_study.py run --variant final --depths 64 --width 1024 --sweeps 30 --every 10",
           "python bench/depth_study.py run --variant final --depths 16 --seed 1   # and --seed 2",
+          "python bench/depth_study.py run --variant final --depths 64 --seed 1   # and --seed 2",
+          "python bench/depth_study.py run --variant backprop --depths 2,16 --seed 1   # and --seed 2",
           "python bench/depth_study.py report   # this file and depth_study.png from depth_study.jsonl",
           "```", "", "Raw record: `reports/depth_study.jsonl` (one JSON line per run: configuration, "
           "mAP, per-sweep objective / forward gap / seconds, per-epoch loss / seconds, timing)."]
