@@ -306,14 +306,14 @@ def cmd_report(a):
           "the other 9,000 images as database, 5,000 training images (500 per class, drawn from the "
           "database), global standardization; 32 bits, width 256, seed 0 unless the row says "
           "otherwise. Every model is scored identically: `vdsh_numba.metrics.mean_average_precision` "
-          "on the packed codes of `model.encode`, whole ranking, ties by database index. Single runs; "
-          "all single-threaded (`NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1`) on a "
-          "2-core machine shared with other jobs, so seconds are indicative (±30 % between runs).", "",
+          "on the packed codes of `model.encode`, whole ranking, ties by database index. One run per row (seeds 1 and 2 "
+          "only where listed); all single-threaded (`NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1`) on a "
+          "2-core machine shared with other jobs, so seconds are indicative: the load from the other jobs varied during the study.", "",
           "* `final`: `VDSH` with the library defaults = params.yaml `train` (60 sweeps, residual "
           "skips, re-synchronised auxiliaries, multipliers, penalty growth, ridge first layer of "
           "1,024 units).",
           "* `naive`: the same ADMM as a plain net with penalties only: `residual=false, resync=false, "
-          "multipliers=false, penalty_growth=1, input_clip=0, init=random` (other settings default).",
+          "multipliers=false, penalty_growth=1, input_clip=0, init=random` (other settings default, including the 1,024-unit first layer).",
           "* `backprop` / `backprop_residual`: the VDSH objective (tanh relaxation) trained end to "
           "end by Adam, params.yaml `baselines.vdsh_backprop` / `vdsh_backprop_residual` (40 epochs, "
           "batch 128, lr 1e-3), plain net / identity shortcuts between hidden layers; width 256 in "
