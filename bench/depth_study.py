@@ -1,108 +1,362 @@
-"""Depth study: final method vs the naive penalty ADMM, mAP / forward gap / seconds per sweep.
+"""Depth study: VDSH by layer-wise ADMM (final and naive) against VDSH by backpropagation.
 
-    python bench/depth_study.py run  --variant final --depths 2,8,16 --bits 12 --sweeps 30
-    python bench/depth_study.py run  --variant naive --depths 2,8,16 --bits 12 --sweeps 15
-    python bench/depth_study.py report           # reports/depth_study.{md,png,json} from the runs
+    NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 PYTHONPATH=. \\
+        python bench/depth_study.py run --variant final --depths 2,4,8,16,32,64
+    ... run --variant naive --depths 2,4,8,16,32,64 --sweeps 30
+    ... run --variant backprop --depths 2,4,8,16,32,64
+    ... run --variant backprop_residual --depths 2,4,8,16,32,64
+    ... run --variant final --depths 64 --width 1024 --sweeps 30
+    python bench/depth_study.py report     # reports/depth_study.{md,png} from reports/depth_study.jsonl
 
-Every run appends one JSON line (config, mAP, and the per-sweep objective / forward gap /
-seconds) to reports/depth_study.jsonl. MNIST test split protocol, width 256 unless --width.
+Variants (32 bits, width 256, seed 0 unless given):
+
+* ``final``: :class:`vdsh_numba.model.VDSH` with the library defaults (``TRAIN_DEFAULTS``, checked
+  equal to params.yaml's ``train`` section at every run).
+* ``naive``: the same ADMM without the final method's devices: a plain net, penalties only (no
+  multipliers, no penalty growth), auxiliary variables never reset to the forward pass, no input
+  clipping, a random first layer (``first_width`` stays the default).
+* ``backprop`` / ``backprop_residual``: ``make_method("vdsh_backprop"/"vdsh_backprop_residual")``
+  from params.yaml (``baselines.<name>``, e.g. 40 epochs of Adam) with the depth, width, seed given.
+
+Every run is scored the same way: :func:`vdsh_numba.metrics.mean_average_precision` on the packed
+codes of ``model.encode`` (whole ranking, ties by database index), and appends one JSON line
+(config, mAP, seconds; for ADMM the per-sweep objective / forward gap / seconds; for backprop the
+per-epoch loss and seconds) to reports/depth_study.jsonl, the raw record. MNIST test-split
+protocol (bench/exp.py: 100 queries per class, the other 9,000 as database, 500 training images
+per class drawn from the database, global standardization).
 """
 import argparse
 import json
 import os
+import platform
 import sys
+import time
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.join(HERE, "..")
 sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(HERE, ".."))
+sys.path.insert(0, ROOT)
 import exp  # noqa: E402
 
-REPORTS = os.path.join(HERE, "..", "reports")
+REPORTS = os.path.join(ROOT, "reports")
 RUNS = os.path.join(REPORTS, "depth_study.jsonl")
 
-#: the naive variant of the issue: plain net, penalties only, auxiliary variables never reset
-VARIANTS = {
+#: ADMM variants: overrides of the library defaults
+ADMM = {
     "final": {},
+    # the naive variant of issue 3: plain net, penalties only, auxiliary variables never reset
     "naive": {"residual": False, "resync": False, "multipliers": False, "penalty_growth": 1.0,
               "input_clip": 0.0, "init": "random"},
 }
+#: backprop variants: registered method names (settings from params.yaml baselines.<name>)
+BACKPROP = {"backprop": "vdsh_backprop", "backprop_residual": "vdsh_backprop_residual"}
+VARIANTS = sorted(ADMM) + sorted(BACKPROP)
+STYLE = {"final": ("o-", "C0"), "naive": ("s--", "C3"), "backprop": ("^-", "C2"),
+         "backprop_residual": ("v-", "C1")}
+
+
+def load_params():
+    import yaml
+    with open(os.path.join(ROOT, "params.yaml")) as f:
+        return yaml.safe_load(f)
+
+
+def check_defaults(params):
+    """``final`` = the library defaults; they must be params.yaml's train section."""
+    from vdsh_numba.model import TRAIN_DEFAULTS
+    diff = {k: (TRAIN_DEFAULTS.get(k), v) for k, v in (params.get("train") or {}).items()
+            if TRAIN_DEFAULTS.get(k) != v}
+    diff.update({k: (v, None) for k, v in TRAIN_DEFAULTS.items() if k not in (params.get("train") or {})})
+    if diff:
+        raise SystemExit(f"VDSH TRAIN_DEFAULTS differ from params.yaml train (default, yaml): {diff}")
+
+
+def score(m, F, bits):
+    from vdsh_numba.metrics import mean_average_precision
+    t = time.perf_counter()
+    mp = mean_average_precision(m.encode(F["X_query"]), m.encode(F["X_db"]), F["y_query"], F["y_db"],
+                                ties="index", bits=bits)
+    return float(mp), time.perf_counter() - t
+
+
+def run_admm(variant, F, bits, depth, width, seed, sweeps, extra, every=0):
+    from vdsh_numba.model import VDSH
+    kw = {**ADMM[variant], **extra, "sweeps": sweeps}
+    m = VDSH(bits, depth=depth, width=width, seed=seed, **kw)
+    curve, mon = [], [0.0]
+    if every:  # mAP during training (same evaluator; its seconds are outside the sweeps' clocks)
+        def cb(it, mm):
+            if (it + 1) % every == 0 and it + 1 < sweeps:
+                mp, secs = score(mm, F, bits)
+                mon[0] += secs
+                curve.append([it + 1, round(mp, 6)])
+                h = mm.history_[-1]
+                print(f"  sweep {it + 1}: mAP {curve[-1][1]:.4f} gap {h['forward_gap']:.4f} "
+                      f"obj {h['objective']:.5f} {h['seconds']:.1f}s", flush=True)
+        m.on_sweep = cb
+    m.fit(F["X_train"], F["y_train"])
+    h = m.history_
+    sec = [x["seconds"] for x in h]
+    return m, {"train": {**m.train}, "sweeps": sweeps,
+               "s_per_sweep": float(np.median(sec[1:] or sec)),
+               "objective": [x["objective"] for x in h], "forward_gap": [x["forward_gap"] for x in h],
+               "seconds": sec, "dense_seconds": [x["dense_seconds"] for x in h],
+               "bit_agreement": [x["bit_agreement"] for x in h], "mAP_curve": curve,
+               "monitor_seconds": round(mon[0], 2)}
+
+
+def run_backprop(variant, F, bits, depth, width, seed, epochs, extra, params):
+    from vdsh_numba.base import make_method
+    name = BACKPROP[variant]
+    section = {**(params["baselines"].get(name) or {}), **extra}
+    if epochs:
+        section["epochs"] = epochs
+    p = {**params, "depth": depth, "width": width, "seed": seed,
+         "baselines": {**params["baselines"], name: section}}
+    m = make_method(name, bits, p)
+    stamps = []
+    start = m._epoch_start
+
+    def timed(epoch, X):  # per-epoch wall clock (the history holds only the loss)
+        stamps.append(time.perf_counter())
+        return start(epoch, X)
+    m._epoch_start = timed
+    m.fit(F["X_train"], F["y_train"])
+    end = stamps[0] + m.train_seconds_ if stamps else None  # fit's clock ends after the last epoch
+    ends = stamps[1:] + [time.perf_counter() if end is None else max(end, stamps[-1])]
+    sec = [b - a for a, b in zip(stamps, ends)]
+    return m, {"hyper": m.get_params(), "epochs": m.epochs,
+               "s_per_epoch": float(np.median(sec)) if sec else None,
+               "loss": [x["loss"] for x in m.history_], "seconds": sec}
 
 
 def cmd_run(a):
-    os.makedirs(REPORTS, exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    params = load_params()
+    check_defaults(params)
     extra = json.loads(a.extra) if a.extra else {}
+    F = exp.features(a.dataset)
     for L in [int(v) for v in a.depths.split(",")]:
         for bits in [int(v) for v in a.bits.split(",")]:
-            kw = {**VARIANTS[a.variant], **extra, "depth": L, "width": a.width, "sweeps": a.sweeps,
-                  "bits": bits}
-            F = exp.features(a.dataset)
-            from vdsh_numba.model import VDSH
-            kk = dict(kw)
-            b = kk.pop("bits")
-            m = VDSH(b, seed=a.seed, **kk)
-            m.fit(F["X_train"], F["y_train"])
-            mp = exp.mean_ap(m.project(F["X_query"]), m.project(F["X_db"]), F["y_query"], F["y_db"])
-            h = m.history_
-            rec = {"variant": a.variant, "dataset": a.dataset, "seed": a.seed, **kw, "mAP": round(mp, 4),
-                   "s_per_sweep": float(np.median([x["seconds"] for x in h[1:] or h])),
-                   "objective": [x["objective"] for x in h], "forward_gap": [x["forward_gap"] for x in h],
-                   "seconds": [x["seconds"] for x in h], "dense_seconds": [x["dense_seconds"] for x in h]}
-            print(json.dumps({k: v for k, v in rec.items() if not isinstance(v, list)}), flush=True)
-            with open(RUNS, "a") as f:
+            t0 = time.perf_counter()
+            if a.variant in ADMM:
+                m, rec = run_admm(a.variant, F, bits, L, a.width, a.seed,
+                                  a.sweeps or params["train"]["sweeps"], extra, a.every)
+            else:
+                m, rec = run_backprop(a.variant, F, bits, L, a.width, a.seed, a.sweeps, extra, params)
+            mp, eval_s = score(m, F, bits)
+            rec = {"variant": a.variant, "dataset": a.dataset, "seed": a.seed, "bits": bits,
+                   "depth": L, "width": a.width, "n_train": int(F["X_train"].shape[0]),
+                   "n_query": int(F["X_query"].shape[0]), "n_db": int(F["X_db"].shape[0]),
+                   "split_seed": 0, "mAP": round(mp, 6), "train_seconds": round(m.train_seconds_ - rec.get("monitor_seconds", 0.0), 2),
+                   "eval_seconds": round(eval_s, 2), "wall_seconds": round(time.perf_counter() - t0, 2),
+                   "extra": extra, "threads": {k: os.environ.get(k) for k in
+                                               ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")},
+                   "host": platform.node(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                   **rec}
+            print(json.dumps({k: v for k, v in rec.items() if not isinstance(v, (list, dict))}), flush=True)
+            with open(a.out, "a") as f:
                 f.write(json.dumps(rec) + "\n")
 
 
-def cmd_report(a):
+def _iters(r):
+    return r.get("sweeps") or r.get("epochs")
+
+
+def _per_iter(r):
+    return r.get("s_per_sweep") if r["variant"] in ADMM else r.get("s_per_epoch")
+
+
+def _first_gap(g):
+    """Index of the first logged (finite) forward gap (sweep 1 has no auxiliaries yet to compare)."""
+    return next((i for i, x in enumerate(g) if x is not None and np.isfinite(x)), len(g) - 1)
+
+
+def table(recs):
+    rows = ["| variant | depth | width | seed | sweeps / epochs | mAP | forward gap (first logged → last) | "
+            "objective (first → last) | s / sweep or epoch | train s |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(recs, key=lambda r: (VARIANTS.index(r["variant"]), r["width"], r["depth"], r["seed"])):
+        if r["variant"] in ADMM:
+            g, o = r["forward_gap"], r["objective"]
+            i = _first_gap(g)
+            gap = f"{g[i]:.3f} (sweep {i + 1}) → {g[-1]:.4f}"
+            obj = f"{o[0]:.4f} → {o[-1]:.4f}"
+        else:
+            gap = "–"
+            obj = f"loss {r['loss'][0]:.4g} → {r['loss'][-1]:.4g}"
+        rows.append(f"| {r['variant']} | {r['depth']} | {r['width']} | {r['seed']} | {_iters(r)} | "
+                    f"{r['mAP']:.4f} | {gap} | {obj} | {_per_iter(r):.2f} | {r['train_seconds']:.0f} |")
+    return rows
+
+
+def goals(recs):
+    """Issue 3's depth goals from the seed-0, width-256 runs (and the width-1024 one)."""
+    base = {(r["variant"], r["depth"]): r for r in recs if r["width"] == 256 and r["seed"] == 0}
+    out = []
+    fin = {d: r for (v, d), r in base.items() if v == "final"}
+    if fin:
+        best_d = max(fin, key=lambda d: fin[d]["mAP"])
+        best = fin[best_d]["mAP"]
+        out.append(f"* best `final` depth (width 256, seed 0): {best_d} at mAP {best:.4f}.")
+        for r in [fin.get(64)] + [r for r in recs if r["variant"] == "final" and r["width"] != 256
+                                  and r["depth"] == 64]:
+            if r is None:
+                continue
+            d = r["mAP"] - best
+            out.append(f"* `final` depth 64, width {r['width']} ({_iters(r)} sweeps): {r['mAP']:.4f}, "
+                       f"{d:+.4f} vs the best depth — goal (≥ best − 0.01) "
+                       f"**{'met' if d >= -0.01 else 'missed'}**.")
+        for v in ("backprop", "backprop_residual"):
+            ds = sorted(d for (vv, d) in base if vv == v and d in fin)
+            if not ds:
+                continue
+            diffs = [fin[d]["mAP"] - base[v, d]["mAP"] for d in ds]
+            above = [d for d, x in zip(ds, diffs) if x > 0]
+            out.append(f"* `final` − `{v}` per depth: "
+                       + ", ".join(f"{d}: {x:+.4f}" for d, x in zip(ds, diffs))
+                       + f" — above at {len(above)}/{len(ds)} depths.")
+    for v in VARIANTS:  # every (variant, depth) run with more than one seed
+        for d in sorted({r["depth"] for r in recs if r["variant"] == v}):
+            rs = [r for r in recs if r["variant"] == v and r["width"] == 256 and r["depth"] == d]
+            if len({r["seed"] for r in rs}) > 1:
+                x = np.array([r["mAP"] for r in rs])
+                out.append(f"* `{v}` depth {d} over seeds {sorted(r['seed'] for r in rs)}: mAP "
+                           f"{x.mean():.4f} ± {x.std(ddof=1):.4f} (mean ± sample std; range "
+                           f"{x.min():.4f}–{x.max():.4f}).")
+    return out
+
+
+def plot(recs, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    recs = [json.loads(x) for x in open(RUNS)]
-    rows = ["| variant | depth | width | bits | sweeps | mAP | forward gap (sweep 2 → last) | "
-            "objective (first → last) | s/sweep |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in sorted(recs, key=lambda r: (r["variant"], r["bits"], r["depth"])):
-        g = r["forward_gap"]
-        rows.append(f"| {r['variant']} | {r['depth']} | {r['width']} | {r['bits']} | {r['sweeps']} | "
-                    f"{r['mAP']:.4f} | {g[1] if len(g) > 1 else float('nan'):.3f} → {g[-1]:.3f} | "
-                    f"{r['objective'][0]:.4f} → {r['objective'][-1]:.4f} | {r['s_per_sweep']:.2f} |")
-    with open(os.path.join(REPORTS, "depth_study_table.md"), "w") as f:
-        f.write("\n".join(rows) + "\n")
-    print("\n".join(rows))
-    fig, ax = plt.subplots(1, 4, figsize=(18, 4))
-    for v, mk in (("final", "o-"), ("final-skip1", "^-"), ("naive", "s--")):
-        rr = sorted([r for r in recs if r["variant"] == v and r["bits"] == 12 and r["width"] == 256],
+    import matplotlib.ticker  # noqa: F401
+    fig, ax = plt.subplots(2, 3, figsize=(17, 9))
+    ax = ax.ravel()
+    for v in VARIANTS:
+        mk, c = STYLE[v]
+        rr = sorted([r for r in recs if r["variant"] == v and r["width"] == 256 and r["seed"] == 0],
                     key=lambda r: r["depth"])
         if not rr:
             continue
-        ax[0].plot([r["depth"] for r in rr], [r["mAP"] for r in rr], mk, label=v)
-        ax[1].plot([r["depth"] for r in rr], [r["s_per_sweep"] for r in rr], mk, label=v)
-        for r in rr:
-            ax[2].plot(r["objective"], mk[1:], label=f"{v} L={r['depth']}")
-            ax[3].plot(range(2, len(r["forward_gap"]) + 1), r["forward_gap"][1:], mk[1:],
-                       label=f"{v} L={r['depth']}")
-    ax[0].set(xscale="log", xlabel="depth", ylabel="mAP (12 bits, MNIST test split)")
-    ax[1].set(xlabel="depth", ylabel="s / sweep (shared 2-core CPU)")
-    ax[2].set(xlabel="sweep", ylabel="objective", yscale="log")
-    ax[3].set(xlabel="sweep", ylabel="forward-vs-auxiliary gap")
-    for x in ax:
+        lab = f"{v} ({_iters(rr[0])} {'sweeps' if v in ADMM else 'epochs'})"
+        D = [r["depth"] for r in rr]
+        ax[0].plot(D, [r["mAP"] for r in rr], mk, color=c, label=lab)
+        ax[1].plot(D, [r["train_seconds"] for r in rr], mk, color=c, label=lab)
+        ax[2].plot(D, [_per_iter(r) for r in rr], mk, color=c, label=lab)
+        if v in ADMM:
+            ax[3].plot(D, [r["forward_gap"][-1] for r in rr], mk, color=c, label=f"{v}: last sweep")
+            ax[3].plot(D, [r["forward_gap"][_first_gap(r["forward_gap"])] for r in rr], mk[0] + ":",
+                       color=c, alpha=0.6, label=f"{v}: first logged sweep")
+            for r in rr:
+                al = 0.3 + 0.7 * np.log2(r["depth"]) / 6
+                ax[4].plot(range(1, len(r["forward_gap"]) + 1), r["forward_gap"], mk[1:], color=c,
+                           alpha=al, label=f"{v} L={r['depth']}")
+                ax[5].plot(range(1, len(r["objective"]) + 1), r["objective"], mk[1:], color=c,
+                           alpha=al, label=f"{v} L={r['depth']}")
+    for v in VARIANTS:
+        seeds = [r for r in recs if r["variant"] == v and r["width"] == 256 and r["seed"] != 0]
+        if seeds:
+            ax[0].plot([r["depth"] for r in seeds], [r["mAP"] for r in seeds], STYLE[v][0][0], mfc="none",
+                       color=STYLE[v][1], label=f"{v}, seeds 1, 2")
+    for r in recs:
+        if r["width"] != 256:
+            lab = f"{r['variant']} width {r['width']} ({_iters(r)} sweeps)"
+            for i, y in ((0, r["mAP"]), (1, r["train_seconds"]), (2, _per_iter(r))):
+                ax[i].plot([r["depth"]], [y], "*", ms=14, color="k", label=lab)
+            if r["variant"] in ADMM:
+                ax[3].plot([r["depth"]], [r["forward_gap"][-1]], "*", ms=14, color="k", label=lab)
+                ax[4].plot(range(1, len(r["forward_gap"]) + 1), r["forward_gap"], "k-", lw=2, label=lab)
+                ax[5].plot(range(1, len(r["objective"]) + 1), r["objective"], "k-", lw=2, label=lab)
+    ax[0].set(xscale="log", xlabel="depth (hidden layers)", ylabel="mAP (32 bits, MNIST test split)",
+              title="mAP vs depth")
+    ax[1].set(xscale="log", yscale="log", xlabel="depth", ylabel="training seconds (1 thread, shared CPU)",
+              title="training time vs depth")
+    ax[2].set(xscale="log", yscale="log", xlabel="depth", ylabel="median s per sweep (ADMM) / epoch (backprop)",
+              title="seconds per iteration vs depth")
+    ax[3].set(xscale="log", yscale="log", xlabel="depth", ylabel="forward gap",
+              title="ADMM forward-vs-auxiliary gap vs depth")
+    ax[4].set(yscale="log", xlabel="sweep", ylabel="forward gap", title="ADMM forward gap per sweep")
+    ax[5].set(yscale="log", xlabel="sweep", ylabel="objective", title="ADMM objective per sweep")
+    for x in ax[:4]:
+        x.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        x.set_xticks([2, 4, 8, 16, 32, 64])
+        x.set_xticklabels(["2", "4", "8", "16", "32", "64"])
         x.legend(fontsize=7)
+    for x in ax[4:]:
+        x.legend(fontsize=5, ncol=2)
     fig.tight_layout()
-    fig.savefig(os.path.join(REPORTS, "depth_study.png"), dpi=90)
+    fig.savefig(path, dpi=90)
+
+
+NOTES_FILE = os.path.join(HERE, "depth_study_notes.md")
+
+
+def cmd_report(a):
+    recs = [json.loads(x) for x in open(a.out) if x.strip()]
+    rows = table(recs)
+    g = goals(recs)
+    plot(recs, os.path.join(REPORTS, "depth_study.png"))
+    notes = open(NOTES_FILE).read().strip() + "\n\n" if os.path.exists(NOTES_FILE) else ""
+    md = ["# Depth study: VDSH by layer-wise ADMM vs VDSH by backpropagation (issues 3 and 6)", "",
+          "MNIST test-split protocol (`bench/exp.py: features`): 1,000 queries (100 per class), "
+          "the other 9,000 images as database, 5,000 training images (500 per class, drawn from the "
+          "database), global standardization; 32 bits, width 256, seed 0 unless the row says "
+          "otherwise. Every model is scored identically: `vdsh_numba.metrics.mean_average_precision` "
+          "on the packed codes of `model.encode`, whole ranking, ties by database index. One run per row (seeds 1 and 2 "
+          "only where listed); all single-threaded (`NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1`) on a "
+          "2-core machine shared with other jobs, so seconds are indicative: the load from the other jobs varied during the study.", "",
+          "* `final`: `VDSH` with the library defaults = params.yaml `train` (60 sweeps, residual "
+          "skips, re-synchronised auxiliaries, multipliers, penalty growth, ridge first layer of "
+          "1,024 units).",
+          "* `naive`: the same ADMM as a plain net with penalties only: `residual=false, resync=false, "
+          "multipliers=false, penalty_growth=1, input_clip=0, init=random` (other settings default, including the 1,024-unit first layer).",
+          "* `backprop` / `backprop_residual`: the VDSH objective (tanh relaxation) trained end to "
+          "end by Adam, params.yaml `baselines.vdsh_backprop` / `vdsh_backprop_residual` (40 epochs, "
+          "batch 128, lr 1e-3), plain net / identity shortcuts between hidden layers; width 256 in "
+          "every hidden layer (no wide first layer), untuned.", "",
+          "Forward gap: `||a_L^aux - a_L^fwd|| / ||a_L^fwd||`, the top hidden layer's auxiliary "
+          "activations against a forward pass of the current weights, logged at the start of every "
+          "sweep before the re-synchronisation (`history_[i]['forward_gap']`, docs/algorithm.md "
+          "section 4); the first sweep has nothing to compare yet, so the first logged value is "
+          "sweep 2's.", "", "![depth study](depth_study.png)", "", "## Results", ""] + rows + [
+          "", "## Issue 3 goals", ""] + g + ["", notes + "## Commands", "", "```sh",
+          "export NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 PYTHONPATH=.",
+          "python bench/depth_study.py run --variant final --depths 2,4,8,16,32,64",
+          "python bench/depth_study.py run --variant naive --depths 2,4,8,16,32,64 --sweeps 30",
+          "python bench/depth_study.py run --variant backprop --depths 2,4,8,16,32,64",
+          "python bench/depth_study.py run --variant backprop_residual --depths 2,4,8,16,32,64",
+          "python bench/depth_study.py run --variant final --depths 64 --width 1024 --sweeps 30 --every 10",
+          "python bench/depth_study.py run --variant final --depths 16 --seed 1   # and --seed 2",
+          "python bench/depth_study.py run --variant final --depths 64 --seed 1   # and --seed 2",
+          "python bench/depth_study.py run --variant backprop --depths 2,16 --seed 1   # and --seed 2",
+          "python bench/depth_study.py report   # this file and depth_study.png from depth_study.jsonl",
+          "```", "", "Raw record: `reports/depth_study.jsonl` (one JSON line per run: configuration, "
+          "mAP, per-sweep objective / forward gap / seconds, per-epoch loss / seconds, timing)."]
+    with open(os.path.join(REPORTS, "depth_study.md"), "w") as f:
+        f.write("\n".join(md) + "\n")
+    print("\n".join(rows + [""] + g))
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run")
-    r.add_argument("--variant", choices=sorted(VARIANTS), default="final")
-    r.add_argument("--depths", default="2,8,16")
-    r.add_argument("--bits", default="12")
+    r.add_argument("--variant", choices=VARIANTS, default="final")
+    r.add_argument("--depths", default="2,4,8,16,32,64")
+    r.add_argument("--bits", default="32")
     r.add_argument("--width", type=int, default=256)
-    r.add_argument("--sweeps", type=int, default=30)
+    r.add_argument("--sweeps", type=int, default=0,
+                   help="ADMM sweeps / backprop epochs (0: params.yaml's)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--dataset", default="mnist")
     r.add_argument("--extra", default="", help="JSON of extra training parameters")
-    sub.add_parser("report")
+    r.add_argument("--every", type=int, default=0, help="ADMM: also log mAP every N sweeps")
+    r.add_argument("--out", default=RUNS)
+    p = sub.add_parser("report")
+    p.add_argument("--out", default=RUNS)
     a = ap.parse_args()
     cmd_run(a) if a.cmd == "run" else cmd_report(a)
