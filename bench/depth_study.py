@@ -53,8 +53,30 @@ ADMM = {
 #: backprop variants: registered method names (settings from params.yaml baselines.<name>)
 BACKPROP = {"backprop": "vdsh_backprop", "backprop_residual": "vdsh_backprop_residual"}
 VARIANTS = sorted(ADMM) + sorted(BACKPROP)
+#: what the report shows, in order: ``<variant>_tuned`` = run with ``--tuned`` (learning rate
+#: per depth from the validation split); ``backprop_residual_unscaled`` = runs before the
+#: residual branches were scaled at initialisation (kept as the record of that failure)
+REPORTED = ["final", "naive", "backprop", "backprop_tuned", "backprop_residual",
+            "backprop_residual_tuned", "backprop_residual_unscaled"]
 STYLE = {"final": ("o-", "C0"), "naive": ("s--", "C3"), "backprop": ("^-", "C2"),
-         "backprop_residual": ("v-", "C1")}
+         "backprop_tuned": ("^-", "C4"), "backprop_residual": ("v-", "C1"),
+         "backprop_residual_tuned": ("v-", "C1"), "backprop_residual_unscaled": ("v:", "C7")}
+TUNING = os.path.join(REPORTS, "tuning.jsonl")
+
+
+def tuned_lr(method, depth, width, bits=32):
+    """The learning rate with the best validation mAP in reports/tuning.jsonl (bench/tune.py)."""
+    best = None
+    for line in open(TUNING):
+        r = json.loads(line)
+        if (r["method"], r["depth"], r["width"], r["bits"]) == (method, depth, width, bits) \
+                and r.get("init") != "he-unscaled" and "lr" in r:
+            if best is None or r["val_mAP"] > best["val_mAP"]:
+                best = r
+    if best is None:
+        raise SystemExit(f"no validation run of {method} at depth {depth}, width {width}, "
+                         f"{bits} bits in {TUNING}: run bench/tune.py first")
+    return best["lr"]
 
 
 def load_params():
@@ -145,14 +167,18 @@ def cmd_run(a):
                 m, rec = run_admm(a.variant, F, bits, L, a.width, a.seed,
                                   a.sweeps or params["train"]["sweeps"], extra, a.every)
             else:
-                m, rec = run_backprop(a.variant, F, bits, L, a.width, a.seed, a.sweeps, extra, params)
+                ex = dict(extra)
+                if a.tuned:
+                    ex["lr"] = tuned_lr(BACKPROP[a.variant], L, a.width, bits)
+                m, rec = run_backprop(a.variant, F, bits, L, a.width, a.seed, a.sweeps, ex, params)
             mp, eval_s = score(m, F, bits)
-            rec = {"variant": a.variant, "dataset": a.dataset, "seed": a.seed, "bits": bits,
+            name = a.variant + ("_tuned" if a.tuned and a.variant in BACKPROP else "")
+            rec = {"variant": name, "dataset": a.dataset, "seed": a.seed, "bits": bits,
                    "depth": L, "width": a.width, "n_train": int(F["X_train"].shape[0]),
                    "n_query": int(F["X_query"].shape[0]), "n_db": int(F["X_db"].shape[0]),
                    "split_seed": 0, "mAP": round(mp, 6), "train_seconds": round(m.train_seconds_ - rec.get("monitor_seconds", 0.0), 2),
                    "eval_seconds": round(eval_s, 2), "wall_seconds": round(time.perf_counter() - t0, 2),
-                   "extra": extra, "threads": {k: os.environ.get(k) for k in
+                   "extra": ex if a.variant in BACKPROP else extra, "threads": {k: os.environ.get(k) for k in
                                                ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")},
                    "host": platform.node(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                    **rec}
@@ -178,7 +204,7 @@ def table(recs):
     rows = ["| variant | depth | width | seed | sweeps / epochs | mAP | forward gap (first logged → last) | "
             "objective (first → last) | s / sweep or epoch | train s |",
             "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in sorted(recs, key=lambda r: (VARIANTS.index(r["variant"]), r["width"], r["depth"], r["seed"])):
+    for r in sorted(recs, key=lambda r: (REPORTED.index(r["variant"]), r["width"], r["depth"], r["seed"])):
         if r["variant"] in ADMM:
             g, o = r["forward_gap"], r["objective"]
             i = _first_gap(g)
@@ -209,7 +235,7 @@ def goals(recs):
             out.append(f"* `final` depth 64, width {r['width']} ({_iters(r)} sweeps): {r['mAP']:.4f}, "
                        f"{d:+.4f} vs the best depth — goal (≥ best − 0.01) "
                        f"**{'met' if d >= -0.01 else 'missed'}**.")
-        for v in ("backprop", "backprop_residual"):
+        for v in REPORTED[2:]:
             ds = sorted(d for (vv, d) in base if vv == v and d in fin)
             if not ds:
                 continue
@@ -218,7 +244,7 @@ def goals(recs):
             out.append(f"* `final` − `{v}` per depth: "
                        + ", ".join(f"{d}: {x:+.4f}" for d, x in zip(ds, diffs))
                        + f" — above at {len(above)}/{len(ds)} depths.")
-    for v in VARIANTS:  # every (variant, depth) run with more than one seed
+    for v in REPORTED:  # every (variant, depth) run with more than one seed
         for d in sorted({r["depth"] for r in recs if r["variant"] == v}):
             rs = [r for r in recs if r["variant"] == v and r["width"] == 256 and r["depth"] == d]
             if len({r["seed"] for r in rs}) > 1:
@@ -236,7 +262,7 @@ def plot(recs, path):
     import matplotlib.ticker  # noqa: F401
     fig, ax = plt.subplots(2, 3, figsize=(17, 9))
     ax = ax.ravel()
-    for v in VARIANTS:
+    for v in REPORTED:
         mk, c = STYLE[v]
         rr = sorted([r for r in recs if r["variant"] == v and r["width"] == 256 and r["seed"] == 0],
                     key=lambda r: r["depth"])
@@ -257,7 +283,7 @@ def plot(recs, path):
                            alpha=al, label=f"{v} L={r['depth']}")
                 ax[5].plot(range(1, len(r["objective"]) + 1), r["objective"], mk[1:], color=c,
                            alpha=al, label=f"{v} L={r['depth']}")
-    for v in VARIANTS:
+    for v in REPORTED:
         seeds = [r for r in recs if r["variant"] == v and r["width"] == 256 and r["seed"] != 0]
         if seeds:
             ax[0].plot([r["depth"] for r in seeds], [r["mAP"] for r in seeds], STYLE[v][0][0], mfc="none",
@@ -314,10 +340,17 @@ def cmd_report(a):
           "1,024 units).",
           "* `naive`: the same ADMM as a plain net with penalties only: `residual=false, resync=false, "
           "multipliers=false, penalty_growth=1, input_clip=0, init=random` (other settings default, including the 1,024-unit first layer).",
-          "* `backprop` / `backprop_residual`: the VDSH objective (tanh relaxation) trained end to "
-          "end by Adam, params.yaml `baselines.vdsh_backprop` / `vdsh_backprop_residual` (40 epochs, "
-          "batch 128, lr 1e-3), plain net / identity shortcuts between hidden layers; width 256 in "
-          "every hidden layer (no wide first layer), untuned.", "",
+          "* `backprop`: the VDSH objective (tanh relaxation) trained end to end by Adam, params.yaml "
+          "`baselines.vdsh_backprop` (40 epochs, batch 128, lr 1e-3), plain net; width 256 in every "
+          "hidden layer (no wide first layer).",
+          "* `backprop_tuned` / `backprop_residual_tuned`: `vdsh_backprop` / `vdsh_backprop_residual` "
+          "(identity shortcuts between hidden layers, branches initialised at He/depth) with the "
+          "learning rate chosen per depth from {1e-4, 3e-4, 1e-3} on the validation split of "
+          "docs/protocols.md (`bench/tune.py`, reports/tuning.jsonl; the `extra` column of the raw "
+          "record holds the value): `run --tuned`.",
+          "* `backprop_residual_unscaled`: `vdsh_backprop_residual` at lr 1e-3 *before* the residual "
+          "branches were scaled at initialisation (unit-scale He branches), kept as the record of "
+          "that failure.", "",
           "Forward gap: `||a_L^aux - a_L^fwd|| / ||a_L^fwd||`, the top hidden layer's auxiliary "
           "activations against a forward pass of the current weights, logged at the start of every "
           "sweep before the re-synchronisation (`history_[i]['forward_gap']`, docs/algorithm.md "
@@ -328,7 +361,8 @@ def cmd_report(a):
           "python bench/depth_study.py run --variant final --depths 2,4,8,16,32,64",
           "python bench/depth_study.py run --variant naive --depths 2,4,8,16,32,64 --sweeps 30",
           "python bench/depth_study.py run --variant backprop --depths 2,4,8,16,32,64",
-          "python bench/depth_study.py run --variant backprop_residual --depths 2,4,8,16,32,64",
+          "python bench/depth_study.py run --variant backprop --depths 2,4,8,16,32,64 --tuned   # after bench/tune.py, docs/protocols.md",
+          "python bench/depth_study.py run --variant backprop_residual --depths 2,4,8,16,32,64 --tuned",
           "python bench/depth_study.py run --variant final --depths 64 --width 1024 --sweeps 30 --every 10",
           "python bench/depth_study.py run --variant final --depths 16 --seed 1   # and --seed 2",
           "python bench/depth_study.py run --variant final --depths 64 --seed 1   # and --seed 2",
@@ -355,6 +389,8 @@ if __name__ == "__main__":
     r.add_argument("--dataset", default="mnist")
     r.add_argument("--extra", default="", help="JSON of extra training parameters")
     r.add_argument("--every", type=int, default=0, help="ADMM: also log mAP every N sweeps")
+    r.add_argument("--tuned", action="store_true",
+                   help="backprop: the learning rate per depth from reports/tuning.jsonl")
     r.add_argument("--out", default=RUNS)
     p = sub.add_parser("report")
     p.add_argument("--out", default=RUNS)
