@@ -244,6 +244,21 @@ def goals(recs):
             out.append(f"* `final` − `{v}` per depth: "
                        + ", ".join(f"{d}: {x:+.4f}" for d, x in zip(ds, diffs))
                        + f" — above at {len(above)}/{len(ds)} depths.")
+    conv = [r for r in recs if r["variant"] == "final"]
+    if conv:  # issue 3's convergence goal: no divergence, objective and gap end below their start
+        fin_ok = [r for r in conv if np.all(np.isfinite(r["objective"]))]
+        obj_ok = [r for r in conv if r["objective"][-1] < r["objective"][0]]
+        gap_ok = [r for r in conv if r["forward_gap"][-1] < r["forward_gap"][_first_gap(r["forward_gap"])]]
+        per = {}
+        for r in conv:
+            per.setdefault((r["depth"], r["width"]), []).append(r["seed"])
+        out.append(f"* convergence of `final` over {len(conv)} runs ("
+                   + "; ".join(f"depth {d}{'' if w == 256 else f' x {w}'}: seeds {sorted(v)}"
+                               for (d, w), v in sorted(per.items()))
+                   + f"): finite objective in {len(fin_ok)}/{len(conv)}, objective ends below its "
+                   f"start in {len(obj_ok)}/{len(conv)}, forward gap ends below its first logged "
+                   f"value in {len(gap_ok)}/{len(conv)}; largest last gap "
+                   f"{max(r['forward_gap'][-1] for r in conv):.4f}.")
     for v in REPORTED:  # every (variant, depth) run with more than one seed
         for d in sorted({r["depth"] for r in recs if r["variant"] == v}):
             rs = [r for r in recs if r["variant"] == v and r["width"] == 256 and r["depth"] == d]
@@ -364,8 +379,7 @@ def cmd_report(a):
           "python bench/depth_study.py run --variant backprop --depths 2,4,8,16,32,64 --tuned   # after bench/tune.py, docs/protocols.md",
           "python bench/depth_study.py run --variant backprop_residual --depths 2,4,8,16,32,64 --tuned",
           "python bench/depth_study.py run --variant final --depths 64 --width 1024 --sweeps 30 --every 10",
-          "python bench/depth_study.py run --variant final --depths 16 --seed 1   # and --seed 2",
-          "python bench/depth_study.py run --variant final --depths 64 --seed 1   # and --seed 2",
+          "for s in 1 2 3 4 5 6 7 8 9; do python bench/depth_study.py run --variant final --depths 4,16,64 --seed $s; done",
           "python bench/depth_study.py run --variant backprop --depths 2,16 --seed 1   # and --seed 2",
           "python bench/depth_study.py report   # this file and depth_study.png from depth_study.jsonl",
           "```", "", "Raw record: `reports/depth_study.jsonl` (one JSON line per run: configuration, "
