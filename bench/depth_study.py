@@ -39,6 +39,7 @@ ROOT = os.path.join(HERE, "..")
 sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
 import exp  # noqa: E402
+from vdsh_numba.params import load_params  # noqa: E402
 
 REPORTS = os.path.join(ROOT, "reports")
 RUNS = os.path.join(REPORTS, "depth_study.jsonl")
@@ -77,12 +78,6 @@ def tuned_lr(method, depth, width, bits=32):
         raise SystemExit(f"no validation run of {method} at depth {depth}, width {width}, "
                          f"{bits} bits in {TUNING}: run bench/tune.py first")
     return best["lr"]
-
-
-def load_params():
-    import yaml
-    with open(os.path.join(ROOT, "params.yaml")) as f:
-        return yaml.safe_load(f)
 
 
 def check_defaults(params):
@@ -130,13 +125,11 @@ def run_admm(variant, F, bits, depth, width, seed, sweeps, extra, every=0):
 
 
 def run_backprop(variant, F, bits, depth, width, seed, epochs, extra, params):
+    from tune import with_setting
     from vdsh_numba.base import make_method
     name = BACKPROP[variant]
-    section = {**(params["baselines"].get(name) or {}), **extra}
-    if epochs:
-        section["epochs"] = epochs
-    p = {**params, "depth": depth, "width": width, "seed": seed,
-         "baselines": {**params["baselines"], name: section}}
+    p = with_setting(params, name, depth, width, {**extra, **({"epochs": epochs} if epochs else {})})
+    p["seed"] = seed
     m = make_method(name, bits, p)
     stamps = []
     start = m._epoch_start
@@ -156,7 +149,7 @@ def run_backprop(variant, F, bits, depth, width, seed, epochs, extra, params):
 
 def cmd_run(a):
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    params = load_params()
+    params = load_params(os.path.join(ROOT, "params.yaml"))
     check_defaults(params)
     extra = json.loads(a.extra) if a.extra else {}
     F = exp.features(a.dataset)
