@@ -14,3 +14,14 @@ def mnist_dir():
     if not (d / "t10k-images-idx3-ubyte.gz").exists():
         pytest.fail(f"the MNIST test set is expected at {d} (../shared/data/mnist beside the checkout)")
     return d
+
+
+@pytest.fixture(scope="session")
+def fashion_dir():
+    """Debian's dataset-fashion-mnist (.ci/run installs it); a missing file is a failure."""
+    from vdsh_numba.datasets import FASHION_MNIST_FILES, FASHION_MNIST_SYSTEM_DIR
+    missing = [s for s in FASHION_MNIST_FILES if not (FASHION_MNIST_SYSTEM_DIR / f"{s}.gz").exists()]
+    if missing:
+        pytest.fail(f"Fashion-MNIST files {missing} are expected in {FASHION_MNIST_SYSTEM_DIR}: "
+                    f"apt-get update && apt-get install -y dataset-fashion-mnist")
+    return FASHION_MNIST_SYSTEM_DIR

@@ -61,4 +61,4 @@ def test_build_features_uses_training_statistics_only():
 
 def test_protocol_auto():
     assert resolve_protocol("mnist", {"queries_per_class": "auto", "train_per_class": 50}) == \
-        {"queries_per_class": 100, "train_per_class": 50}
+        {"queries_per_class": 100, "train_per_class": 50, "validation": False}

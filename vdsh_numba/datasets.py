@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["RawDataset", "DataError", "load_dataset", "DATASETS", "read_idx", "MNIST_FILES",
-           "payload_sha256", "load_cifar10", "load_nuswide", "fetch", "file_md5", "CIFAR10_URL",
+           "payload_sha256", "load_cifar10", "load_fashion_mnist", "FASHION_MNIST_FILES",
+           "FASHION_MNIST_SYSTEM_DIR", "FASHION_MNIST_URLS", "FASHION_MNIST_CLASSES", "load_nuswide", "fetch", "file_md5", "CIFAR10_URL",
            "CIFAR10_ARCHIVE", "CIFAR10_MD5", "DECLARED_CLASSES", "check_raw"]
 
 
@@ -116,8 +117,35 @@ def read_idx(payload: bytes, path, kind: str, count: int | None = None) -> np.nd
     return body.reshape(dims).copy()
 
 
-def _verify(path: Path, stem: str, payload: bytes) -> str:
-    kind, count, sha, md5s = MNIST_FILES[stem]
+# --- Fashion-MNIST (Xiao, Rasul & Vollgraf 2017: same IDX layout as MNIST) --------------------
+FASHION_MNIST_URLS = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",  # canonical
+                      "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/")
+#: Debian's ``dataset-fashion-mnist`` puts the four canonical files here
+FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+#: name -> (kind, count, sha256 of the decompressed payload, md5s of the published archives). All four
+#: payload digests are pinned: measured on Debian's package and equal to those published for the
+#: archives with the publisher's md5s (a re-compressed copy passes; other bytes do not).
+FASHION_MNIST_FILES = {
+    "train-images-idx3-ubyte": ("images", 60000,
+                                "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+                                ("8d4fb7e6c68d591d4c3dfef9ec88bf0d",)),
+    "train-labels-idx1-ubyte": ("labels", 60000,
+                                "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+                                ("25c81989df183df01b3e8a0aad5dffbe",)),
+    "t10k-images-idx3-ubyte": ("images", 10000,
+                               "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+                               ("bef4ecab320f06d8554ea6380940ec79",)),
+    "t10k-labels-idx1-ubyte": ("labels", 10000,
+                               "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+                               ("bb300cfdad3c16e7a12a480ee83cd310",)),
+}
+#: Fashion-MNIST's class names, label order
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                         "Sneaker", "Bag", "Ankle boot")
+
+
+def _verify(path: Path, stem: str, payload: bytes, files=MNIST_FILES) -> str:
+    kind, count, sha, md5s = files[stem]
     got = payload_sha256(payload)
     if sha is not None:
         if got != sha:
@@ -131,11 +159,11 @@ def _verify(path: Path, stem: str, payload: bytes) -> str:
     return "idx-structure"
 
 
-def _download(stem: str, data_dir: Path, progress: bool) -> Path:
+def _download(stem: str, data_dir: Path, progress: bool, urls=MNIST_URLS) -> Path:
     data_dir.mkdir(parents=True, exist_ok=True)
     dest = data_dir / (stem + ".gz")
     errors = []
-    for base in MNIST_URLS:
+    for base in urls:
         url = base + stem + ".gz"
         tmp = dest.with_name("." + dest.name + ".part")
         try:
@@ -153,7 +181,30 @@ def _download(stem: str, data_dir: Path, progress: bool) -> Path:
             errors.append(f"{url}: {e}")
             tmp.unlink(missing_ok=True)
     raise DataError(f"could not download {stem}.gz into {data_dir}: " + "; ".join(errors) +
-                    f". Place the file there by hand (from {MNIST_URLS[1]}).")
+                    f". Place the file there by hand (from {urls[0]}).")
+
+
+def _read_idx_part(p: Path, stem: str, files) -> tuple[np.ndarray, str]:
+    """One IDX file: payload verified against ``files[stem]``, parsed, labels inside 0..9."""
+    payload = _read_payload(p)
+    check = _verify(p, stem, payload, files)
+    kind = files[stem][0]
+    arr = read_idx(payload, p, kind, files[stem][1])
+    if kind == "labels" and arr.size and arr.max() > 9:
+        bad = int(np.argmax(arr > 9))
+        raise DataError(f"{p}: label {arr[bad]} at item {bad} is outside the declared classes 0..9; "
+                        f"delete it and place a correct copy in {p.parent}")
+    return arr, check
+
+
+def _stack_splits(parts, splits, data_dir):
+    for s in splits:
+        if parts[(s, "images")].shape[0] != parts[(s, "labels")].shape[0]:
+            raise DataError(f"{data_dir}: {s} has {parts[(s, 'images')].shape[0]} images but "
+                            f"{parts[(s, 'labels')].shape[0]} labels")
+    images = np.concatenate([parts[(s, "images")] for s in splits])
+    labels = np.concatenate([parts[(s, "labels")] for s in splits]).astype(np.int64)
+    return images, labels
 
 
 def load_mnist(data_dir, progress=True, download=True) -> RawDataset:
@@ -178,27 +229,48 @@ def load_mnist(data_dir, progress=True, download=True) -> RawDataset:
                 p = _download(stem, data_dir, progress)
             if p is None:
                 continue
-            payload = _read_payload(p)
-            checks[p.name] = _verify(p, stem, payload)
-            parts[(split, kind)] = read_idx(payload, p, kind, MNIST_FILES[stem][1])
-            if kind == "labels" and parts[(split, kind)].size and parts[(split, kind)].max() > 9:
-                bad = int(np.argmax(parts[(split, kind)] > 9))
-                raise DataError(f"{p}: label {parts[(split, kind)][bad]} at item {bad} is outside the "
-                                f"declared classes 0..9; delete it and place a correct copy in {p.parent}")
+            parts[(split, kind)], checks[p.name] = _read_idx_part(p, stem, MNIST_FILES)
     if ("t10k", "images") not in parts or ("t10k", "labels") not in parts:
         raise DataError(f"{data_dir}: MNIST test files t10k-images-idx3-ubyte.gz and "
                         f"t10k-labels-idx1-ubyte.gz are missing; put them there or allow the download")
     splits = [s for s in ("train", "t10k") if (s, "images") in parts and (s, "labels") in parts]
-    for s in splits:
-        if parts[(s, "images")].shape[0] != parts[(s, "labels")].shape[0]:
-            raise DataError(f"{data_dir}: {s} has {parts[(s, 'images')].shape[0]} images but "
-                            f"{parts[(s, 'labels')].shape[0]} labels")
-    images = np.concatenate([parts[(s, "images")] for s in splits])
-    labels = np.concatenate([parts[(s, "labels")] for s in splits]).astype(np.int64)
+    images, labels = _stack_splits(parts, splits, data_dir)
     subset = "full" if splits == ["train", "t10k"] else "test-only"
-    return RawDataset(images, labels, {"dataset": "mnist", "source": str(data_dir), "n": int(len(labels)),
-                                       "shape": [28, 28], "max_value": 255, "subset": subset,
-                                       "verified": checks})
+    info = {"dataset": "mnist", "source": str(data_dir), "n": int(len(labels)), "shape": [28, 28],
+            "max_value": 255, "subset": subset, "verified": checks}
+    if subset == "full":
+        info["official_split"] = {"train": [0, 60000], "test": [60000, 70000]}
+    return RawDataset(images, labels, info)
+
+
+def load_fashion_mnist(data_dir, progress=True, download=True) -> RawDataset:
+    """Fashion-MNIST: the 60,000 training images first, then the 10,000 test images.
+
+    Each of the four IDX files is looked for in ``data_dir``, then in
+    :data:`FASHION_MNIST_SYSTEM_DIR` (``apt-get install dataset-fashion-mnist``), and else
+    downloaded into ``data_dir`` with a progress bar (``download=True``). Every decompressed
+    payload must have its pinned sha256. ``info["official_split"]`` holds the row ranges.
+    """
+    data_dir = Path(data_dir)
+    parts, checks, sources = {}, {}, set()
+    for split in ("train", "t10k"):
+        for kind in ("images", "labels"):
+            stem = f"{split}-{kind}-idx{3 if kind == 'images' else 1}-ubyte"
+            p = _find(data_dir, stem) or _find(FASHION_MNIST_SYSTEM_DIR, stem)
+            if p is None and download:
+                p = _download(stem, data_dir, progress, FASHION_MNIST_URLS)
+            if p is None:
+                raise DataError(f"{data_dir}: Fashion-MNIST file {stem}.gz is missing (also not in "
+                                f"{FASHION_MNIST_SYSTEM_DIR}); run `apt-get install dataset-fashion-mnist`, "
+                                f"place it in {data_dir} (from {FASHION_MNIST_URLS[0]}) or allow the download")
+            parts[(split, kind)], checks[p.name] = _read_idx_part(p, stem, FASHION_MNIST_FILES)
+            sources.add(str(p.parent))
+    images, labels = _stack_splits(parts, ("train", "t10k"), data_dir)
+    return RawDataset(images, labels, {
+        "dataset": "fashion_mnist", "source": ", ".join(sorted(sources)), "n": int(len(labels)),
+        "shape": [28, 28], "max_value": 255, "subset": "full", "verified": checks,
+        "classes": list(FASHION_MNIST_CLASSES),
+        "official_split": {"train": [0, 60000], "test": [60000, 70000]}})
 
 
 # --- resumable download ------------------------------------------------------------------------
@@ -437,12 +509,12 @@ def load_nuswide(data_dir, progress=True, download=True) -> RawDataset:
         "concept_counts": [int(counts[j]) for j in top]})
 
 
-DATASETS = {"digits": load_digits_dataset, "mnist": load_mnist, "cifar10": load_cifar10,
-            "nuswide": load_nuswide}
+DATASETS = {"digits": load_digits_dataset, "mnist": load_mnist, "fashion_mnist": load_fashion_mnist,
+            "cifar10": load_cifar10, "nuswide": load_nuswide}
 
 
 #: classes each single-label dataset declares (labels must be 0 .. C-1); NUS-WIDE is multi-label
-DECLARED_CLASSES = {"digits": 10, "mnist": 10, "cifar10": 10}
+DECLARED_CLASSES = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10}
 
 
 def check_raw(images, labels, info, where) -> None:

@@ -4,8 +4,14 @@ Protocols (docs/protocols.md): ``standard`` (per class, all draws from ``seed``)
 ``queries_per_class`` queries; the database is everything else; ``train_per_class`` training
 items drawn from the database. For multi-label data (2-D 0/1 labels, NUS-WIDE) "per class" is
 "per concept": for each concept in turn, that many items carrying it that are not drawn yet.
-``test-train`` (CIFAR-10): the official 10,000 test images are the queries, the 50,000 training
-images are both the database and the training set.
+For a dataset with an official test set whose ``standard`` queries come from it
+(``query_pool: test``, Fashion-MNIST): the queries are drawn per class from the test images, the
+database is every training image, the training items are drawn from the database.
+``test-train`` (CIFAR-10, Fashion-MNIST, full MNIST): the official test images are the queries, the
+training images are both the database and the training set.
+``validation: true`` (any protocol): the protocol's training items alone are cut into validation
+queries (:func:`validation_indices`) and the rest, which is both the training set and the database;
+the test queries are not touched. Hyperparameters are chosen on this split (docs/protocols.md).
 
 Features: ``pixels`` (the raw values scaled to [0, 1]: pixels, or NUS-WIDE's published vectors)
 or ``gist`` (:func:`vdsh_numba.gist.gist`, 512-d), standardized with the *training* items'
@@ -18,7 +24,8 @@ import numpy as np
 from .gist import gist
 
 __all__ = ["gist", "split_indices", "Standardizer", "build_features", "PROTOCOL_DEFAULTS",
-           "resolve_protocol", "protocol_indices", "PROTOCOLS", "FEATURES", "check_split"]
+           "resolve_protocol", "protocol_indices", "PROTOCOLS", "FEATURES", "check_split",
+           "validation_indices", "VALIDATION_MAX_QUERIES_PER_CLASS"]
 
 #: protocol names (params ``protocol.name``); ``standard`` when absent
 PROTOCOLS = ("standard", "test-train")
@@ -29,13 +36,19 @@ FEATURES = ("pixels", "gist")
 PROTOCOL_DEFAULTS = {
     "digits": {"queries_per_class": 20, "train_per_class": 100},
     "mnist": {"queries_per_class": 100, "train_per_class": 500},
+    "fashion_mnist": {"queries_per_class": 100, "train_per_class": 500, "query_pool": "test"},
     "cifar10": {"queries_per_class": 100, "train_per_class": 500},
     "nuswide": {"queries_per_class": 100, "train_per_class": 500},  # per concept
 }
 
 
+#: at most this many validation queries per class (``protocol.validation``)
+VALIDATION_MAX_QUERIES_PER_CLASS = 100
+
+
 def resolve_protocol(dataset: str, protocol: dict) -> dict:
     out = dict(protocol)
+    out["validation"] = bool(out.get("validation", False))
     if out.get("name") == "test-train":  # the official split: no per-class counts
         return {**out, "queries_per_class": None, "train_per_class": None}
     for k, v in PROTOCOL_DEFAULTS.get(dataset, {}).items():
@@ -102,19 +115,48 @@ def _split_multilabel(labels, queries_per_class, train_per_class, seed):
     return query_idx, np.flatnonzero(db_mask), train_idx
 
 
+def _official(info, what):
+    sp = info.get("official_split")
+    if not sp:
+        raise ValueError(f"{what} needs the dataset's official train/test split; "
+                         f"{info.get('dataset')!r} does not provide one here (use protocol 'standard')")
+    return np.arange(*sp["train"]), np.arange(*sp["test"])
+
+
+def validation_indices(labels, train_idx, seed: int):
+    """Cut the training items ``train_idx`` into ``(query_idx, db_idx, train_idx)`` of validation.
+
+    Per class (concept), ``v = min(VALIDATION_MAX_QUERIES_PER_CLASS, m // 5)`` validation queries
+    are drawn (``m``: the smallest class among the training items; at least 1); the remaining
+    training items are both the validation database and the training set. The draw uses
+    ``seed + 1`` so that it is independent of the protocol's own draw.
+    """
+    labels = np.asarray(labels)
+    sub = labels[train_idx]
+    counts = sub.sum(axis=0) if sub.ndim == 2 else np.bincount(sub)[np.unique(sub)]
+    v = max(1, min(VALIDATION_MAX_QUERIES_PER_CLASS, int(counts.min()) // 5))
+    q, rest, _ = split_indices(sub, v, 0, seed + 1)
+    return train_idx[q], train_idx[rest], train_idx[rest]
+
+
 def protocol_indices(labels, protocol: dict, info: dict, seed: int):
     """``(query_idx, db_idx, train_idx)`` for a resolved protocol (:func:`resolve_protocol`)."""
     name = protocol.get("name") or "standard"
-    if name == "standard":
-        return split_indices(labels, protocol["queries_per_class"], protocol["train_per_class"], seed)
-    if name == "test-train":
-        sp = info.get("official_split")
-        if not sp:
-            raise ValueError(f"protocol 'test-train' needs the dataset's official train/test split; "
-                             f"{info.get('dataset')!r} does not provide one (use 'standard')")
-        train = np.arange(*sp["train"])
-        return np.arange(*sp["test"]), train, train
-    raise ValueError(f"unknown protocol {name!r}; expected one of {list(PROTOCOLS)}")
+    if name == "standard" and protocol.get("query_pool", "all") == "test":
+        train, test = _official(info, "protocol 'standard' with queries from the test set")
+        q, _, _ = split_indices(labels[test], protocol["queries_per_class"], 0, seed)
+        _, _, t = split_indices(labels[train], 0, protocol["train_per_class"], seed)
+        out = test[q], train, train[t]
+    elif name == "standard":
+        out = split_indices(labels, protocol["queries_per_class"], protocol["train_per_class"], seed)
+    elif name == "test-train":
+        train, test = _official(info, "protocol 'test-train'")
+        out = test, train, train
+    else:
+        raise ValueError(f"unknown protocol {name!r}; expected one of {list(PROTOCOLS)}")
+    if protocol.get("validation"):
+        out = validation_indices(labels, out[2], seed)
+    return out
 
 
 def check_split(y_query, y_db, y_train, where="the split") -> None:

@@ -11,13 +11,22 @@ from pathlib import Path
 
 import yaml
 
+from .datasets import DATASETS
+from .features import FEATURES, PROTOCOLS, SCALINGS
+
 __all__ = ["ParamsError", "load_params", "validate_params", "DATASET_NAMES", "BACKENDS", "MAX_BITS",
            "FEATURE_NAMES", "PROTOCOL_NAMES"]
 
-DATASET_NAMES = ("digits", "mnist", "cifar10", "nuswide")
+#: vocabularies come from their owners: the dataset registry and the protocol/feature module
+DATASET_NAMES = tuple(DATASETS)
 #: ``features`` (optional, default pixels) and ``protocol.name`` (optional, default standard)
-FEATURE_NAMES = ("pixels", "gist")
-PROTOCOL_NAMES = ("standard", "test-train")
+FEATURE_NAMES = FEATURES
+PROTOCOL_NAMES = PROTOCOLS
+#: datasets whose loader records an official train/test split (``protocol.name: test-train``;
+#: MNIST only when its training files are present, checked by the features stage)
+OFFICIAL_SPLIT_DATASETS = ("mnist", "fashion_mnist", "cifar10")
+#: keys of the ``protocol`` section
+PROTOCOL_KEYS = ("queries_per_class", "train_per_class", "name", "standardize", "validation")
 BACKENDS = ("cpu", "cuda")
 MAX_BITS = 1024
 
@@ -105,18 +114,22 @@ def validate_params(p: dict) -> dict:
                           "500-d feature vectors, not images; use features: pixels (the raw vectors)")
     proto = p.get("protocol") or {}
     for k, v in proto.items():
-        if k not in ("queries_per_class", "train_per_class", "name", "standardize"):
-            raise _unknown(k, ("queries_per_class", "train_per_class", "name", "standardize"), "protocol.")
+        if k not in PROTOCOL_KEYS:
+            raise _unknown(k, PROTOCOL_KEYS, "protocol.")
         if k == "name":
             _choice(v, "protocol.name", PROTOCOL_NAMES)
         elif k == "standardize":
-            _choice(v, "protocol.standardize", ("global", "column"))
+            _choice(v, "protocol.standardize", SCALINGS)
+        elif k == "validation":
+            if not isinstance(v, bool):
+                raise ParamsError(f"parameter 'protocol.validation' must be true or false, got {v!r}")
         elif v != "auto":
             _int(v, f"protocol.{k}", 1)
     if proto.get("name") == "test-train":
-        if p["dataset"] != "cifar10":
+        if p["dataset"] not in OFFICIAL_SPLIT_DATASETS:
             raise ParamsError(f"parameter 'protocol.name' is 'test-train' (the official test/train "
-                              f"split) but dataset {p['dataset']!r} has none here; only cifar10 does")
+                              f"split) but dataset {p['dataset']!r} has none here; only "
+                              f"{', '.join(OFFICIAL_SPLIT_DATASETS)} do")
         fixed = [k for k in ("queries_per_class", "train_per_class") if proto.get(k, "auto") != "auto"]
         if fixed:
             raise ParamsError(f"parameter 'protocol.{fixed[0]}' is {proto[fixed[0]]!r}, but protocol "
