@@ -12,7 +12,7 @@ from vdsh_numba.base import METHODS, label_matrix, load_model
 from vdsh_numba.baselines import dcwh, dpsh, dtsh, itq, mlp, sdh, tie_ap, vdsh_backprop
 from vdsh_numba.baselines._common import signs
 
-DEEP = ["dpsh", "dtsh", "dcwh", "tie_ap", "vdsh_backprop", "vdsh_backprop_residual"]
+DEEP = ["dpsh", "dtsh", "dcwh", "tie_ap", "classifier", "vdsh_backprop", "vdsh_backprop_residual"]
 ALL = ["lsh", "itq", "sdh"] + DEEP
 
 
@@ -387,3 +387,31 @@ def test_residual_init_keeps_the_forward_scale_at_depth():
     unscaled = mlp.init_mlp(32, 16, 64, 8, np.random.default_rng(1))      # residual=False scales
     _, (acts, _) = mlp.mlp_forward(unscaled, X, residual=True)
     assert np.mean(acts[-1] ** 2) / np.mean(acts[1] ** 2) > 1000          # the failure it fixes
+
+
+# --- the classifier sanity row (Sablayrolles et al. 2017) -------------------------------------
+
+def test_classifier_cross_entropy_gradcheck(rng):
+    from vdsh_numba.baselines.classifier import softmax_cross_entropy
+    U = rng.standard_normal((6, 4))
+    Y = label_matrix(rng.integers(0, 4, 6), 4)
+    _, dU = softmax_cross_entropy(U, Y)
+    np.testing.assert_allclose(dU, num_grad(lambda: softmax_cross_entropy(U, Y)[0], U), atol=1e-7)
+    # against the textbook formula: -mean log(exp(u_y) / sum exp(u))
+    ref = -np.mean(np.log(np.exp(U[Y > 0]) / np.exp(U).sum(axis=1)))
+    assert softmax_cross_entropy(U, Y)[0] == pytest.approx(ref, rel=1e-12)
+
+
+def test_classifier_codes_are_the_predicted_class_codewords():
+    from vdsh_numba.codes import pack_codes
+    X, y = blobs(20, 4, 8, spread=1.0)
+    m = build("classifier", bits=16, epochs=30).fit(X, y)
+    pred = m.predict(X)
+    assert np.mean(pred == y) > 0.9
+    np.testing.assert_array_equal(m.encode(X), pack_codes(m.codebook_[pred]))
+    C = m.codebook_
+    assert C.shape == (4, 16) and set(np.unique(C)) == {-1.0, 1.0}
+    dist = (16 - C @ C.T) / 2
+    assert dist[~np.eye(4, dtype=bool)].min() >= 4  # codewords far apart
+    with pytest.raises(ValueError, match="single-label"):
+        build("classifier").fit(X, label_matrix(y))

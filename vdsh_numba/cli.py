@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -120,6 +121,47 @@ def compare(params_file, dataset, data_dir, methods, bits_list, out_dir, work_di
         run_comparison(p, methods, bits, dataset=dataset, data_dir=data_dir, out_dir=out_dir,
                        work_dir=work_dir, resume=resume, command=cmd)
     _run(go, params_file)
+
+
+@main.group()
+def study():
+    """Studies: grids of runs through the pipeline's stages, one CSV row per run (resumable)."""
+
+
+@study.command("run")
+@params_opt
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--out", "out_dir", default="reports/studies", show_default=True,
+              type=click.Path(file_okay=False), help="folder for <name>.csv and <name>.md")
+@click.option("--work-dir", "work_root", default=".studies", show_default=True,
+              type=click.Path(file_okay=False), help="scratch folder for the stages' files")
+@click.option("--dry-run", is_flag=True, help="list the runs still to do and stop")
+def study_run(params_file, spec, out_dir, work_root, dry_run):
+    """Run every run of the study SPEC (studies/<name>.yaml) not yet in OUT/<name>.csv."""
+    from .studies import load_study, pending_runs, run_study
+
+    def go(p):
+        s = load_study(spec)
+        if dry_run:
+            p = {**p, "data_dir": str(Path(p["data_dir"]).resolve())}
+            for r in pending_runs(s, p, Path(out_dir) / f"{s['name']}.csv")[1]:
+                click.echo(f"{r['method']} {r['bits']} bits seed {r['seed']} {r['setting']}")
+            return
+        run_study(s, p, out_dir=out_dir, work_root=work_root)
+    _run(go, params_file)
+
+
+@study.command("best")
+@click.argument("csv_file", type=click.Path(dir_okay=False, exists=True))
+@click.option("--method", required=True)
+def study_best(csv_file, method):
+    """The setting of METHOD with the highest mean validation mAP in CSV_FILE."""
+    from .studies import best_setting, read_rows
+    setting, score = best_setting(read_rows(csv_file), method)
+    if setting is None:
+        click.echo(f"error: no validation run of {method!r} in {csv_file}", err=True)
+        sys.exit(2)
+    click.echo(f"{method}: {setting} (mean validation mAP {score:.4f})")
 
 
 @main.command()

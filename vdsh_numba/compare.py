@@ -44,7 +44,7 @@ _HEAD = {"method": "method", "bits": "bits", "map": "mAP", "map_tie_aware": "mAP
          "precision_hamming2": "P@H≤2", "precision_hamming2_empty_fraction": "P@H≤2 empty",
          "train_seconds": "train s"}
 #: the order of ``--methods all``: ours first, then the baselines as registered
-_ORDER = ("vdsh", "lsh", "itq", "sdh", "dpsh", "dtsh", "dcwh", "tie_ap", "vdsh_backprop",
+_ORDER = ("vdsh", "lsh", "itq", "sdh", "dpsh", "dtsh", "dcwh", "tie_ap", "classifier", "vdsh_backprop",
           "vdsh_backprop_residual")
 
 

@@ -2,11 +2,11 @@
 
 Classic, on fixed features: ``lsh``, ``itq``, ``sdh``. Deep, on the shared MLP of
 :mod:`vdsh_numba.baselines.mlp` (minibatch backprop with Adam): ``dpsh``, ``dtsh``, ``dcwh``,
-``tie_ap``, ``vdsh_backprop`` (and ``vdsh_backprop_residual``, the same with
+``tie_ap``, ``classifier`` (a classifier's class -> codeword: the sanity row), ``vdsh_backprop`` (and ``vdsh_backprop_residual``, the same with
 identity shortcuts by default). See docs/baselines.md.
 """
 from . import lsh, itq, sdh  # noqa: F401
-from . import dpsh, dtsh, dcwh, tie_ap, vdsh_backprop  # noqa: F401
+from . import dpsh, dtsh, dcwh, tie_ap, vdsh_backprop, classifier  # noqa: F401
 from .lsh import LSH
 from .itq import ITQ
 from .sdh import SDH
@@ -15,6 +15,7 @@ from .dtsh import DTSH
 from .dcwh import DCWH
 from .tie_ap import TieAP
 from .vdsh_backprop import VDSHBackprop, VDSHBackpropResidual
+from .classifier import Classifier
 
 __all__ = ["LSH", "ITQ", "SDH", "DPSH", "DTSH", "DCWH", "TieAP", "VDSHBackprop",
-           "VDSHBackpropResidual"]
+           "VDSHBackpropResidual", "Classifier"]

@@ -154,6 +154,10 @@ class DeepHashingModel(ParamsMixin, HashingModel):
     def _extra_state(self) -> dict:
         return {}
 
+    def _output_units(self) -> int:
+        """Units of the network's last layer (``bits``; a classifier: the classes of ``_Y``)."""
+        return self.bits
+
     def _batch_loss(self, U, idx):  # pragma: no cover
         raise NotImplementedError
 
@@ -179,10 +183,10 @@ class DeepHashingModel(ParamsMixin, HashingModel):
                              f"got a multi-label matrix of shape {y.shape}")
         rng = np.random.default_rng(self.seed)
         n = X.shape[0]
-        self.params_ = init_mlp(X.shape[1], self.depth, self.width, self.bits, rng,
-                                self.residual)
         self._y = y
         self._Y = label_matrix(y)
+        self.params_ = init_mlp(X.shape[1], self.depth, self.width, self._output_units(), rng,
+                                self.residual)
         self._setup(X, self._Y, rng)
         extra = self._extra_params()
         opt = Adam(self.params_ + extra, lr=self.lr)

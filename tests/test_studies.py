@@ -1,0 +1,92 @@
+"""`vdsh study`: runs through the pipeline's stages, one CSV row per run, resumable."""
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+import naive
+from conftest import ROOT
+from vdsh_numba import stages, studies
+from vdsh_numba.params import ParamsError
+
+SPEC = {"name": "t", "base": {"dataset": "digits", "depth": 1, "width": 16, "train.sweeps": 2,
+                              "train.first_width": 0},
+        "methods": ["vdsh", "lsh"], "bits": [8], "seeds": [0, 1],
+        "grid": {"train.rho": [0.01, 0.1]}}
+
+
+@pytest.fixture
+def params():
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def test_overrides_are_dotted_and_validated(params):
+    p = studies.apply_overrides(params, {"train.rho": 0.5, "baselines.dtsh.lr": 0.01, "depth": 3,
+                                         "protocol.validation": True})
+    assert p["train"]["rho"] == 0.5 and p["baselines"]["dtsh"]["lr"] == 0.01 and p["depth"] == 3
+    assert p["protocol"]["validation"] is True and params["train"]["rho"] != 0.5  # a copy
+    with pytest.raises(ParamsError, match="did you mean 'rho'"):
+        studies.apply_overrides(params, {"train.rhoo": 1.0})
+    with pytest.raises(ParamsError, match="no section 'evaluat'"):
+        studies.apply_overrides(params, {"evaluat.radius": 1})
+
+
+def test_study_rows_resume_and_summary(params, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out, work = tmp_path / "out", tmp_path / "work"
+    spec = studies.load_study(_write(tmp_path, SPEC))
+    rows = studies.run_study(spec, params, out_dir=out, work_root=work, say=lambda m: None)
+    # vdsh: 2 settings x 2 seeds; lsh does not read train.rho: 1 run per seed
+    assert sorted((r["method"], r["setting"], r["seed"]) for r in rows) == sorted(
+        [("vdsh", json.dumps({"train.rho": v}), str(s)) for v in (0.01, 0.1) for s in (0, 1)]
+        + [("lsh", json.dumps({"train.rho": 0.01}), str(s)) for s in (0, 1)])
+    assert {r["split"] for r in rows} == {"test"} and {r["dataset"] for r in rows} == {"digits"}
+    # the last run's row holds the evaluator's mAP of the codes it left: check it independently
+    last = rows[-1]
+    d = work / "t"
+    data_dir = max((p for p in d.iterdir() if (p / stages.codes_path(last["method"], 8)).exists()),
+                   key=lambda p: (p / stages.codes_path(last["method"], 8)).stat().st_mtime_ns)
+    C = np.load(data_dir / stages.codes_path(last["method"], 8))
+    F = np.load(data_dir / stages.FEATURES)
+    ref = naive.mean_ap(C["query"], C["db"], F["y_query"], F["y_db"], 8)
+    assert float(last["map"]) == pytest.approx(ref, abs=1e-6)
+    # resume: nothing reruns, the CSV stays as it was
+    before = (out / "t.csv").read_text()
+    monkeypatch.setattr(stages, "train", lambda *a: pytest.fail("a finished run was rerun"))
+    studies.run_study(spec, params, out_dir=out, work_root=work, say=lambda m: None)
+    assert (out / "t.csv").read_text() == before
+    # the summary: mean +- std over seeds (numpy, sample std)
+    md = (out / "t.md").read_text()
+    v = np.array([float(r["map"]) for r in rows if r["method"] == "vdsh" and '0.1}' in r["setting"]])
+    assert f"{v.mean():.4f} ± {v.std(ddof=1):.4f}" in md
+
+
+def test_validation_rows_and_best_setting(params, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec = studies.load_study(_write(tmp_path, {**SPEC, "methods": ["vdsh"], "seeds": [0],
+                                                "base": {**SPEC["base"], "protocol.validation": True}}))
+    rows = studies.run_study(spec, params, out_dir=tmp_path / "o", work_root=tmp_path / "w",
+                             say=lambda m: None)
+    assert {r["split"] for r in rows} == {"validation"}
+    # 100 training items per class on digits -> 20 validation queries per class
+    assert {int(r["n_query"]) for r in rows} == {200} and {int(r["n_db"]) for r in rows} == {800}
+    best, score = studies.best_setting(rows, "vdsh")
+    want = max(rows, key=lambda r: float(r["map"]))
+    assert best == json.loads(want["setting"]) and score == pytest.approx(float(want["map"]))
+
+
+def test_bad_study_files(tmp_path, params):
+    with pytest.raises(ParamsError, match="unknown key 'method'"):
+        studies.load_study(_write(tmp_path, {"name": "x", "method": ["vdsh"], "bits": [8]}))
+    with pytest.raises(ParamsError, match="key 'bits' is missing"):
+        studies.load_study(_write(tmp_path, {"name": "x", "methods": ["vdsh"]}))
+    spec = studies.load_study(_write(tmp_path, {"name": "x", "methods": ["vdhs"], "bits": [8]}))
+    with pytest.raises(ParamsError, match="methods"):
+        studies.expand_runs(spec, params)
+
+
+def _write(tmp_path, spec):
+    p = tmp_path / f"{spec['name']}.yaml"
+    p.write_text(yaml.safe_dump(spec))
+    return p

@@ -1,0 +1,265 @@
+"""``vdsh study``: many runs of the pipeline's own stages, one CSV row per run, resumable.
+
+A study is a YAML file (``studies/<name>.yaml``) that names a grid of runs::
+
+    name: tune_vdsh_fashion_mnist
+    description: VDSH's train settings on the validation split
+    base: {dataset: fashion_mnist, protocol.validation: true}   # params.yaml overrides, dotted keys
+    methods: [vdsh]
+    bits: [12, 32]
+    seeds: [0]
+    grid:                       # the product of these lists (dotted keys, like ``dvc exp run -S``)
+      train.rho: [0.01, 0.1]
+    settings:                   # or an explicit list of override dicts (both: the product of the two)
+      - {depth: 2}
+
+Every run is ``params.yaml`` + ``base`` + one setting + ``seed`` (split and initialisation), for
+each method and code length; it runs the stages ``download``, ``features`` (once per distinct
+data/split/feature params), ``train``, ``encode`` and ``evaluate`` of :mod:`vdsh_numba.stages` in
+a scratch folder (``.studies/<name>/``, git-ignored), so it uses exactly the split code and the
+evaluator of ``dvc repro``. Each finished run appends one row to ``reports/studies/<name>.csv``
+(method, dataset, features, protocol, split, depth, width, bits, seed, the setting, the metrics,
+fit seconds, the commit and a fingerprint of its params); a run whose fingerprint is already there
+is skipped, so an interrupted study resumes from its finished runs. ``summarise`` writes
+``reports/studies/<name>.md``: mean +- standard deviation over seeds of every configuration.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import itertools
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from .io import atomic_path, write_text
+from .params import ParamsError, validate_params
+
+__all__ = ["load_study", "expand_runs", "pending_runs", "apply_overrides", "run_study", "read_rows", "summarise",
+           "ROW_KEYS", "METRIC_KEYS", "best_setting"]
+
+#: the metrics copied from reports/eval/<method>_<bits>.json into a row
+METRIC_KEYS = ("map", "map_tie_aware", "precision_hamming2", "precision_hamming2_empty_fraction",
+               "train_seconds")
+#: the leading columns of every row, in order (then ``setting``, the metrics and the stamps)
+ROW_KEYS = ("study", "method", "dataset", "features", "protocol", "split", "depth", "width",
+            "first_width", "bits", "seed")
+STAMP_KEYS = ("setting", *METRIC_KEYS, "n_query", "n_db", "n_train", "commit", "fingerprint",
+              "finished")
+
+
+def load_study(path) -> dict:
+    import yaml
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"study file {path} does not exist")
+    spec = yaml.safe_load(path.read_text()) or {}
+    allowed = {"name", "description", "base", "methods", "bits", "seeds", "grid", "settings"}
+    for k in spec:
+        if k not in allowed:
+            raise ParamsError(f"{path}: unknown key {k!r}; expected some of {sorted(allowed)}")
+    for k in ("name", "methods", "bits"):
+        if k not in spec:
+            raise ParamsError(f"{path}: key {k!r} is missing")
+    spec.setdefault("seeds", [0])
+    spec.setdefault("base", {})
+    spec.setdefault("grid", {})
+    spec.setdefault("settings", [{}])
+    return spec
+
+
+def apply_overrides(params: dict, overrides: dict) -> dict:
+    """A deep copy of ``params`` with dotted keys set (``train.rho: 0.1``, ``baselines.dtsh.lr``).
+
+    Like ``dvc exp run -S``: the parent sections must exist (``baselines.<m>`` is created)."""
+    p = json.loads(json.dumps(params))
+    for key, value in overrides.items():
+        parts = key.split(".")
+        node = p
+        for i, part in enumerate(parts[:-1]):
+            if part not in node or node[part] is None:
+                if parts[0] == "baselines" or parts[0] == "protocol":
+                    node[part] = {}
+                else:
+                    raise ParamsError(f"override {key!r}: params.yaml has no section "
+                                      f"{'.'.join(parts[:i + 1])!r}")
+            node = node[part]
+        node[parts[-1]] = value
+    return validate_params(p)
+
+
+def expand_runs(spec: dict, params: dict) -> list:
+    """Every run of a study: dicts with ``method``, ``bits``, ``seed``, ``setting`` and the
+    resolved ``params``; validated before any work (a bad override stops the study at once)."""
+    grid = spec["grid"] or {}
+    keys = sorted(grid)
+    combos = [dict(zip(keys, vals)) for vals in itertools.product(*[grid[k] for k in keys])] or [{}]
+    runs = []
+    for extra in spec["settings"] or [{}]:
+        for combo in combos:
+            setting = {**extra, **combo}
+            for seed in spec["seeds"]:
+                for method in spec["methods"]:
+                    p = apply_overrides(params, {**spec["base"], **setting, "seed": seed,
+                                                 "methods": [method]})
+                    for bits in spec["bits"]:
+                        q = {**p, "bits": [int(bits)]}
+                        runs.append({"method": method, "bits": int(bits), "seed": seed,
+                                     "setting": setting, "params": q})
+    return runs
+
+
+def pending_runs(spec: dict, params: dict, csv_path):
+    """``(all runs, runs whose fingerprint is not yet in csv_path)``; each run carries its
+    ``fingerprint``."""
+    runs = expand_runs(spec, params)
+    for r in runs:
+        r["fingerprint"] = _fingerprint(r["params"], r["method"])
+    done = {r["fingerprint"] for r in read_rows(csv_path)}
+    todo, seen = [], set(done)
+    for r in runs:  # a setting another method's knob only changes is the same run: once
+        if r["fingerprint"] not in seen:
+            seen.add(r["fingerprint"])
+            todo.append(r)
+    return runs, todo
+
+
+def _fingerprint(p, method):
+    """What a run's result depends on: params less the sections other methods read (``train:``
+    is VDSH's, ``baselines.<m>`` method m's), so a knob of one method never reruns another."""
+    from . import __version__
+    keep = {k: v for k, v in p.items() if k not in ("train", "baselines", "methods")}
+    keep["own"] = p.get("train") if method == "vdsh" else (p.get("baselines") or {}).get(method)
+    blob = json.dumps({"params": keep, "method": method, "version": __version__}, sort_keys=True,
+                      default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _data_key(p):
+    keep = {k: p.get(k) for k in ("dataset", "data_dir", "seed", "protocol", "features")}
+    return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _commit():
+    r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return r.stdout.strip() or "unknown"
+
+
+@contextlib.contextmanager
+def _inside(path):
+    old = Path.cwd()
+    path.mkdir(parents=True, exist_ok=True)
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+def read_rows(csv_path) -> list:
+    import csv
+    csv_path = Path(csv_path)
+    if not csv_path.exists():
+        return []
+    with open(csv_path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _append(csv_path, row):
+    import csv
+    rows = read_rows(csv_path) + [{k: row[k] for k in (*ROW_KEYS, *STAMP_KEYS)}]
+    with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=[*ROW_KEYS, *STAMP_KEYS])
+        w.writeheader()
+        w.writerows(rows)
+
+
+def run_study(spec: dict, params: dict, *, out_dir="reports/studies", work_root=".studies",
+              say=None) -> list:
+    """Run every run of ``spec`` not yet in ``<out_dir>/<name>.csv``; return all its rows."""
+    from . import stages
+    from .io import read_json
+    say = say or stages._say
+    name = spec["name"]
+    out_dir, work_root = Path(out_dir).resolve(), Path(work_root).resolve()
+    params = {**params, "data_dir": str(Path(params["data_dir"]).resolve())}
+    csv_path = out_dir / f"{name}.csv"
+    runs, todo = pending_runs(spec, params, csv_path)
+    commit = _commit()
+    say(f"study {name}: {len(runs)} runs, {len(todo)} to run (the rest are in {csv_path} or repeat one)")
+    for i, run in enumerate(todo):
+        p, m, b, fp = run["params"], run["method"], run["bits"], run["fingerprint"]
+        work = work_root / name / _data_key(p)
+        with _inside(work):
+            if not Path("features.done").exists():
+                stages.download(p)
+                stages.features(p)
+                Path("features.done").write_text("ok\n")
+            stages.train(p, m, b)
+            stages.encode(p, m, b)
+            stages.evaluate(p, m, b)
+            r = read_json(stages.eval_path(m, b))
+        proto = p.get("protocol") or {}
+        row = {"study": name, "method": m, "dataset": p["dataset"],
+               "features": p.get("features", "pixels"), "protocol": proto.get("name", "standard"),
+               "split": "validation" if proto.get("validation") else "test",
+               "depth": p["depth"], "width": p["width"],
+               "first_width": (p.get("train") or {}).get("first_width", 0), "bits": b,
+               "seed": p["seed"], "setting": json.dumps(run["setting"], sort_keys=True),
+               **{k: r[k] for k in METRIC_KEYS}, **{k: r[k] for k in ("n_query", "n_db", "n_train")},
+               "commit": commit, "fingerprint": fp,
+               "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+        _append(csv_path, row)
+        say(f"study {name} [{i + 1}/{len(todo)}]: {m} {b} bits seed {p['seed']} {run['setting']} "
+            f"mAP {r['map']:.4f} ({r['train_seconds']:.0f} s)")
+    rows = read_rows(csv_path)
+    summarise(name, rows, out_dir, spec.get("description", ""))
+    return rows
+
+
+def _group(rows):
+    keys = ("method", "dataset", "features", "protocol", "split", "depth", "width", "first_width",
+            "bits", "setting")
+    groups = {}
+    for r in rows:
+        groups.setdefault(tuple(r[k] for k in keys), []).append(r)
+    return keys, groups
+
+
+def best_setting(rows, method, split="validation"):
+    """The setting with the highest mean mAP over its code lengths and seeds (ties: first seen)."""
+    scores = {}
+    for r in rows:
+        if r["method"] == method and r["split"] == split:
+            scores.setdefault(r["setting"], []).append(float(r["map"]))
+    if not scores:
+        return None, None
+    best = max(scores, key=lambda s: np.mean(scores[s]))
+    return json.loads(best), float(np.mean(scores[best]))
+
+
+def summarise(name, rows, out_dir, description=""):
+    """``<out_dir>/<name>.md``: one line per configuration, mean +- std over its seeds."""
+    keys, groups = _group(rows)
+    commits = sorted({r["commit"] for r in rows})
+    lines = [f"# Study: {name}", ""]
+    if description:
+        lines += [description.strip(), ""]
+    lines += [f"{len(rows)} runs, commits {', '.join(commits)}. Regenerate: "
+              f"`vdsh study run studies/{name}.yaml` (finished runs are kept: "
+              f"reports/studies/{name}.csv, one row per run). mAP over the whole Hamming ranking, "
+              f"ties by database index; mean ± standard deviation over seeds (n = seeds).", ""]
+    head = [*keys[:-1], "setting", "n", "mAP", "tie-aware mAP", "P@H≤2", "train s"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key, rs in sorted(groups.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
+        def ms(k):
+            v = np.array([float(r[k]) for r in rs])
+            return f"{v.mean():.4f} ± {v.std(ddof=1):.4f}" if len(v) > 1 else f"{v.mean():.4f}"
+        t = np.mean([float(r["train_seconds"]) for r in rs])
+        lines.append("| " + " | ".join([*map(str, key), str(len(rs)), ms("map"), ms("map_tie_aware"),
+                                        ms("precision_hamming2"), f"{t:.0f}"]) + " |")
+    write_text(Path(out_dir) / f"{name}.md", "\n".join(lines) + "\n")
