@@ -56,6 +56,12 @@ def test_study_rows_resume_and_summary(params, tmp_path, monkeypatch):
     monkeypatch.setattr(stages, "train", lambda *a: pytest.fail("a finished run was rerun"))
     studies.run_study(spec, params, out_dir=out, work_root=work, say=lambda m: None)
     assert (out / "t.csv").read_text() == before
+    # the retrieval figure reads the runs' kept codes; an absent run is named
+    png = tmp_path / "ex.png"
+    studies.retrieval_figure(out / "t.csv", ["vdsh", "lsh"], 8, 1, png, work_root=work)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ParamsError, match="no test run of 'dtsh' at 8 bits, seed 0"):
+        studies.retrieval_figure(out / "t.csv", ["vdsh", "dtsh"], 8, 0, png, work_root=work)
     # the summary: mean +- std over seeds (numpy, sample std)
     md = (out / "t.md").read_text()
     v = np.array([float(r["map"]) for r in rows if r["method"] == "vdsh" and '0.1}' in r["setting"]])

@@ -151,6 +151,24 @@ def study_run(params_file, spec, out_dir, work_root, dry_run):
     _run(go, params_file)
 
 
+@study.command("figure")
+@click.argument("csv_file", type=click.Path(dir_okay=False, exists=True))
+@click.option("--methods", required=True, help="comma-separated, e.g. vdsh,dtsh")
+@click.option("--bits", required=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--out", "out_png", required=True, type=click.Path(dir_okay=False))
+@click.option("--work-dir", "work_root", default=".studies", show_default=True)
+def study_figure(csv_file, methods, bits, seed, out_png, work_root):
+    """Retrieval examples (8 seeded test queries, top 10 per method) and PR curves, one PNG."""
+    from .studies import retrieval_figure
+    try:
+        retrieval_figure(csv_file, [m.strip() for m in methods.split(",")], bits, seed, out_png,
+                         work_root=work_root)
+    except (ParamsError, FileNotFoundError) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+
+
 @study.command("best")
 @click.argument("csv_file", type=click.Path(dir_okay=False, exists=True))
 @click.option("--method", required=True)

@@ -31,6 +31,7 @@ import hashlib
 import itertools
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -39,7 +40,7 @@ import numpy as np
 from .io import atomic_path, write_text
 from .params import ParamsError, validate_params
 
-__all__ = ["load_study", "expand_runs", "pending_runs", "apply_overrides", "run_study", "read_rows", "summarise",
+__all__ = ["load_study", "expand_runs", "pending_runs", "run_dir", "retrieval_figure", "apply_overrides", "run_study", "read_rows", "summarise",
            "ROW_KEYS", "METRIC_KEYS", "best_setting"]
 
 #: the metrics copied from reports/eval/<method>_<bits>.json into a row
@@ -144,6 +145,12 @@ def _data_key(p):
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def run_dir(work_root, name, fingerprint) -> Path:
+    """Where a finished run keeps its codes (``codes.npz``), PR curve (``pr.csv``) and the
+    folder of its data (``data_dir.txt``: ``data/raw.npz``, ``data/features.npz``)."""
+    return Path(work_root) / name / "runs" / fingerprint
+
+
 def _commit():
     r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     return r.stdout.strip() or "unknown"
@@ -203,6 +210,11 @@ def run_study(spec: dict, params: dict, *, out_dir="reports/studies", work_root=
             stages.encode(p, m, b)
             stages.evaluate(p, m, b)
             r = read_json(stages.eval_path(m, b))
+            keep = run_dir(work_root, name, fp)  # the run's codes and PR curve, for figures
+            keep.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(stages.codes_path(m, b), keep / "codes.npz")
+            shutil.copyfile(stages.pr_path(m, b), keep / "pr.csv")
+            write_text(keep / "data_dir.txt", str(work) + "\n")
         proto = p.get("protocol") or {}
         row = {"study": name, "method": m, "dataset": p["dataset"],
                "features": p.get("features", "pixels"), "protocol": proto.get("name", "standard"),
@@ -263,3 +275,82 @@ def summarise(name, rows, out_dir, description=""):
         lines.append("| " + " | ".join([*map(str, key), str(len(rs)), ms("map"), ms("map_tie_aware"),
                                         ms("precision_hamming2"), f"{t:.0f}"]) + " |")
     write_text(Path(out_dir) / f"{name}.md", "\n".join(lines) + "\n")
+
+
+def retrieval_figure(csv_path, methods, bits, seed, out_png, *, work_root=".studies", n_queries=8,
+                     top=10, split="test"):
+    """What a person looks at: ``n_queries`` test queries (drawn with ``seed``), each with its
+    ``top`` database images by Hamming distance (ties by index) for every method, wrong-class
+    results framed in red, distances under each; and beside it the precision-recall curves
+    (Hamming radius sweep) of the methods. Reads the runs of ``csv_path`` (``vdsh study run``)
+    whose method, bits and seed match (the first of each method, in CSV order)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .hamming import HammingIndex
+    rows = read_rows(csv_path)
+    name = Path(csv_path).stem
+    picked = []
+    for m in methods:
+        cand = [r for r in rows if r["method"] == m and int(r["bits"]) == int(bits)
+                and int(r["seed"]) == int(seed) and r["split"] == split]
+        if not cand:
+            raise ParamsError(f"{csv_path}: no {split} run of {m!r} at {bits} bits, seed {seed}")
+        picked.append(cand[0])
+    runs = [run_dir(work_root, name, r["fingerprint"]) for r in picked]
+    for d in runs:
+        if not (d / "codes.npz").exists():
+            raise FileNotFoundError(f"{d / 'codes.npz'} is missing: rerun the study in this "
+                                    f"checkout (run artefacts are not versioned)")
+    data = Path((runs[0] / "data_dir.txt").read_text().strip())
+    with np.load(data / "data/raw.npz") as f:
+        images = f["images"]
+    with np.load(data / "data/features.npz") as f:
+        qi, di, yq, yd = f["query_idx"], f["db_idx"], f["y_query"], f["y_db"]
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(qi.size, n_queries, replace=False))
+    fig = plt.figure(figsize=(1.1 * (1 + top) * len(methods) + 4.5, 1.25 * n_queries + 0.6))
+    gs = fig.add_gridspec(n_queries, (1 + top) * len(methods) + 4)
+    for k, (m, d) in enumerate(zip(methods, runs)):
+        with np.load(d / "codes.npz") as f:
+            q, db = f["query"], f["db"]
+        index = HammingIndex(int(bits))
+        index.add(db)
+        D, I = index.search(q[chosen], top)
+        for row, (j, dist, ids) in enumerate(zip(chosen, D, I)):
+            base = k * (1 + top)
+            ax = fig.add_subplot(gs[row, base])
+            ax.imshow(images[qi[j]], cmap="gray")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(f"{m}\nquery", fontsize=8)
+            for c, (dd, ii) in enumerate(zip(dist, ids)):
+                ax = fig.add_subplot(gs[row, base + 1 + c])
+                ax.imshow(images[di[ii]], cmap="gray")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                wrong = yd[ii] != yq[j]
+                for sp in ax.spines.values():
+                    sp.set_edgecolor("red" if wrong else "0.8")
+                    sp.set_linewidth(2.5 if wrong else 0.5)
+                ax.set_xlabel(str(int(dd)), fontsize=7, labelpad=1)
+    ax = fig.add_subplot(gs[:, -3:])
+    for m, d, r in zip(methods, runs, picked):
+        import csv
+        with open(d / "pr.csv", newline="") as f:
+            pr = list(csv.DictReader(f))
+        ax.plot([float(x["recall"]) for x in pr], [float(x["precision"]) for x in pr], "o-", ms=3,
+                label=f"{m} (mAP {float(r['map']):.3f})")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_title(f"PR (Hamming radius 0..{bits}), {bits} bits", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.suptitle(f"{picked[0]['dataset']}: top {top} by Hamming distance ({bits} bits, seed {seed}); "
+                 f"wrong class framed red, distance below", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
