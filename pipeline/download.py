@@ -1,5 +1,6 @@
-"""DVC stage 'download' (see vdsh_numba/stages.py)."""
-from vdsh_numba.cli import download
+"""DVC stage 'download' (vdsh_numba/pipeline/download.py)."""
+from vdsh_numba.pipeline import download
+from vdsh_numba.pipeline.entry import stage_main
 
 if __name__ == "__main__":
-    download()
+    stage_main(download.run)

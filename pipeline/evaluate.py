@@ -1,5 +1,6 @@
-"""DVC stage 'evaluate' for one method x code length (see vdsh_numba/stages.py)."""
-from vdsh_numba.cli import evaluate
+"""DVC stage 'evaluate' for one method x code length (vdsh_numba/pipeline/evaluate.py)."""
+from vdsh_numba.pipeline import evaluate
+from vdsh_numba.pipeline.entry import stage_main
 
 if __name__ == "__main__":
-    evaluate()
+    stage_main(evaluate.run, per_item=True)

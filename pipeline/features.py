@@ -1,5 +1,6 @@
-"""DVC stage 'features' (see vdsh_numba/stages.py)."""
-from vdsh_numba.cli import features
+"""DVC stage 'features' (vdsh_numba/pipeline/features.py)."""
+from vdsh_numba.pipeline import features
+from vdsh_numba.pipeline.entry import stage_main
 
 if __name__ == "__main__":
-    features()
+    stage_main(features.run)

@@ -1,5 +1,6 @@
-"""DVC stage 'report' (see vdsh_numba/stages.py)."""
-from vdsh_numba.cli import report
+"""DVC stage 'report' (vdsh_numba/pipeline/report.py)."""
+from vdsh_numba.pipeline import report
+from vdsh_numba.pipeline.entry import stage_main
 
 if __name__ == "__main__":
-    report()
+    stage_main(report.run)

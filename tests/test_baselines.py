@@ -285,7 +285,7 @@ def build(name, bits=8, seed=0, **over):
 def test_method_end_to_end(name, tmp_path, monkeypatch):
     # the registry is complete once vdsh_numba.baselines is imported; skip importing the
     # VDSH model module, which lives on another branch
-    monkeypatch.setattr(base, "_ensure_registry", lambda: None)
+    monkeypatch.setattr(base, "ensure_registry", lambda: None)
     X, y = blobs(20, 3, 8)
     Xq, yq = blobs(5, 3, 8, seed=0, spread=0.3)
     m = build(name).fit(X, y)

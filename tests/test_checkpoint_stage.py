@@ -10,7 +10,8 @@ import numpy as np
 import yaml
 
 from tests.conftest import ROOT
-from vdsh_numba import stages
+from vdsh_numba import pipeline
+from vdsh_numba.pipeline import Layout
 from vdsh_numba.params import validate_params
 
 
@@ -33,25 +34,25 @@ def test_killed_training_resumes_to_the_same_model(tmp_path, monkeypatch):
     p = _params(a)
     shutil.copy(a / "params.yaml", b / "params.yaml")
     monkeypatch.chdir(a)  # the uninterrupted reference
-    stages.download(p), stages.features(p), stages.train(p, "vdsh", 16)
-    ref = _model(a / stages.model_path("vdsh", 16))
-    assert not (a / stages.checkpoint_path("vdsh", 16)).exists()  # removed after the model is saved
+    pipeline.download.run(p), pipeline.features.run(p), pipeline.train.run(p, "vdsh", 16)
+    ref = _model(a / Layout().model("vdsh", 16))
+    assert not (a / Layout().checkpoint("vdsh", 16)).exists()  # removed after the model is saved
     monkeypatch.chdir(b)
-    stages.download(p), stages.features(p)
+    pipeline.download.run(p), pipeline.features.run(p)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "vdsh_numba.cli", "train", "--method", "vdsh", "--bits", "16"]
     proc = subprocess.Popen(cmd, cwd=b, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ck = b / stages.checkpoint_path("vdsh", 16)
+    ck = b / Layout().checkpoint("vdsh", 16)
     t0 = time.time()
     while not ck.exists() and proc.poll() is None and time.time() - t0 < 300:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert ck.exists(), "the run ended before its first checkpoint"
-    assert not (b / stages.model_path("vdsh", 16)).exists()
+    assert not (b / Layout().model("vdsh", 16)).exists()
     r = subprocess.run(cmd, cwd=b, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    got = _model(b / stages.model_path("vdsh", 16))
+    got = _model(b / Layout().model("vdsh", 16))
     assert set(got) == set(ref)
     for k in ref:
         np.testing.assert_array_equal(got[k], ref[k], err_msg=k)

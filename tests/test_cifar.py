@@ -13,7 +13,9 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
-from vdsh_numba import datasets, stages
+from vdsh_numba import datasets, pipeline
+from vdsh_numba.pipeline import Layout
+from vdsh_numba.pipeline.common import load_output
 from vdsh_numba.datasets import DataError, load_cifar10
 from vdsh_numba.params import ParamsError, validate_params
 
@@ -176,7 +178,7 @@ def fit_encode_evaluate(params):
     """A quick VDSH fit on the features stage's output, codes for queries and database, and the
     evaluator when vdsh_numba.metrics exists (written on another branch)."""
     from vdsh_numba.base import make_method
-    F = stages._load(stages.FEATURES, "features")
+    F = load_output(Layout().features, "features")
     model = make_method("vdsh", 8, params).fit(F["X_train"], F["y_train"])
     q, db = model.encode(F["X_query"]), model.encode(F["X_db"])
     assert q.shape == (F["X_query"].shape[0], 1) and db.shape == (F["X_db"].shape[0], 1) and q.dtype == np.uint8
@@ -194,9 +196,9 @@ def test_stages_end_to_end_gist_and_test_train(archive, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     p = small_params(dataset="cifar10", data_dir=str(d), features="gist",
                      protocol={"name": "standard", "queries_per_class": 2, "train_per_class": 6})
-    stages.download(p)
-    stages.features(p)
-    F = stages._load(stages.FEATURES, "features")
+    pipeline.download.run(p)
+    pipeline.features.run(p)
+    F = load_output(Layout().features, "features")
     info = json.loads(str(F["info"]))
     assert F["X_train"].shape == (60, 512) and F["X_query"].shape == (20, 512) and F["X_db"].shape == (220, 512)
     assert info["features"] == "gist" and info["protocol"]["name"] == "standard"
@@ -204,8 +206,8 @@ def test_stages_end_to_end_gist_and_test_train(archive, tmp_path, monkeypatch):
     fit_encode_evaluate(p)
     # the official split: test batch = queries, training batches = database = training set
     p = small_params(dataset="cifar10", data_dir=str(d), features="pixels", protocol={"name": "test-train"})
-    stages.features(p)
-    F = stages._load(stages.FEATURES, "features")
+    pipeline.features.run(p)
+    F = load_output(Layout().features, "features")
     np.testing.assert_array_equal(F["query_idx"], np.arange(200, 240))
     np.testing.assert_array_equal(F["db_idx"], F["train_idx"])
     assert F["X_db"].shape == (200, 3072)

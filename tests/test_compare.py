@@ -10,9 +10,10 @@ from click.testing import CliRunner
 
 from tests import naive
 from tests.conftest import ROOT
-from vdsh_numba import cli
+from vdsh_numba import cli, studies
 from vdsh_numba.compare import FLOORS, floor_check, resolve_methods
 from vdsh_numba.params import ParamsError
+from vdsh_numba.pipeline import Layout
 
 BASE = yaml.safe_load((ROOT / "params.yaml").read_text())
 BASE["dataset"] = "digits"
@@ -38,13 +39,17 @@ def test_compare_table_matches_independent_metrics(project):
     for d in ("data", "models", "codes"):
         assert not (project / d).exists()
     work = project / ".compare" / "digits"
-    F = np.load(work / "data/features.npz")
+    # the runs are a study's: its record, each run's codes and the folder of its data
+    runs = {(r["method"], int(r["bits"])): studies.run_dir(work, "comparison_digits", r["fingerprint"])
+            for r in studies.read_rows(work / "runs" / "comparison_digits.csv")}
+    data = Layout((runs[("lsh", 8)] / "data_dir.txt").read_text().strip())
+    F = np.load(data.features)
     yq, ydb = F["y_query"], F["y_db"]
     rows = list(csv.DictReader(open(project / "reports/comparison_digits.csv")))
     assert [(r["method"], int(r["bits"])) for r in rows] == [("lsh", 8), ("lsh", 16), ("itq", 8), ("itq", 16)]
     for row in rows:
         b = int(row["bits"])
-        C = np.load(work / "codes" / f"{row['method']}_{b}.npz")
+        C = np.load(runs[(row["method"], b)] / "codes.npz")
         q, db = C["query"], C["db"]
         assert float(row["map"]) == pytest.approx(naive.mean_ap(q, db, yq, ydb, b), abs=1e-9)
         dist, rel = naive.hamming(q, db, b), naive.graded(yq, ydb) > 0

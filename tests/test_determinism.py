@@ -17,9 +17,9 @@ import pytest
 from tests.conftest import ROOT
 from tests.test_reliability import BASE, prepared, write_params  # noqa: F401 (fixture)
 
-RUN = ("from vdsh_numba import stages, params; p = params.load_params('params.yaml')\n"
+RUN = ("from vdsh_numba import pipeline, params; p = params.load_params('params.yaml')\n"
        "for b in p['bits']:\n"
-       "    stages.train(p, 'vdsh', b); stages.encode(p, 'vdsh', b); stages.evaluate(p, 'vdsh', b)\n")
+       "    pipeline.train.run(p, 'vdsh', b); pipeline.encode.run(p, 'vdsh', b); pipeline.evaluate.run(p, 'vdsh', b)\n")
 
 
 def _run(prepared_dir, dest, threads):

@@ -166,27 +166,28 @@ def test_pipeline_switch_distributed_equals_local(tmp_path, monkeypatch):
     import yaml
 
     from tests.conftest import ROOT
-    from vdsh_numba import stages
+    from vdsh_numba import pipeline
+    from vdsh_numba.pipeline import Layout
     from vdsh_numba.params import validate_params
 
     p = validate_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
     p.update({"bits": [16], "depth": 2, "width": 32})
     p["train"]["sweeps"] = 3
     monkeypatch.chdir(tmp_path)
-    stages.download(p)
-    stages.features(p)
-    stages.train(p, "vdsh", 16)
-    stages.encode(p, "vdsh", 16)
-    stages.evaluate(p, "vdsh", 16)
-    local = json.loads(stages.eval_path("vdsh", 16).read_text())
-    local_codes = np.load(stages.codes_path("vdsh", 16))["db"]
+    pipeline.download.run(p)
+    pipeline.features.run(p)
+    pipeline.train.run(p, "vdsh", 16)
+    pipeline.encode.run(p, "vdsh", 16)
+    pipeline.evaluate.run(p, "vdsh", 16)
+    local = json.loads(Layout().eval("vdsh", 16).read_text())
+    local_codes = np.load(Layout().codes("vdsh", 16))["db"]
     q = copy.deepcopy(p)
     q["evaluate"].update({"scheduler": "distributed", "shards": 3})
     validate_params(q)
-    stages.encode(q, "vdsh", 16)
-    np.testing.assert_array_equal(np.load(stages.codes_path("vdsh", 16))["db"], local_codes)
-    stages.evaluate(q, "vdsh", 16)
-    dist = json.loads(stages.eval_path("vdsh", 16).read_text())
+    pipeline.encode.run(q, "vdsh", 16)
+    np.testing.assert_array_equal(np.load(Layout().codes("vdsh", 16))["db"], local_codes)
+    pipeline.evaluate.run(q, "vdsh", 16)
+    dist = json.loads(Layout().eval("vdsh", 16).read_text())
     assert dist["scheduler"] == "distributed" and dist["shards"] == 3
     for key in ("map", "map_tie_aware", "precision_hamming2"):
         assert dist[key] == pytest.approx(local[key], abs=1e-12), key

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import yaml
 
-from vdsh_numba import datasets, stages
-from vdsh_numba.datasets import DataError, load_dataset, load_fashion_mnist
+from vdsh_numba import datasets, pipeline
+from vdsh_numba.pipeline import Layout
+from vdsh_numba.pipeline.common import load_output
+from vdsh_numba.datasets import DataError, load_fashion_mnist
 from vdsh_numba.features import protocol_indices, resolve_protocol
 from vdsh_numba.params import ParamsError, validate_params
 
@@ -162,16 +164,16 @@ def test_stages_download_and_features(fashion_dir, tmp_path, monkeypatch):
     p.update(dataset="fashion_mnist", data_dir=str(tmp_path / "none"),
              protocol={"name": "standard", "queries_per_class": 5, "train_per_class": 20})
     validate_params(p)
-    stages.download(p)
-    stages.features(p)
-    F = stages._load(stages.FEATURES, "features")
+    pipeline.download.run(p)
+    pipeline.features.run(p)
+    F = load_output(Layout().features, "features")
     info = json.loads(str(F["info"]))
     assert (info["n_query"], info["n_db"], info["n_train"]) == (50, 60000, 200)
     assert F["X_db"].shape == (60000, 784) and np.all(F["query_idx"] >= 60000)
     np.testing.assert_allclose(F["X_train"].mean(axis=0), 0, atol=1e-5)
     p["protocol"]["validation"] = True
-    stages.features(p)
-    V = stages._load(stages.FEATURES, "features")
+    pipeline.features.run(p)
+    V = load_output(Layout().features, "features")
     assert json.loads(str(V["info"]))["protocol"]["validation"] is True
     assert np.isin(V["query_idx"], F["train_idx"]).all() and V["X_query"].shape == (40, 784)
     assert V["X_db"].shape == (160, 784)

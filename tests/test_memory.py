@@ -119,7 +119,7 @@ def test_search_of_a_memmap_database_stays_under_a_cap_smaller_than_it(db_file):
 
 
 def test_encoding_a_memmap_database_stays_under_a_cap(tmp_path):
-    from vdsh_numba import stages
+    from vdsh_numba import pipeline
     rng = np.random.default_rng(0)
     X = rng.standard_normal((300, 64)).astype(np.float32)
     m = VDSH(bits=16, depth=2, width=32, sweeps=2, first_width=0).fit(X, np.arange(300) % 5)
@@ -130,21 +130,21 @@ def test_encoding_a_memmap_database_stays_under_a_cap(tmp_path):
         big[s:s + 20_000] = rng.standard_normal((20_000, 64))
     big.flush()
     del big
-    ref = stages._encode_rows(m, np.load(tmp_path / "X.npy"))
+    ref = pipeline.encode.encode_rows(m, np.load(tmp_path / "X.npy"))
     np.save(tmp_path / "ref.npy", ref)
     r = _python(CAPPED.format(path=str(tmp_path / "X.npy")) + f"""
-    from vdsh_numba import stages
+    from vdsh_numba import pipeline
     from vdsh_numba.base import load_model
     m = load_model({str(tmp_path / "m.npz")!r})
     ref = np.load({str(tmp_path / "ref.npy")!r})
-    stages._encode_rows(m, db[:100])                 # compile before the cap
+    pipeline.encode.encode_rows(m, db[:100])                 # compile before the cap
     cap(16 * 2**20)                                  # below the 25.6 MB of features
     try:
         np.array(db)
         raise SystemExit("the cap does not bite")
     except MemoryError:
         pass
-    codes = stages._encode_rows(m, db)
+    codes = pipeline.encode.encode_rows(m, db)
     assert (codes == ref).all()
     print("ok")
     """)

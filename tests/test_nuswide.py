@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from tests.test_cifar import fit_encode_evaluate, small_params
-from vdsh_numba import stages
+from vdsh_numba import pipeline
+from vdsh_numba.pipeline import Layout
+from vdsh_numba.pipeline.common import load_output
 from vdsh_numba.datasets import DataError, load_nuswide
 from vdsh_numba.features import split_indices
 from vdsh_numba.params import ParamsError
@@ -93,9 +95,9 @@ def test_stages_end_to_end_multilabel(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     p = small_params(dataset="nuswide", data_dir=str(d), features="pixels",
                      protocol={"name": "standard", "queries_per_class": 2, "train_per_class": 4})
-    stages.download(p)
-    stages.features(p)
-    F = stages._load(stages.FEATURES, "features")
+    pipeline.download.run(p)
+    pipeline.features.run(p)
+    F = load_output(Layout().features, "features")
     info = json.loads(str(F["info"]))
     assert F["y_train"].dtype == np.uint8 and F["y_train"].shape == (84, 21) and F["y_query"].shape == (42, 21)
     assert F["X_train"].shape == (84, 500) and F["X_db"].shape[0] == info["n"] - 42

@@ -7,7 +7,8 @@ import yaml
 
 import naive
 from conftest import ROOT
-from vdsh_numba import stages, studies
+from vdsh_numba import pipeline, studies
+from vdsh_numba.pipeline import Layout
 from vdsh_numba.params import ParamsError
 
 SPEC = {"name": "t", "base": {"dataset": "digits", "depth": 1, "width": 16, "train.sweeps": 2,
@@ -45,15 +46,15 @@ def test_study_rows_resume_and_summary(params, tmp_path, monkeypatch):
     # the last run's row holds the evaluator's mAP of the codes it left: check it independently
     last = rows[-1]
     d = work / "t"
-    data_dir = max((p for p in d.iterdir() if (p / stages.codes_path(last["method"], 8)).exists()),
-                   key=lambda p: (p / stages.codes_path(last["method"], 8)).stat().st_mtime_ns)
-    C = np.load(data_dir / stages.codes_path(last["method"], 8))
-    F = np.load(data_dir / stages.FEATURES)
+    data_dir = max((p for p in d.iterdir() if (p / Layout().codes(last["method"], 8)).exists()),
+                   key=lambda p: (p / Layout().codes(last["method"], 8)).stat().st_mtime_ns)
+    C = np.load(data_dir / Layout().codes(last["method"], 8))
+    F = np.load(data_dir / Layout().features)
     ref = naive.mean_ap(C["query"], C["db"], F["y_query"], F["y_db"], 8)
     assert float(last["map"]) == pytest.approx(ref, abs=1e-6)
     # resume: nothing reruns, the CSV stays as it was
     before = (out / "t.csv").read_text()
-    monkeypatch.setattr(stages, "train", lambda *a: pytest.fail("a finished run was rerun"))
+    monkeypatch.setattr(pipeline.train, "run", lambda *a: pytest.fail("a finished run was rerun"))
     studies.run_study(spec, params, out_dir=out, work_root=work, say=lambda m: None)
     assert (out / "t.csv").read_text() == before
     # the retrieval figure reads the runs' kept codes; an absent run is named

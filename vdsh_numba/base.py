@@ -31,7 +31,7 @@ def register(name):
     return deco
 
 
-def _ensure_registry():
+def ensure_registry():
     # importing these modules registers their methods
     from . import model  # noqa: F401  (vdsh)
     try:
@@ -43,7 +43,7 @@ def _ensure_registry():
 
 def make_method(name: str, bits: int, params: dict) -> "HashingModel":
     """Build method ``name`` for ``bits`` from the full params.yaml dictionary."""
-    _ensure_registry()
+    ensure_registry()
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; expected one of {sorted(METHODS)}")
     return METHODS[name].from_params(bits, params)
@@ -51,7 +51,7 @@ def make_method(name: str, bits: int, params: dict) -> "HashingModel":
 
 def load_model(path) -> "HashingModel":
     """Load any saved model; the ``.npz`` records which method it is."""
-    _ensure_registry()
+    ensure_registry()
     with np.load(path, allow_pickle=False) as f:
         d = {k: f[k] for k in f.files}
     name = str(d.pop("__method__"))

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
-from . import stages
+from . import pipeline
 from .params import ParamsError, load_params
+from .pipeline.entry import run_stage
 
 params_opt = click.option("--params", "params_file", default="params.yaml", show_default=True,
                           type=click.Path(dir_okay=False), help="the params file to read")
@@ -15,25 +16,8 @@ method_opt = click.option("--method", required=True, help="hashing method (one o
 bits_opt = click.option("--bits", required=True, type=int, help="code length (one of params.yaml's bits)")
 
 
-def _check_item(p, method, bits):
-    """``--method``/``--bits`` must be one of params.yaml's (the stages' outputs are named by them)."""
-    if method not in p["methods"]:
-        raise ParamsError(f"--method {method!r} is not one of params.yaml's methods {p['methods']}")
-    if bits not in p["bits"]:
-        raise ParamsError(f"--bits {bits} is not one of params.yaml's bits {p['bits']}")
-
-
 def _run(fn, params_file, *args):
-    """Validate params (and ``--method``/``--bits``) before any work; a refused input is one
-    ``error:`` line and exit status 2, with no output of the stage written."""
-    try:
-        p = load_params(params_file)
-        if args:
-            _check_item(p, *args)
-        fn(p, *args)
-    except (ParamsError, FileNotFoundError, ValueError, TypeError, MemoryError) as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
+    run_stage(fn, params_file, *args)
 
 
 @click.group()
@@ -45,14 +29,14 @@ def main():
 @params_opt
 def download(params_file):
     """Load the raw dataset (digits: bundled; mnist: IDX files in data_dir, else downloaded)."""
-    _run(stages.download, params_file)
+    _run(pipeline.download.run, params_file)
 
 
 @main.command()
 @params_opt
 def features(params_file):
     """Split queries / database / training per class and standardize the features."""
-    _run(stages.features, params_file)
+    _run(pipeline.features.run, params_file)
 
 
 @main.command()
@@ -61,7 +45,7 @@ def features(params_file):
 @bits_opt
 def train(params_file, method, bits):
     """Fit METHOD at BITS on the training items and save the model (.npz)."""
-    _run(stages.train, params_file, method, bits)
+    _run(pipeline.train.run, params_file, method, bits)
 
 
 @main.command()
@@ -70,7 +54,7 @@ def train(params_file, method, bits):
 @bits_opt
 def encode(params_file, method, bits):
     """Packed codes of queries and database by a forward pass of the trained model."""
-    _run(stages.encode, params_file, method, bits)
+    _run(pipeline.encode.run, params_file, method, bits)
 
 
 @main.command()
@@ -79,14 +63,14 @@ def encode(params_file, method, bits):
 @bits_opt
 def evaluate(params_file, method, bits):
     """Hamming ranking of the database for every query; mAP, tie-aware mAP, P@H<=2, PR curve."""
-    _run(stages.evaluate, params_file, method, bits)
+    _run(pipeline.evaluate.run, params_file, method, bits)
 
 
 @main.command()
 @params_opt
 def report(params_file):
     """Aggregate every method x code length into reports/ (metrics.json, results.md, plots)."""
-    _run(stages.report, params_file)
+    _run(pipeline.report.run, params_file)
 
 
 @main.command()
@@ -193,7 +177,7 @@ def check(params_file):
         sys.exit(2)
     click.echo(f"{params_file}: ok ({p['dataset']}, methods {p['methods']}, bits {p['bits']}, "
                f"depth {p['depth']} x width {p['width']})")
-    problems, checked = stages.check_data(p)
+    problems, checked = pipeline.check_data(p)
     for line in checked:
         click.echo(f"checked: {line}")
     for line in problems:

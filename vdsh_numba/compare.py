@@ -1,10 +1,10 @@
 """``vdsh compare``: every method x code length on one dataset, in one table.
 
-The comparison runs the pipeline's own stages (:mod:`vdsh_numba.stages`: download, features,
-train, encode, evaluate) for each method and code length, so every method sees the features,
-split and evaluator that ``dvc repro`` uses. The stages write their usual files, but inside a
-private work directory (default ``.compare/<dataset>``, git-ignored), never into the DVC-tracked
-``data/``, ``models/``, ``codes/`` or ``reports/``. Only the final table is written to the output
+The comparison is a one-seed study (:mod:`vdsh_numba.studies`): the pipeline's own stages
+(:mod:`vdsh_numba.pipeline`: download, features, train, encode, evaluate) for each method and
+code length, so every method sees the features, split and evaluator that ``dvc repro`` uses. The
+stages write their usual files under a private root (default ``.compare/<dataset>``,
+git-ignored), never into the DVC-tracked ``data/``, ``models/``, ``codes/`` or ``reports/``. Only the final table is written to the output
 directory, atomically, once every fit has finished:
 
 * ``comparison_<dataset>.csv`` - one row per method x code length;
@@ -14,14 +14,11 @@ directory, atomically, once every fit has finished:
 """
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 
-from .io import atomic_path, read_json, write_json, write_text
+from .io import atomic_path, write_text
 from .params import ParamsError, validate_params
 
 __all__ = ["FLOORS", "FLOOR_TOLERANCE", "resolve_methods", "run_comparison", "floor_check",
@@ -49,8 +46,8 @@ _ORDER = ("vdsh", "lsh", "itq", "sdh", "dpsh", "dtsh", "dcwh", "tie_ap", "classi
 
 
 def _registered():
-    from .base import METHODS, _ensure_registry
-    _ensure_registry()
+    from .base import METHODS, ensure_registry
+    ensure_registry()
     return [m for m in _ORDER if m in METHODS] + sorted(set(METHODS) - set(_ORDER))
 
 
@@ -77,27 +74,6 @@ def resolve_methods(spec) -> list:
     return names
 
 
-@contextlib.contextmanager
-def _inside(path):
-    """Run the stages (which use paths relative to the project root) inside ``path``."""
-    old = Path.cwd()
-    path.mkdir(parents=True, exist_ok=True)
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(old)
-
-
-def _fingerprint(p):
-    """What a saved result depends on besides method and bits (``--resume`` reuses a result
-    only when this matches)."""
-    from . import __version__
-    keep = {k: v for k, v in p.items() if k not in ("methods", "bits")}
-    blob = json.dumps({"params": keep, "version": __version__}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
 def floor_check(dataset, method, bits, value, split):
     """``(floor, gap, met)`` for one result; ``(None, None, None)`` where no floor applies
     (another dataset, method or code length, or a split other than the floors')."""
@@ -112,6 +88,10 @@ def floor_check(dataset, method, bits, value, split):
 def run_comparison(params, methods="all", bits=None, *, dataset=None, data_dir=None,
                    out_dir="reports", work_dir=None, resume=False, command=None, say=None):
     """Train, encode and evaluate every method x code length; write the comparison files.
+
+    The runs are those of a study (:func:`vdsh_numba.studies.run_study`: the pipeline's own
+    stages under the work dir's layout) with params ``seed``; the table is written once every
+    run has finished.
 
     Parameters
     ----------
@@ -136,8 +116,9 @@ def run_comparison(params, methods="all", bits=None, *, dataset=None, data_dir=N
         One per method x code length, with the :data:`COLUMNS` and ``floor``/``floor_gap``/
         ``floor_met`` (``None`` where no floor applies).
     """
-    from . import stages
-    say = say or stages._say
+    from .pipeline import say as pipeline_say
+    from .studies import run_study
+    say = say or pipeline_say
     p = json.loads(json.dumps(params))  # a deep copy
     if dataset is not None:
         p["dataset"] = dataset
@@ -150,37 +131,27 @@ def run_comparison(params, methods="all", bits=None, *, dataset=None, data_dir=N
     ds = p["dataset"]
     out_dir = Path(out_dir).resolve()
     work = Path(work_dir if work_dir is not None else Path(".compare") / ds).resolve()
-    fp = _fingerprint(p)
+    spec = {"name": f"comparison_{ds}", "base": {}, "methods": p["methods"], "bits": p["bits"],
+            "seeds": [p["seed"]], "grid": {}, "settings": [{}]}
+    record = work / "runs"
+    if not resume:  # start clean: no result of an earlier run can be picked up
+        shutil.rmtree(work, ignore_errors=True)
+    done = run_study(spec, p, out_dir=record, work_root=work, say=say)
     rows = []
-    with _inside(work):
-        stamp = Path("fingerprint.json")
-        same = resume and stamp.exists() and read_json(stamp).get("fingerprint") == fp
-        if not same:  # start clean: no result of other params can be picked up later
-            stamp.unlink(missing_ok=True)
-            shutil.rmtree(stages.eval_path("x", 0).parent, ignore_errors=True)
-            stages.download(p)
-            stages.features(p)
-            write_json(stamp, {"fingerprint": fp})
-        for m in p["methods"]:
-            for b in p["bits"]:
-                if not stages.eval_path(m, b).exists():
-                    stages.train(p, m, b)
-                    stages.encode(p, m, b)
-                    stages.evaluate(p, m, b)
-                else:
-                    say(f"compare: {m} {b} bits already evaluated in {work} (--resume)")
-                r = read_json(stages.eval_path(m, b))
-                split = {k: r[k] for k in ("n_query", "n_db", "n_train")}
-                row = {"method": m, "bits": b, **{k: r[k] for k in COLUMNS[2:]}}
-                row["floor"], row["floor_gap"], row["floor_met"] = floor_check(
-                    ds, m, b, r["map"], split)
-                rows.append(row)
-                say(f"compare: {m} {b} bits mAP {r['map']:.4f} tie-aware {r['map_tie_aware']:.4f} "
-                    f"P@H<=2 {r['precision_hamming2']:.4f} train {r['train_seconds']:.1f} s")
-        meta = {"dataset": ds, "subset": r["subset"], **split, "depth": p["depth"],
-                "width": p["width"], "seed": p["seed"], "features": p.get("features", "pixels"),
-                "standardize": (p.get("protocol") or {}).get("standardize", "global"),
-                "backend": p["backend"]}
+    for m in p["methods"]:
+        for b in p["bits"]:
+            r = next(r for r in reversed(done) if r["method"] == m and int(r["bits"]) == b
+                     and int(r["seed"]) == p["seed"])
+            split = {k: int(r[k]) for k in ("n_query", "n_db", "n_train")}
+            row = {"method": m, "bits": b, **{k: float(r[k]) for k in COLUMNS[2:]}}
+            row["floor"], row["floor_gap"], row["floor_met"] = floor_check(ds, m, b, row["map"], split)
+            rows.append(row)
+            say(f"compare: {m} {b} bits mAP {row['map']:.4f} tie-aware {row['map_tie_aware']:.4f} "
+                f"P@H<=2 {row['precision_hamming2']:.4f} train {row['train_seconds']:.1f} s")
+    meta = {"dataset": ds, "subset": r["subset"] or "full", **split, "depth": p["depth"],
+            "width": p["width"], "seed": p["seed"], "features": p.get("features", "pixels"),
+            "standardize": (p.get("protocol") or {}).get("standardize", "global"),
+            "backend": p["backend"]}
     _write(rows, meta, out_dir, p, command)
     return rows
 

@@ -68,8 +68,8 @@ def _choice(v, key, choices):
 
 
 def _methods():
-    from .base import METHODS, _ensure_registry
-    _ensure_registry()
+    from .base import METHODS, ensure_registry
+    ensure_registry()
     return sorted(METHODS)
 
 
@@ -163,9 +163,37 @@ def validate_params(p: dict) -> dict:
         _int(ev["radius"], "evaluate.radius", 0)
     if ev.get("topk") is not None:
         _int(ev["topk"], "evaluate.topk", 1)
-    if "baselines" in p and not isinstance(p["baselines"], (dict, type(None))):
-        raise ParamsError("parameter 'baselines' must be a mapping of method -> options")
+    _check_baselines(p.get("baselines"), known)
     return p
+
+
+def _check_baselines(sections, known):
+    """Every ``baselines.<m>`` names a registered method, and every key in it is one of that
+    method's hyperparameters (``depth``, ``width``, ``seed`` are top-level); ``baselines.vdsh``
+    stays empty (VDSH's knobs are ``train:``)."""
+    if sections is None:
+        return
+    if not isinstance(sections, dict):
+        raise ParamsError("parameter 'baselines' must be a mapping of method -> options")
+    from .base import METHODS
+    for m, section in sections.items():
+        if m not in known:
+            raise _unknown(m, known, "baselines.")
+        if section is None:
+            continue
+        if not isinstance(section, dict):
+            raise ParamsError(f"parameter 'baselines.{m}' must be a mapping of options, got {section!r}")
+        if m == "vdsh":
+            if section:
+                raise ParamsError(f"parameter 'baselines.vdsh' must be empty ({{}}): VDSH's knobs are the "
+                                  f"train: section, got keys {sorted(section)}")
+            continue
+        allowed = getattr(METHODS[m], "hyperparameters", None)
+        if allowed is None:
+            continue
+        for k in section:
+            if k not in allowed():
+                raise _unknown(k, allowed(), f"baselines.{m}.")
 
 
 def load_params(path="params.yaml") -> dict:

@@ -15,8 +15,8 @@ A study is a YAML file (``studies/<name>.yaml``) that names a grid of runs::
 
 Every run is ``params.yaml`` + ``base`` + one setting + ``seed`` (split and initialisation), for
 each method and code length; it runs the stages ``download``, ``features`` (once per distinct
-data/split/feature params), ``train``, ``encode`` and ``evaluate`` of :mod:`vdsh_numba.stages` in
-a scratch folder (``.studies/<name>/``, git-ignored), so it uses exactly the split code and the
+data/split/feature params), ``train``, ``encode`` and ``evaluate`` of :mod:`vdsh_numba.pipeline` under
+its own root (``.studies/<name>/``, git-ignored), so it uses exactly the split code and the
 evaluator of ``dvc repro``. Each finished run appends one row to ``reports/studies/<name>.csv``
 (method, dataset, features, protocol, split, depth, width, bits, seed, the setting, the metrics,
 fit seconds, the commit and a fingerprint of its params); a run whose fingerprint is already there
@@ -25,12 +25,10 @@ is skipped, so an interrupted study resumes from its finished runs. ``summarise`
 """
 from __future__ import annotations
 
-import contextlib
 import datetime
 import hashlib
 import itertools
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -49,8 +47,8 @@ METRIC_KEYS = ("map", "map_tie_aware", "precision_hamming2", "precision_hamming2
 #: the leading columns of every row, in order (then ``setting``, the metrics and the stamps)
 ROW_KEYS = ("study", "method", "dataset", "features", "protocol", "split", "depth", "width",
             "first_width", "bits", "seed")
-STAMP_KEYS = ("setting", *METRIC_KEYS, "n_query", "n_db", "n_train", "commit", "fingerprint",
-              "finished")
+STAMP_KEYS = ("setting", *METRIC_KEYS, "n_query", "n_db", "n_train", "subset", "commit",
+              "fingerprint", "finished")
 
 
 def load_study(path) -> dict:
@@ -156,17 +154,6 @@ def _commit():
     return r.stdout.strip() or "unknown"
 
 
-@contextlib.contextmanager
-def _inside(path):
-    old = Path.cwd()
-    path.mkdir(parents=True, exist_ok=True)
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(old)
-
-
 def read_rows(csv_path) -> list:
     import csv
     csv_path = Path(csv_path)
@@ -178,7 +165,8 @@ def read_rows(csv_path) -> list:
 
 def _append(csv_path, row):
     import csv
-    rows = read_rows(csv_path) + [{k: row[k] for k in (*ROW_KEYS, *STAMP_KEYS)}]
+    rows = [{k: r.get(k, "") for k in (*ROW_KEYS, *STAMP_KEYS)}  # rows of older versions: blanks
+            for r in read_rows(csv_path)] + [{k: row[k] for k in (*ROW_KEYS, *STAMP_KEYS)}]
     with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=[*ROW_KEYS, *STAMP_KEYS])
         w.writeheader()
@@ -188,9 +176,9 @@ def _append(csv_path, row):
 def run_study(spec: dict, params: dict, *, out_dir="reports/studies", work_root=".studies",
               say=None) -> list:
     """Run every run of ``spec`` not yet in ``<out_dir>/<name>.csv``; return all its rows."""
-    from . import stages
+    from . import pipeline
     from .io import read_json
-    say = say or stages._say
+    say = say or pipeline.say
     name = spec["name"]
     out_dir, work_root = Path(out_dir).resolve(), Path(work_root).resolve()
     params = {**params, "data_dir": str(Path(params["data_dir"]).resolve())}
@@ -201,20 +189,20 @@ def run_study(spec: dict, params: dict, *, out_dir="reports/studies", work_root=
     for i, run in enumerate(todo):
         p, m, b, fp = run["params"], run["method"], run["bits"], run["fingerprint"]
         work = work_root / name / _data_key(p)
-        with _inside(work):
-            if not Path("features.done").exists():
-                stages.download(p)
-                stages.features(p)
-                Path("features.done").write_text("ok\n")
-            stages.train(p, m, b)
-            stages.encode(p, m, b)
-            stages.evaluate(p, m, b)
-            r = read_json(stages.eval_path(m, b))
-            keep = run_dir(work_root, name, fp)  # the run's codes and PR curve, for figures
-            keep.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(stages.codes_path(m, b), keep / "codes.npz")
-            shutil.copyfile(stages.pr_path(m, b), keep / "pr.csv")
-            write_text(keep / "data_dir.txt", str(work) + "\n")
+        lay = pipeline.Layout(work)
+        if not (work / "features.done").exists():
+            pipeline.download.run(p, lay)
+            pipeline.features.run(p, lay)
+            write_text(work / "features.done", "ok\n")
+        pipeline.train.run(p, m, b, lay)
+        pipeline.encode.run(p, m, b, lay)
+        pipeline.evaluate.run(p, m, b, lay)
+        r = read_json(lay.eval(m, b))
+        keep = run_dir(work_root, name, fp)  # the run's codes and PR curve, for figures
+        keep.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(lay.codes(m, b), keep / "codes.npz")
+        shutil.copyfile(lay.pr(m, b), keep / "pr.csv")
+        write_text(keep / "data_dir.txt", str(work) + "\n")
         proto = p.get("protocol") or {}
         row = {"study": name, "method": m, "dataset": p["dataset"],
                "features": p.get("features", "pixels"), "protocol": proto.get("name", "standard"),
@@ -222,7 +210,7 @@ def run_study(spec: dict, params: dict, *, out_dir="reports/studies", work_root=
                "depth": p["depth"], "width": p["width"],
                "first_width": (p.get("train") or {}).get("first_width", 0), "bits": b,
                "seed": p["seed"], "setting": json.dumps(run["setting"], sort_keys=True),
-               **{k: r[k] for k in METRIC_KEYS}, **{k: r[k] for k in ("n_query", "n_db", "n_train")},
+               **{k: r[k] for k in METRIC_KEYS}, **{k: r[k] for k in ("n_query", "n_db", "n_train", "subset")},
                "commit": commit, "fingerprint": fp,
                "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
         _append(csv_path, row)
@@ -303,10 +291,11 @@ def retrieval_figure(csv_path, methods, bits, seed, out_png, *, work_root=".stud
         if not (d / "codes.npz").exists():
             raise FileNotFoundError(f"{d / 'codes.npz'} is missing: rerun the study in this "
                                     f"checkout (run artefacts are not versioned)")
-    data = Path((runs[0] / "data_dir.txt").read_text().strip())
-    with np.load(data / "data/raw.npz") as f:
+    from .pipeline import Layout
+    data = Layout(Path((runs[0] / "data_dir.txt").read_text().strip()))
+    with np.load(data.raw) as f:
         images = f["images"]
-    with np.load(data / "data/features.npz") as f:
+    with np.load(data.features) as f:
         qi, di, yq, yd = f["query_idx"], f["db_idx"], f["y_query"], f["y_db"]
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(qi.size, n_queries, replace=False))

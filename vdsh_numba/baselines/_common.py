@@ -47,6 +47,12 @@ class ParamsMixin:
         return {k: p.default for k, p in sig.parameters.items() if k not in ("self", "bits")}
 
     @classmethod
+    def hyperparameters(cls) -> list:
+        """The keys a ``baselines.<method>`` section may hold (``depth``/``width``/``seed`` are
+        top-level)."""
+        return sorted(set(cls._hyper_defaults()) - set(TOP_LEVEL))
+
+    @classmethod
     def from_params(cls, bits: int, params: dict):
         """Build from the full params.yaml dict: ``depth``/``width``/``seed`` from the top
         level, the rest from ``baselines.<method_name>`` (missing keys take the defaults)."""

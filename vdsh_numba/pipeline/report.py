@@ -1,42 +1,38 @@
-"""The report stage: reports/metrics.json (DVC metrics), results.md/.csv and PNG plots."""
+"""Stage ``report``: every method x code length -> ``reports/metrics.json`` (DVC metrics),
+``results.md``/``.csv`` and the PNG plots."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
+from ..io import atomic_path, read_json, write_json, write_text
+from .layout import Layout
 
-import numpy as np
-
-from .io import atomic_path, read_json, write_json, write_text
-
-__all__ = ["write_report", "KEYS"]
+__all__ = ["run", "KEYS"]
 
 #: fields every method x code length carries in reports/metrics.json
 KEYS = ("map", "map_tie_aware", "precision_hamming2", "train_seconds")
 
 
-def _collect(params):
-    from .stages import curve_path, eval_path
+def _collect(params, layout):
     res = {}
     for m in params["methods"]:
         for b in params["bits"]:
-            p = eval_path(m, b)
+            p = layout.eval(m, b)
             if not p.exists():
                 raise FileNotFoundError(f"{p} is missing: run the evaluate stage for {m} at {b} bits")
             res[(m, b)] = read_json(p)
     curves = {}
     for m in params["methods"]:
         for b in params["bits"]:
-            p = curve_path(m, b)
+            p = layout.curve(m, b)
             if p.exists() and p.stat().st_size:
                 import pandas as pd
                 curves[(m, b)] = pd.read_csv(p)
     return res, curves
 
 
-def write_report(params, out_dir="reports"):
+def run(params, layout=Layout()):
     import pandas as pd
-    out = Path(out_dir)
-    res, curves = _collect(params)
+    out = layout.reports
+    res, curves = _collect(params, layout)
     metrics = {}
     for (m, b), r in res.items():
         metrics.setdefault(m, {})[f"bits_{b}"] = {k: r[k] for k in KEYS if k in r} | {
