@@ -10,7 +10,7 @@
 
 Variants (32 bits, width 256, seed 0 unless given):
 
-* ``final``: :class:`vdsh_numba.model.VDSH` with the library defaults (``TRAIN_DEFAULTS``, checked
+* ``final``: :class:`vdsh_numba.vdsh.VDSH` with the library defaults (``TRAIN_DEFAULTS``, checked
   equal to params.yaml's ``train`` section at every run).
 * ``naive``: the same ADMM without the final method's devices: a plain net, penalties only (no
   multipliers, no penalty growth), auxiliary variables never reset to the forward pass, no input
@@ -82,7 +82,7 @@ def tuned_lr(method, depth, width, bits=32):
 
 def check_defaults(params):
     """``final`` = the library defaults; they must be params.yaml's train section."""
-    from vdsh_numba.model import TRAIN_DEFAULTS
+    from vdsh_numba.vdsh import TRAIN_DEFAULTS
     diff = {k: (TRAIN_DEFAULTS.get(k), v) for k, v in (params.get("train") or {}).items()
             if TRAIN_DEFAULTS.get(k) != v}
     diff.update({k: (v, None) for k, v in TRAIN_DEFAULTS.items() if k not in (params.get("train") or {})})
@@ -99,7 +99,7 @@ def score(m, F, bits):
 
 
 def run_admm(variant, F, bits, depth, width, seed, sweeps, extra, every=0):
-    from vdsh_numba.model import VDSH
+    from vdsh_numba.vdsh import VDSH
     kw = {**ADMM[variant], **extra, "sweeps": sweeps}
     m = VDSH(bits, depth=depth, width=width, seed=seed, **kw)
     curve, mon = [], [0.0]

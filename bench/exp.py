@@ -16,7 +16,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from vdsh_numba.datasets import load_dataset  # noqa: E402
 from vdsh_numba.features import build_features  # noqa: E402
-from vdsh_numba.model import VDSH  # noqa: E402
+from vdsh_numba.vdsh import VDSH  # noqa: E402
 
 
 def mean_ap(Uq, Ud, yq, yd):
@@ -67,11 +67,12 @@ def run(ds, kw, every=0, seed=0, verbose=True):
     h = m.history_
     extra = {}
     if not m.train["final_refit"]:  # what the final output refit would give (no retraining)
-        from vdsh_numba.model import _ridge, _DenseTimer, forward
+        from vdsh_numba.vdsh import cpu_ops, forward
+        from vdsh_numba.vdsh.engine import ridge
         Xc = m._clip(np.ascontiguousarray(F["X_train"], dtype=np.float32))
         a_top = forward(Xc, m.W_, m.b_, m.Wo_, m.bo_, m.train["residual"], keep=True)[1][-1]
         Wo, bo = m.Wo_, m.bo_
-        m.Wo_, m.bo_ = _ridge(m.B_train_.astype(np.float32), a_top, 1.0, m.train["rho"], 0.0, Wo, _DenseTimer())
+        m.Wo_, m.bo_ = ridge(cpu_ops, m.B_train_.astype(np.float32), a_top, 1.0, m.train["rho"], 0.0, Wo)
         extra["mAP_refit"] = round(mean_ap(m.project(F["X_query"]), m.project(F["X_db"]), F["y_query"], F["y_db"]), 4)
         m.Wo_, m.bo_ = Wo, bo
     out = {"ds": ds, "bits": bits, "seed": seed, **kw, "mAP": round(mp, 4), **extra, "train_s": round(tt, 1),
