@@ -98,8 +98,8 @@ def ridge_moments(T, A):
     ga.col_mean(T, muT)
     SAA = cuda.device_array((w, w), np.float32)
     STA = cuda.device_array((m, w), np.float32)
-    ga.gemm(A, A, SAA, transA=True)
-    ga.gemm(T, A, STA, transA=True)
+    gemm(A, A, SAA, transA=True)
+    gemm(T, A, STA, transA=True)
     return SAA.copy_to_host(), STA.copy_to_host(), muA.copy_to_host(), muT.copy_to_host()
 
 
@@ -109,6 +109,6 @@ def code_moments(Bf, Yf):
     k, c = Bf.shape[1], Yf.shape[1]
     BtB = cuda.device_array((k, k), np.float32)
     BtY = cuda.device_array((k, c), np.float32)
-    ga.gemm(Bf, Bf, BtB, transA=True)
-    ga.gemm(Bf, Yf, BtY, transA=True)
+    gemm(Bf, Bf, BtB, transA=True)
+    gemm(Bf, Yf, BtY, transA=True)
     return BtB.copy_to_host().astype(np.float64), BtY.copy_to_host().astype(np.float64)
