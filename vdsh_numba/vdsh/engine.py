@@ -32,7 +32,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .solves import (classifier, initial_parameters, label_loss, objective_terms, ridge_from_moments,
                      sym_inverse)
 
-__all__ = ["TrainingDiverged", "DenseTimer", "Workspace", "residual_flags", "forward", "ridge",
+__all__ = ["TrainingDiverged", "DenseTimer", "Workspace", "Run", "residual_flags", "forward", "ridge",
            "project", "layerwise_sweep", "train", "TrainResult"]
 
 
@@ -158,11 +158,12 @@ class Run:
         self.checkpoint = None
         self.zero = {}
 
-    def zeros(self, width):
-        """A device ``(n, width)`` array of zeros (never written)."""
-        if width not in self.zero:
-            self.zero[width] = self.ops.zeros((self.n, width))
-        return self.zero[width]
+    def zeros(self, width, rows=None):
+        """A device ``(n, width)`` (or ``(width,)`` with ``rows=0``) array of zeros, never written."""
+        key = (width, self.n if rows is None else rows)
+        if key not in self.zero:
+            self.zero[key] = self.ops.zeros((key[1], width) if key[1] else (width,))
+        return self.zero[key]
 
     def layer_buffers(self, widths):
         """A fresh ``[X, a_1..a_L]`` / ``[None, z_1..z_L]`` pair of buffer lists."""
@@ -242,7 +243,7 @@ def layerwise_sweep(run, S, it):
         p = dense(ops.gemm, A[h - 1], Wd[li], P, False, True)
         ops.z_update(A[h], A[h - 1], p, bd[li], Lam[li], beta, gamma, flags[li], Z[h])
         T = run.ws.get("T", n, wh)
-        ops.shift_target(Z[h], Lam[li], ops.to_device(np.zeros(wh)), T)  # T = z_h + Lam_h
+        ops.shift_target(Z[h], Lam[li], run.zeros(wh, rows=0), T)  # T = z_h + Lam_h
         Ws[li], bs[li] = ridge(ops, T, A[h - 1], 1.0, o["rho"] / beta, o["prox"] / beta, Ws[li], dense)
         Wd[li], bd[li] = ops.to_device(Ws[li]), ops.to_device(bs[li])
         p = dense(ops.gemm, A[h - 1], Wd[li], P, False, True)
