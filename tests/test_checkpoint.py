@@ -142,3 +142,19 @@ def test_divergence_without_checkpoint(digits):
     with pytest.raises(TrainingDiverged, match="sweep 1") as e:
         m.fit(digits["X_train"], digits["y_train"])
     assert e.value.checkpoint is None
+
+
+def test_resume_without_resync_restores_every_auxiliary_variable(digits, tmp_path):
+    """resync=False keeps every a_h, z_h across sweeps: the checkpoint holds them all and the
+    resumed fit is bitwise the uninterrupted one (wide first layer, no multipliers, prox)."""
+    F, ck = digits, tmp_path / "ck.npz"
+    kw = dict(depth=3, width=16, first_width=24, seed=0, resync=False, multipliers=False, prox=0.1)
+    full = VDSH(16, sweeps=5, **kw).fit(F["X_train"], F["y_train"])
+    VDSH(16, sweeps=3, checkpoint_every=3, **kw).fit(F["X_train"], F["y_train"], checkpoint_path=ck)
+    with np.load(ck) as d:
+        assert {f"A_{h}" for h in (1, 2, 3)} | {f"Z_{h}" for h in (1, 2, 3)} <= set(d.files)
+    m = VDSH(16, sweeps=5, checkpoint_every=3, **kw).fit(F["X_train"], F["y_train"], checkpoint_path=ck)
+    assert m.resumed_from_ == 3
+    _assert_same({k: np.asarray(v) for k, v in full._state().items()}, {k: np.asarray(v) for k, v in m._state().items()})
+    np.testing.assert_array_equal(full.B_train_, m.B_train_)
+    assert [h["forward_gap"] for h in full.history_][1:] == [h["forward_gap"] for h in m.history_][1:]
