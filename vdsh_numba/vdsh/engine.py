@@ -131,9 +131,9 @@ def project(ops, X, Ws, bs, Wo, bo, residual):
     Wod, bod = ops.to_device(Wo), ops.to_device(bo)
     out = np.empty((n, Wo.shape[0]), np.float32)
     step = ops.batch_rows() or max(n, 1)
+    ws = Workspace(ops)  # one set of buffers per batch size
     for s in range(0, n, step):
         e = min(n, s + step)
-        ws = Workspace(ops)
         A = [ops.to_device(X[s:e])] + [ws.get("a", e - s, W.shape[0]) for W in Ws]
         Z = [None] + [ws.get("z", e - s, W.shape[0]) for W in Ws]
         U = ws.get("u", e - s, Wo.shape[0])
