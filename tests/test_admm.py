@@ -5,7 +5,7 @@ import pytest
 
 import naive
 from vdsh_numba import admm
-from vdsh_numba.model import VDSH, TRAIN_DEFAULTS, forward
+from vdsh_numba.vdsh import VDSH, TRAIN_DEFAULTS, forward
 
 RNG = np.random.default_rng(0)
 

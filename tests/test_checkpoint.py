@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vdsh_numba.model import VDSH, TrainingDiverged
+from vdsh_numba.vdsh import VDSH, TrainingDiverged
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = dict(depth=3, width=32, seed=0)
@@ -20,7 +20,7 @@ import sys, time
 import numpy as np
 from sklearn.datasets import load_digits
 from vdsh_numba.features import build_features
-from vdsh_numba.model import VDSH
+from vdsh_numba.vdsh import VDSH
 d = load_digits()
 F = build_features(d.images, d.target, 16, 20, 100, 0)
 ck, out, sweeps, every, pause = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
@@ -142,3 +142,19 @@ def test_divergence_without_checkpoint(digits):
     with pytest.raises(TrainingDiverged, match="sweep 1") as e:
         m.fit(digits["X_train"], digits["y_train"])
     assert e.value.checkpoint is None
+
+
+def test_resume_without_resync_restores_every_auxiliary_variable(digits, tmp_path):
+    """resync=False keeps every a_h, z_h across sweeps: the checkpoint holds them all and the
+    resumed fit is bitwise the uninterrupted one (wide first layer, no multipliers, prox)."""
+    F, ck = digits, tmp_path / "ck.npz"
+    kw = dict(depth=3, width=16, first_width=24, seed=0, resync=False, multipliers=False, prox=0.1)
+    full = VDSH(16, sweeps=5, **kw).fit(F["X_train"], F["y_train"])
+    VDSH(16, sweeps=3, checkpoint_every=3, **kw).fit(F["X_train"], F["y_train"], checkpoint_path=ck)
+    with np.load(ck) as d:
+        assert {f"A_{h}" for h in (1, 2, 3)} | {f"Z_{h}" for h in (1, 2, 3)} <= set(d.files)
+    m = VDSH(16, sweeps=5, checkpoint_every=3, **kw).fit(F["X_train"], F["y_train"], checkpoint_path=ck)
+    assert m.resumed_from_ == 3
+    _assert_same({k: np.asarray(v) for k, v in full._state().items()}, {k: np.asarray(v) for k, v in m._state().items()})
+    np.testing.assert_array_equal(full.B_train_, m.B_train_)
+    assert [h["forward_gap"] for h in full.history_][1:] == [h["forward_gap"] for h in m.history_][1:]

@@ -7,7 +7,7 @@ __all__ = ["pack_codes", "unpack_codes", "code_bytes", "VDSH", "HammingIndex"]
 
 def __getattr__(name):  # lazy: importing the package stays cheap and never needs CUDA
     if name == "VDSH":
-        from .model import VDSH
+        from .vdsh import VDSH
         return VDSH
     if name == "HammingIndex":
         from .hamming import HammingIndex

@@ -2,7 +2,7 @@
 
 Every kernel works on C-contiguous ``float32`` arrays laid out ``(n_samples, width)`` and is
 ``@njit(parallel=True)`` over samples. Dense products (``A @ W.T``, Gram matrices, the
-per-layer solves) go through BLAS in :mod:`vdsh_numba.model`; what is here is everything
+per-layer solves) go through BLAS in :mod:`vdsh_numba.vdsh.cpu_ops`; what is here is everything
 elementwise or per sample. ``docs/algorithm.md`` gives the equation each kernel computes and
 ``tests/naive.py`` a plain numpy version of each.
 """

@@ -33,7 +33,7 @@ def register(name):
 
 def ensure_registry():
     # importing these modules registers their methods
-    from . import model  # noqa: F401  (vdsh)
+    from . import vdsh  # noqa: F401  (vdsh)
     try:
         from . import baselines  # noqa: F401
     except ImportError as e:  # pragma: no cover - only while a module is missing

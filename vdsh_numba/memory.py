@@ -17,7 +17,7 @@ def estimate_training_bytes(method: str, n: int, d: int, depth: int, width: int,
 
     Notes
     -----
-    ``vdsh`` (counted from :meth:`vdsh_numba.model.VDSH._fit`; float32 unless said):
+    ``vdsh`` (counted from :func:`vdsh_numba.vdsh.engine.train`; float32 unless said):
     per hidden layer and sample the auxiliary variables ``a``, ``z`` and the multipliers
     ``lam`` (``3 * depth`` arrays of ``n x width``), plus a second ``a``, ``z`` set while the
     forward pass re-synchronises them (``2 * depth``) and about 7 ``n x width`` work buffers
@@ -36,7 +36,7 @@ def estimate_training_bytes(method: str, n: int, d: int, depth: int, width: int,
     n, d, L, w, k, c = (int(v) for v in (n, d, depth, width, bits, n_classes))
     if method == "vdsh":
         if first_width is None:
-            from .model import TRAIN_DEFAULTS
+            from .vdsh import TRAIN_DEFAULTS
             first_width = TRAIN_DEFAULTS["first_width"]
         w1 = int(first_width) or w
         cols = w1 + max(L - 1, 0) * w                  # hidden units over all layers

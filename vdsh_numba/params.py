@@ -75,7 +75,7 @@ def _methods():
 
 def validate_params(p: dict) -> dict:
     """Check the whole params dictionary; return it (unchanged) or raise :class:`ParamsError`."""
-    from .model import TRAIN_DEFAULTS
+    from .vdsh import TRAIN_DEFAULTS
     if not isinstance(p, dict):
         raise ParamsError(f"params.yaml must be a mapping of parameters, got {type(p).__name__}")
     top = {"dataset", "data_dir", "bits", "depth", "width", "seed", "methods", "backend",

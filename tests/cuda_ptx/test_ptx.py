@@ -30,7 +30,7 @@ SIGNATURES = {
         "_dcc_codes_kernel": [(M64, M64, M64, i64, i64[::1])],
         "_add_bias_kernel": [(M32, V32, M32)],
         "_col_mean_kernel": [(M32, V64)],
-        "_cast_kernel": [(M64, M32)],
+        "_cast_kernel": [(M64, M32), (M32, M32)],  # codes -> float32; zeros (multipliers off)
         "_codes_rhs_kernel": [(M64, M64, M32, f64, M64)],
         "_sign_agreement_kernel": [(M32, M64, V64)],
         "_gemm_kernel": [(M32, M32, M32, b1, b1, f64, f64, i64),

@@ -8,7 +8,7 @@ that a hashing method has to beat to claim it ranks better than a classifier.
 The classifier is the shared MLP of :mod:`vdsh_numba.baselines.mlp` (same depth, width and
 Adam training as the deep baselines) with ``C`` outputs and softmax cross-entropy. The codewords
 are ``C`` random ``{-1, +1}`` words of ``bits`` bits, far apart in Hamming distance
-(:func:`vdsh_numba.model.class_codebook`, drawn from ``seed``). Every item of a predicted class
+(:func:`vdsh_numba.vdsh.solves.class_codebook`, drawn from ``seed``). Every item of a predicted class
 gets the same code, so its Hamming ranking is by predicted class only (ties broken by index).
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..base import check_features, register
-from ..model import class_codebook
+from ..vdsh.solves import class_codebook
 from .mlp import DeepHashingModel
 
 __all__ = ["Classifier", "softmax_cross_entropy"]

@@ -1,0 +1,186 @@
+"""VDSH: a deep fully connected hashing network trained by layer-wise ADMM (no backpropagation).
+
+See ``docs/algorithm.md`` for the derivation implemented here, equation by equation.
+
+Network (``depth`` hidden layers of ``width`` nodes over fixed feature vectors ``x``)::
+
+    z_1 = W_1 x + b_1,            a_1 = relu(z_1)
+    z_h = W_h a_{h-1} + b_h,      a_h = a_{h-1} + relu(z_h)   (residual=True, h >= 2)
+                                  a_h = relu(z_h)             (residual=False)
+    u   = W_o a_L + b_o,          code = sign(u)
+
+Objective (pointwise supervision, SDH-style regularized least squares, per sample)::
+
+    min  1/n ||Y - B G||^2 + lam_G ||G||^2 + nu/n ||B - U||^2 + rho sum_h ||W_h||^2
+    over B in {-1,+1}^{n x bits}, G, and the network,
+
+with the network subproblem split by auxiliary variables ``z_h``, ``a_h`` (every hidden layer's
+pre-activation and output for every sample) and scaled multipliers ``lam_h`` on ``z_h = W_h a_{h-1} + b_h``.
+
+The estimator holds the hyperparameters and the fitted state; the training loop is
+:func:`vdsh_numba.vdsh.engine.train`, the same for both backends, which get their array
+operations from :mod:`vdsh_numba.vdsh.cpu_ops` or :mod:`vdsh_numba.vdsh.cuda_ops`.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..backend import check_backend
+from ..base import HashingModel, label_matrix, register
+from . import cpu_ops, engine
+from .checkpoint import fingerprint
+
+__all__ = ["VDSH", "TRAIN_DEFAULTS", "backend_ops", "forward"]
+
+TRAIN_DEFAULTS = {
+    "sweeps": 60,          # ADMM sweeps (outer iterations)
+    "beta": 0.1,           # penalty on z_h = W_h a_{h-1} + b_h
+    "gamma": 0.1,          # penalty on a_h = phi(a_{h-1}, z_h)
+    "penalty_growth": 1.2, # beta, gamma *= growth after every sweep ...
+    "penalty_max": 100.0,  # ... up to this factor of their start
+    "rho": 1e-2,           # ridge on every weight matrix
+    "prox": 0.0,           # proximal weight on W - W_previous (damps the local fits)
+    "nu": 1e-2,            # weight of ||B - U||^2 in the code step
+    "lam_G": 1e-2,         # ridge on the code->label classifier G
+    "dcc_passes": 3,       # passes of discrete cyclic coordinate descent per sweep
+    "residual": True,      # identity skips between equal-width hidden layers
+    "resync": True,        # reset z, a to the forward pass at the start of every sweep
+    "multipliers": True,   # scaled dual variables on the z constraints
+    "init_scale": 1.0,     # std of the first layer = init_scale / sqrt(n_features)
+    "input_clip": 3.0,     # clip features to [-c, c] inside the network (0: off)
+    "init": "ridge",       # first layer: "random", or "ridge" (rows +-P, P = ridge map X -> labels)
+    "skip_weight": 1000.0, # penalty on the skip path of a residual layer = skip_weight * gamma
+    "first_width": 1024,   # units of the first hidden layer (0: width); layer 2 maps it to width (non-residual)
+    "final_refit": False,  # after the last sweep, refit W_o, b_o to the codes on the final forward pass
+    "checkpoint_every": 0, # save the whole loop state every N sweeps to fit(checkpoint_path=...) (0: off)
+}
+
+
+def backend_ops(backend):
+    """The array operations of ``backend`` ("cpu" or "cuda"); "cuda" without a GPU (or the
+    simulator) raises ``RuntimeError`` saying what is missing, never falls back."""
+    check_backend(backend)
+    if backend == "cuda":
+        from . import cuda_ops
+        return cuda_ops
+    return cpu_ops
+
+
+def forward(X, Ws, bs, Wo, bo, residual, keep=False):
+    """Forward pass on the CPU (host float32 arrays). Returns ``U`` or, with ``keep``,
+    ``(U, A, Z)`` with every layer's ``a`` (``A[0] = X``) and ``z`` (``Z[0] = None``)."""
+    ops = cpu_ops
+    X = ops.to_device(X)
+    A = [X] + [np.empty((X.shape[0], W.shape[0]), np.float32) for W in Ws]
+    Z = [None] + [np.empty((X.shape[0], W.shape[0]), np.float32) for W in Ws]
+    U = np.empty((X.shape[0], Wo.shape[0]), np.float32)
+    engine.forward(ops, X, Ws, bs, Wo, bo, engine.residual_flags(residual, Ws), A, Z, U)
+    return (U, A, Z) if keep else U
+
+
+@register("vdsh")
+class VDSH(HashingModel):
+    """Very Deep Supervised Hashing trained by layer-wise ADMM.
+
+    Parameters
+    ----------
+    bits : int
+        Code length.
+    depth, width : int
+        Hidden layers and nodes per hidden layer (the first has ``first_width`` nodes).
+    seed : int
+        Every random choice (first-layer weights, initial codes) comes from it.
+    backend : {"cpu", "cuda"}
+        Where the training sweep and the forward pass run; the same loop either way.
+    **train : see ``TRAIN_DEFAULTS``.
+
+    Notes
+    -----
+    Zhang, Chen, Saligrama, "Efficient Training of Very Deep Neural Networks for Supervised
+    Hashing", CVPR 2016 (arXiv:1511.04524). The update order and closed forms are derived in
+    ``docs/algorithm.md``.
+    """
+
+    def __init__(self, bits, depth=2, width=256, seed=0, backend="cpu", progress=False, **train):
+        super().__init__(bits, seed)
+        self.depth = depth
+        self.width = width
+        self.backend = backend
+        self.progress = progress
+        unknown = set(train) - set(TRAIN_DEFAULTS)
+        if unknown:
+            raise ValueError(f"unknown VDSH training parameter(s) {sorted(unknown)}; "
+                             f"expected some of {sorted(TRAIN_DEFAULTS)}")
+        self.train = {**TRAIN_DEFAULTS, **train}
+        self.on_sweep = None  # optional callable(iteration, model) after every sweep (monitoring)
+
+    @classmethod
+    def from_params(cls, bits, params):
+        return cls(bits=bits, depth=int(params.get("depth", 2)), width=int(params.get("width", 256)),
+                   seed=int(params.get("seed", 0)), backend=params.get("backend", "cpu"),
+                   progress=True, **(params.get("train") or {}))
+
+    def get_params(self):
+        return {"bits": int(self.bits), "depth": int(self.depth), "width": int(self.width),
+                "seed": int(self.seed), "backend": self.backend, **self.train}
+
+    def fit(self, X, y, checkpoint_path=None):
+        """Train on ``X`` (n, d), labels ``y``.
+
+        ``checkpoint_path`` (optional ``.npz``): with ``checkpoint_every = N > 0`` the whole loop
+        state is saved there atomically every N sweeps and after the last one; if the file exists
+        when ``fit`` starts, training resumes from it (same data, parameters and backend required)
+        and the final model is bitwise equal to an uninterrupted run's.
+        """
+        self._checkpoint_path = None if checkpoint_path is None else os.fspath(checkpoint_path)
+        try:
+            return super().fit(X, y)
+        finally:
+            self._checkpoint_path = None
+
+    def _fit(self, X, y):
+        ops = backend_ops(self.backend)  # "cuda" without a GPU: a clear RuntimeError, no fallback
+        for name in ("depth", "width"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        X = self._clip(np.ascontiguousarray(X, dtype=np.float32))
+        ck = self._checkpoint_path
+        fp = fingerprint(self.get_params(), X, y) if ck is not None else None
+
+        def hook(it, Ws, bs, Wo, bo, G):
+            self.W_, self.b_, self.Wo_, self.bo_, self.G_ = Ws, bs, Wo, bo, G
+            self.on_sweep(it, self)
+
+        r = engine.train(ops, X, label_matrix(y), depth=int(self.depth), width=int(self.width),
+                         bits=int(self.bits), seed=self.seed, o=self.train, history=self.history_,
+                         checkpoint_path=ck, fingerprint=fp, progress=self.progress,
+                         on_sweep=None if self.on_sweep is None else hook)
+        self.W_, self.b_, self.Wo_, self.bo_, self.G_ = r.Ws, r.bs, r.Wo, r.bo, r.G
+        self.B_train_ = r.B
+        self.resumed_from_ = r.resumed_from
+
+    def _clip(self, X):
+        c = float(self.train["input_clip"])
+        return np.clip(X, -c, c) if c > 0 else X
+
+    def _project(self, X):
+        ops = backend_ops(self.backend)
+        Xc = self._clip(np.ascontiguousarray(X, dtype=np.float32))
+        return engine.project(ops, Xc, self.W_, self.b_, self.Wo_, self.bo_,
+                              self.train["residual"]).astype(np.float64)
+
+    def _state(self):
+        st = {"Wo_": self.Wo_, "bo_": self.bo_, "G_": self.G_}
+        for h, (W, b) in enumerate(zip(self.W_, self.b_)):
+            st[f"W_{h}"] = W
+            st[f"b_{h}"] = b
+        return st
+
+    def _set_state(self, d):
+        self.n_features_in_ = int(d.pop("n_features_in_"))
+        self.Wo_, self.bo_, self.G_ = d["Wo_"], d["bo_"], d["G_"]
+        self.W_ = [d[f"W_{h}"] for h in range(self.depth)]
+        self.b_ = [d[f"b_{h}"] for h in range(self.depth)]
