@@ -17,7 +17,7 @@ from vdsh_numba.datasets import DataError, load_fashion_mnist
 from vdsh_numba.features import protocol_indices, resolve_protocol
 from vdsh_numba.params import ParamsError, validate_params
 
-from conftest import ROOT
+from tests.conftest import ROOT
 
 STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
          "t10k-labels-idx1-ubyte")

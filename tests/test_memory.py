@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import ROOT
 from vdsh_numba import VDSH
-from vdsh_numba.memory import available_bytes, estimate_training_bytes
+from vdsh_numba.memory import available_bytes
 
 
 def test_estimate_bounds_the_measured_peak():
@@ -32,7 +32,7 @@ def test_estimate_bounds_the_measured_peak():
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    est = estimate_training_bytes("vdsh", n, d, L, w, k, 10)
+    est = VDSH(bits=k, depth=L, width=w, sweeps=2).training_bytes(n, d, 10)
     assert peak <= est <= 2.5 * peak, (peak, est)
 
 

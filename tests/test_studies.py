@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import yaml
 
-import naive
-from conftest import ROOT
+from tests import naive
+from tests.conftest import ROOT
 from vdsh_numba import pipeline, studies
 from vdsh_numba.pipeline import Layout
 from vdsh_numba.params import ParamsError

@@ -122,6 +122,28 @@ class HashingModel:
     """
 
     method_name = "base"
+    #: what a method needs the pipeline to know, declared by the method itself (the train stage
+    #: and the memory check read these; no stage names a method)
+    memory_advice = "protocol.train_per_class or the method's size parameters"
+
+    @property
+    def checkpointing(self) -> bool:
+        """Whether ``fit(X, y, checkpoint_path=...)`` saves and resumes its state."""
+        return False
+
+    def blas_threads(self, n: int):
+        """BLAS threads for fitting on ``n`` items: 1 (every product is small) or ``None``
+        (the library default)."""
+        return 1
+
+    def training_bytes(self, n: int, d: int, n_classes: int) -> int:
+        """Peak bytes of ``fit`` on ``n`` items of ``d`` features: a rough bound (4 float64
+        copies of the features and ``n x max(width, 1000)`` float64 values: SDH's anchor
+        features, the mini-batch networks' buffers)."""
+        w = int(getattr(self, "width", 0) or 0)
+        L, k = int(getattr(self, "depth", 1) or 1), int(self.bits)
+        weights = 4 * (w * d + max(L - 1, 0) * w * w + k * w)
+        return 32 * n * d + 8 * n * max(w, 1000) + weights
 
     def __init__(self, bits: int, seed: int = 0):
         self.bits = bits

@@ -120,12 +120,20 @@ def study():
 @click.option("--work-dir", "work_root", default=".studies", show_default=True,
               type=click.Path(file_okay=False), help="scratch folder for the stages' files")
 @click.option("--dry-run", is_flag=True, help="list the runs still to do and stop")
-def study_run(params_file, spec, out_dir, work_root, dry_run):
+@click.option("--only", default=None,
+              help="comma-separated methods of the spec to run (e.g. one process per core, split by method)")
+def study_run(params_file, spec, out_dir, work_root, dry_run, only):
     """Run every run of the study SPEC (studies/<name>.yaml) not yet in OUT/<name>.csv."""
     from .studies import load_study, pending_runs, run_study
 
     def go(p):
         s = load_study(spec)
+        if only:
+            keep = [m.strip() for m in only.split(",") if m.strip()]
+            bad = sorted(set(keep) - set(s["methods"]))
+            if bad:
+                raise ParamsError(f"--only {bad} not among the study's methods {s['methods']}")
+            s = {**s, "methods": [m for m in s["methods"] if m in keep]}
         if dry_run:
             p = {**p, "data_dir": str(Path(p["data_dir"]).resolve())}
             for r in pending_runs(s, p, Path(out_dir) / f"{s['name']}.csv")[1]:

@@ -25,6 +25,7 @@ is skipped, so an interrupted study resumes from its finished runs. ``summarise`
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import itertools
@@ -163,7 +164,27 @@ def read_rows(csv_path) -> list:
         return list(csv.DictReader(f))
 
 
+@contextlib.contextmanager
+def _locked(path):
+    """An exclusive lock on ``path`` (created): several ``vdsh study run`` processes may work on
+    one study (e.g. one per core, split by method) without losing each other's rows."""
+    import fcntl
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _append(csv_path, row):
+    with _locked(Path(csv_path).with_suffix(".lock")):
+        _append_unlocked(csv_path, row)
+
+
+def _append_unlocked(csv_path, row):
     import csv
     rows = [{k: r.get(k, "") for k in (*ROW_KEYS, *STAMP_KEYS)}  # rows of older versions: blanks
             for r in read_rows(csv_path)] + [{k: row[k] for k in (*ROW_KEYS, *STAMP_KEYS)}]
@@ -190,10 +211,11 @@ def run_study(spec: dict, params: dict, *, out_dir="reports/studies", work_root=
         p, m, b, fp = run["params"], run["method"], run["bits"], run["fingerprint"]
         work = work_root / name / _data_key(p)
         lay = pipeline.Layout(work)
-        if not (work / "features.done").exists():
-            pipeline.download.run(p, lay)
-            pipeline.features.run(p, lay)
-            write_text(work / "features.done", "ok\n")
+        with _locked(work.parent / f".{work.name}.lock"):
+            if not (work / "features.done").exists():
+                pipeline.download.run(p, lay)
+                pipeline.features.run(p, lay)
+                write_text(work / "features.done", "ok\n")
         pipeline.train.run(p, m, b, lay)
         pipeline.encode.run(p, m, b, lay)
         pipeline.evaluate.run(p, m, b, lay)

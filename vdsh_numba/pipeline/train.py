@@ -11,7 +11,7 @@ from ..memory import check_training_memory
 from .common import check_features_file, load_output, say
 from .layout import Layout
 
-__all__ = ["run", "blas_threads"]
+__all__ = ["run"]
 
 
 def run(params, method, bits, layout=Layout()):
@@ -20,12 +20,9 @@ def run(params, method, bits, layout=Layout()):
     check_features_file(F, layout.features)
     model = make_method(method, bits, params)
     (n, d), y = F["X_train"].shape, F["y_train"]
-    check_training_memory(method, n, d, params["depth"], params["width"], bits,
-                          y.shape[1] if y.ndim == 2 else int(y.max(initial=0)) + 1,
-                          first_width=(params.get("train") or {}).get("first_width"))
-    ck = layout.checkpoint(method, bits) if (params.get("train") or {}).get("checkpoint_every", 0) \
-        and method == "vdsh" else None
-    with threadpool_limits(limits=blas_threads(method, n, params["width"])):
+    check_training_memory(model, n, d, y.shape[1] if y.ndim == 2 else int(y.max(initial=0)) + 1)
+    ck = layout.checkpoint(method, bits) if model.checkpointing else None
+    with threadpool_limits(limits=model.blas_threads(n)):
         if ck is None:
             model.fit(F["X_train"], F["y_train"])
         else:  # resumes from the checkpoint a killed run left behind
@@ -43,16 +40,3 @@ def run(params, method, bits, layout=Layout()):
         w.writerow(row)
     write_text(layout.curve(method, bits), buf.getvalue())
     say(f"train: {method} {bits} bits in {model.train_seconds_:.1f} s -> {layout.model(method, bits)}")
-
-
-def blas_threads(method, n, width):
-    """BLAS threads for training: 1 where every product is small (the minibatch methods, and
-    VDSH with ``n * width**2`` below ``config.BLAS_SMALL_PRODUCT``), else the library default.
-
-    Waking BLAS threads for small products costs more than it saves: VDSH on digits
-    (1,000 x 256) ran 0.20 s per sweep with one OpenBLAS thread against 0.69 s with two.
-    """
-    from .. import config
-    if method == "vdsh" and n * width * width >= config.BLAS_SMALL_PRODUCT:
-        return None
-    return 1

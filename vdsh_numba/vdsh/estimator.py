@@ -126,6 +126,41 @@ class VDSH(HashingModel):
         return {"bits": int(self.bits), "depth": int(self.depth), "width": int(self.width),
                 "seed": int(self.seed), "backend": self.backend, **self.train}
 
+    # --- what the pipeline asks of a method (vdsh_numba.base.HashingModel) -----------------
+    memory_advice = ("width, depth or protocol.train_per_class (memory grows as n x depth x width "
+                     "and depth x width^2)")
+
+    @property
+    def checkpointing(self) -> bool:
+        return int(self.train["checkpoint_every"]) > 0
+
+    def blas_threads(self, n):
+        """One BLAS thread while ``n * width**2 < config.BLAS_SMALL_PRODUCT``: waking threads
+        for small products costs more than it saves (digits, 1,000 x 256: 0.20 s per sweep with
+        one OpenBLAS thread against 0.69 s with two)."""
+        from .. import config
+        return None if n * self.width * self.width >= config.BLAS_SMALL_PRODUCT else 1
+
+    def training_bytes(self, n, d, n_classes):
+        """Peak bytes that :func:`vdsh_numba.vdsh.engine.train` allocates (float32 unless said).
+
+        Per hidden layer and sample the auxiliary variables ``a``, ``z`` and the multipliers
+        ``lam`` (``3 * depth`` arrays of ``n x width``), plus a second ``a``, ``z`` set while the
+        forward pass re-synchronises them (``2 * depth``) and about 7 ``n x width`` work buffers
+        (the BLAS products, right-hand sides and targets of one layer update); the features
+        (float64 checked copy, float32 copy, clipped copy and the float64 transposes of the
+        ridge initialisation: 28 bytes per value); codes, code targets and outputs (5 float64
+        ``n x bits``), labels (2 float64 ``n x n_classes``); the weights and the float64 normal
+        equations of one layer (6 matrices of ``max(width, d)^2``). With a wide first layer
+        (``first_width``) layer 1's arrays and the work buffers are ``n x first_width``.
+        """
+        n, d, L, w, k, c = (int(v) for v in (n, d, self.depth, self.width, self.bits, n_classes))
+        w1 = int(self.train["first_width"]) or w
+        cols = w1 + max(L - 1, 0) * w                  # hidden units over all layers
+        weights = 4 * (w1 * d + (w * w1 if L > 1 else 0) + max(L - 2, 0) * w * w + k * w)
+        return (4 * n * (5 * cols + 7 * max(w1, w)) + 28 * n * d + 40 * n * k + 16 * n * c
+                + weights + 48 * max(w1, w, d) ** 2)
+
     def fit(self, X, y, checkpoint_path=None):
         """Train on ``X`` (n, d), labels ``y``.
 
