@@ -188,6 +188,10 @@ def test_sharded_evaluate_needs_labels_and_checks_its_arguments(client):
         sh.evaluate(np.zeros((2, 2), np.uint8), np.zeros(2, np.int64))
     with pytest.raises(ValueError, match="topk must be >= 1, got 0"):
         sh.evaluate(np.zeros((2, 2), np.uint8), np.zeros(2, np.int64), topk=0)
+    bad = ShardedHammingIndex(16, client)             # rows misstated: 4 recorded, 5 held
+    bad.add_futures([client.scatter(np.zeros((5, 2), np.uint8))], [4], labels=[np.zeros(5, np.int64)])
+    with pytest.raises(ShardedSearchError, match=r"hold \[5\] rows, the index recorded \[4\]"):
+        bad.evaluate(np.zeros((2, 2), np.uint8), np.zeros(2, np.int64))
 
 
 def test_pipeline_switch_distributed_equals_local(tmp_path, monkeypatch):

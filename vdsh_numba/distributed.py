@@ -372,6 +372,10 @@ class ShardedHammingIndex:
             return hists, accs
 
         hists, accs = self._guard(run)
+        rows = [int(h[0].sum()) for h in hists] if queries.shape[0] else []
+        if rows and rows != [n for _, _, n in self._shards]:
+            raise ShardedSearchError(f"the shards hold {rows} rows, the index recorded "
+                                     f"{[n for _, _, n in self._shards]} (wrong rows in add_futures?)")
         st = merge_ranking_stats(hists, accs, self.ntotal, ev.cutoffs, ev.ndcg_k)
         return ev.scores(st)
 
