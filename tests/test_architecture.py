@@ -55,12 +55,6 @@ def imports(mods: dict):
     return out
 
 
-#: known violations being removed by the package restructure of issue 14 (strict: the marker
-#: must go when they are gone)
-PENDING = pytest.mark.xfail(strict=True, reason="issue 14: distributed.py still uses metrics' private pieces")
-
-
-@PENDING
 def test_no_private_name_across_modules():
     mods = modules()
     bad = []

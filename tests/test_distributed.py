@@ -129,8 +129,10 @@ def test_restart_loses_shards_and_says_so(client):
         sh.search(gen_codes(0, 3, 2), 5)
 
 
-@pytest.mark.parametrize("multi", [False, True])
-def test_sharded_metrics_equal_single_machine(client, multi):
+@pytest.mark.parametrize("multi,topk", [(False, None), (False, 200), (True, 150)])
+def test_sharded_metrics_equal_single_machine(client, multi, topk):
+    """Every key of evaluate_codes, and only those, equal on one machine and on 4 shards (one
+    empty, boundaries inside ties); the main ones also against the naive references."""
     from vdsh_numba.metrics import evaluate_codes
     rng = np.random.default_rng(5)
     bits = 16
@@ -144,18 +146,52 @@ def test_sharded_metrics_equal_single_machine(client, multi):
         dl = rng.integers(0, 5, 1500)
         qlab = rng.integers(0, 5, 25)
     sh = ShardedHammingIndex(bits, client)
-    for s, e in [(0, 400), (400, 1100), (1100, 1500)]:
+    for s, e in [(0, 400), (400, 1100), (1100, 1100), (1100, 1500)]:
         sh.add(db[s:e], labels=dl[s:e])
-    got, pr = sh.evaluate(q, qlab, radius=2)
-    ref, pr_ref = evaluate_codes(q, db, qlab, dl, bits, radius=2)
-    assert got["map"] == pytest.approx(naive.mean_ap(q, db, qlab, dl, bits), abs=1e-12)
-    for key in ("map", "map_tie_aware", "precision_hamming2", "precision_hamming2_empty_fraction"):
+    got, pr = sh.evaluate(q, qlab, radius=2, topk=topk)
+    ref, pr_ref = evaluate_codes(q, db, qlab, dl, bits, radius=2, topk=topk)
+    assert set(got) == set(ref)
+    if topk is not None:
+        assert {f"map_at_{topk}", f"map_at_{topk}_tie_aware"} <= set(got)
+    for key in ref:
         assert got[key] == pytest.approx(ref[key], abs=1e-12), key
-    assert len(pr) == len(pr_ref)
-    for row, row_ref in zip(pr, pr_ref):          # rows of the PR curve: {recall, precision, ...}
+    assert len(pr) == len(pr_ref) == bits + 1
+    for row, row_ref in zip(pr, pr_ref):          # rows of the PR curve: {radius, precision, recall}
         assert row.keys() == row_ref.keys()
         for key in row_ref:
-            assert row[key] == pytest.approx(row_ref[key]), key
+            assert row[key] == pytest.approx(row_ref[key], abs=1e-12), key
+    # independent references (tests/naive.py): ties broken by global index
+    assert got["map"] == pytest.approx(naive.mean_ap(q, db, qlab, dl, bits), abs=1e-12)
+    assert got["ndcg_100"] == pytest.approx(naive.mean_ndcg(q, db, qlab, dl, bits, 100), abs=1e-12)
+    p100, r100 = naive.precision_recall_at_k(q, db, qlab, dl, bits, 100)
+    assert got["precision_100"] == pytest.approx(p100, abs=1e-12)
+    assert got["recall_100"] == pytest.approx(r100, abs=1e-12)
+    P, E, Rc = naive.radius_stats(q, db, qlab, dl, bits, 2)
+    assert got["precision_hamming2"] == pytest.approx(P.mean(), abs=1e-12)
+    assert got["precision_hamming2_empty_fraction"] == pytest.approx(E.mean(), abs=1e-12)
+    assert got["recall_hamming2"] == pytest.approx(Rc.mean(), abs=1e-12)
+    dist, rel = naive.hamming(q, db, bits), naive.graded(qlab, dl) > 0
+    ap_t = np.mean([naive.ap_tie_aware_direct(dist[i], rel[i]) for i in range(len(q))])
+    assert got["map_tie_aware"] == pytest.approx(ap_t, abs=1e-12)
+    if topk is not None:
+        assert got[f"map_at_{topk}"] == pytest.approx(naive.mean_ap(q, db, qlab, dl, bits, topk), abs=1e-12)
+        ap_tk = np.mean([naive.ap_tie_aware_direct(dist[i], rel[i], topk) for i in range(len(q))])
+        assert got[f"map_at_{topk}_tie_aware"] == pytest.approx(ap_tk, abs=1e-12)
+
+
+def test_sharded_evaluate_needs_labels_and_checks_its_arguments(client):
+    sh = ShardedHammingIndex(16, client)
+    with pytest.raises(ValueError, match="empty"):
+        sh.evaluate(np.zeros((2, 2), np.uint8), np.zeros(2, np.int64))
+    sh.add(np.zeros((5, 2), np.uint8))
+    with pytest.raises(ValueError, match="labels of every shard"):
+        sh.evaluate(np.zeros((2, 2), np.uint8), np.zeros(2, np.int64))
+    with pytest.raises(ValueError, match="topk must be >= 1, got 0"):
+        sh.evaluate(np.zeros((2, 2), np.uint8), np.zeros(2, np.int64), topk=0)
+    bad = ShardedHammingIndex(16, client)             # rows misstated: 4 recorded, 5 held
+    bad.add_futures([client.scatter(np.zeros((5, 2), np.uint8))], [4], labels=[np.zeros(5, np.int64)])
+    with pytest.raises(ShardedSearchError, match=r"hold \[5\] rows, the index recorded \[4\]"):
+        bad.evaluate(np.zeros((2, 2), np.uint8), np.zeros(2, np.int64))
 
 
 def test_pipeline_switch_distributed_equals_local(tmp_path, monkeypatch):
@@ -173,6 +209,7 @@ def test_pipeline_switch_distributed_equals_local(tmp_path, monkeypatch):
     p = validate_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
     p.update({"bits": [16], "depth": 2, "width": 32})
     p["train"]["sweeps"] = 3
+    p["evaluate"]["topk"] = 50                      # mAP@topk reaches both schedulers
     monkeypatch.chdir(tmp_path)
     pipeline.download.run(p)
     pipeline.features.run(p)
@@ -188,6 +225,11 @@ def test_pipeline_switch_distributed_equals_local(tmp_path, monkeypatch):
     np.testing.assert_array_equal(np.load(Layout().codes("vdsh", 16))["db"], local_codes)
     pipeline.evaluate.run(q, "vdsh", 16)
     dist = json.loads(Layout().eval("vdsh", 16).read_text())
-    assert dist["scheduler"] == "distributed" and dist["shards"] == 3
-    for key in ("map", "map_tie_aware", "precision_hamming2"):
-        assert dist[key] == pytest.approx(local[key], abs=1e-12), key
+    assert dist.pop("scheduler") == "distributed" and dist.pop("shards") == 3
+    assert set(dist) == set(local)                  # reports/eval/*.json has one shape
+    assert "map_at_50" in local
+    for key in local:
+        if isinstance(local[key], float):
+            assert dist[key] == pytest.approx(local[key], abs=1e-12), key
+        else:
+            assert dist[key] == local[key], key

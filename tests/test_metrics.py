@@ -292,3 +292,43 @@ def test_harmonic_numbers_match_exact_sums_across_the_table_limit():
     # differences of nearby large arguments (the tie-aware AP uses H(b) - H(a))
     d = M.harmonic(np.array([123457])) - M.harmonic(np.array([123450]))
     assert abs(d[0] - math.fsum(1.0 / t for t in range(123451, 123458))) < 1e-13
+
+
+@pytest.mark.parametrize("bits,multi", [(12, False), (12, True), (5, False)])
+def test_shard_passes_merge_to_the_whole_database(bits, multi):
+    """The public shard API (the Dask path's pieces, run here in one process): shards with an
+    empty one and boundaries inside ties give every key of evaluate_codes, and the naive mAP,
+    mAP@k and NDCG@100 (ties by global index)."""
+    rng = np.random.default_rng(40 + bits + multi)
+    q, db, ql, dl = make(rng, 7, 130, bits, multi)
+    bounds = [(0, 31), (31, 31), (31, 100), (100, 130)]
+    ev = M.Evaluation(130, radius=1, topk=40)
+    parts = [M.RankingPasses(q, db[s:e], ql, dl[s:e], bits, allow_empty=True) for s, e in bounds]
+    hists = [p.histogram() for p in parts]
+    accs = [p.rank_sums(ba, br, ev.cutoffs, ev.ndcg_k)
+            for p, (ba, br) in zip(parts, M.shard_offsets(hists))]
+    got, pr = ev.scores(M.merge_ranking_stats(hists, accs, 130, ev.cutoffs, ev.ndcg_k))
+    ref, pr_ref = M.evaluate_codes(q, db, ql, dl, bits, radius=1, topk=40)
+    assert set(got) == set(ref)
+    for key in ref:
+        assert got[key] == pytest.approx(ref[key], abs=1e-12), key
+    assert len(pr) == len(pr_ref) == bits + 1
+    for row, row_ref in zip(pr, pr_ref):
+        assert row.keys() == row_ref.keys()
+        for key in row_ref:
+            assert row[key] == pytest.approx(row_ref[key], abs=1e-12), key
+    assert got["map"] == pytest.approx(naive.mean_ap(q, db, ql, dl, bits), abs=1e-12)
+    assert got["map_at_40"] == pytest.approx(naive.mean_ap(q, db, ql, dl, bits, 40), abs=1e-12)
+    assert got["ndcg_100"] == pytest.approx(naive.mean_ndcg(q, db, ql, dl, bits, 100), abs=1e-12)
+
+
+def test_evaluation_checks_its_arguments():
+    with pytest.raises(ValueError, match="topk must be >= 1, got 0"):
+        M.Evaluation(10, topk=0)
+    with pytest.raises(ValueError, match="radius must be >= 0, got -1"):
+        M.Evaluation(10, radius=-1)
+    rng = np.random.default_rng(0)
+    q, db, ql, dl = make(rng, 3, 20, 12, False)
+    st = M.ranking_stats(q, db, ql, dl, 12, cutoffs=[20])
+    with pytest.raises(ValueError, match="cover 20 items, this evaluation was planned for 21"):
+        M.Evaluation(21).scores(st)

@@ -10,8 +10,10 @@ imported by the rest of the package.
   merges the per-shard top-k lists by a tree reduction into exactly the ``(D, I)`` of one
   ``HammingIndex`` over the concatenated database (global indices, ties by ascending
   global index).
-* :func:`sharded_map` (``ties="index"``) and the tie-aware mAP from per-shard histograms
-  give the same numbers as :mod:`vdsh_numba.metrics` on one machine.
+* :meth:`ShardedHammingIndex.evaluate` runs the two passes of :mod:`vdsh_numba.metrics`
+  (:class:`~vdsh_numba.metrics.RankingPasses`) on every shard where it lives and merges them
+  with the same public functions: it returns exactly the keys and values of
+  :func:`~vdsh_numba.metrics.evaluate_codes` on the concatenated database.
 
 Every shard is created by a task (from data held by the scheduler, a file on disk or a
 generator function), so if a worker dies Dask recomputes its shards from their lineage: a
@@ -23,7 +25,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .hamming import DIST_PAD, HammingIndex, as_words, check_codes
+from .hamming import DIST_PAD, HammingIndex, check_codes
+from .metrics import Evaluation, RankingPasses, merge_ranking_stats, shard_offsets
 
 __all__ = ["ShardedHammingIndex", "ShardedSearchError", "encode_sharded", "merge_topk",
            "local_cluster", "get_client"]
@@ -77,35 +80,16 @@ def get_client(address=None, n_workers=2):
 
 # --------------------------------------------------------------------------- per-shard metric passes
 
-def _shard_passes(idx, labels, queries, qlabels, bits):
-    """The metrics' two passes over one shard (vdsh_numba.metrics): its codes, its labels."""
-    from . import metrics
-    qw = as_words(queries, bits, "queries")
-    lab = metrics._Labels(np.asarray(qlabels), np.asarray(labels), qw.shape[0], idx.ntotal)
-    return qw, lab, metrics._level_shift(lab.nlev)
+def _task_hist(codes, labels, queries, qlabels, bits):
+    """Pass 1 of the metrics on one shard: its items per distance and relevance level."""
+    return RankingPasses(queries, codes, qlabels, labels, bits, allow_empty=True).histogram()
 
 
-def _task_hist(idx, labels, queries, qlabels, bits):
-    """Per query: this shard's items (and relevant items) at each distance."""
-    from . import metrics
-    qw, lab, shift = _shard_passes(idx, labels, queries, qlabels, bits)
-    h = metrics._histograms(qw, idx._store, lab, bits, shift)
-    n_d = h.sum(axis=2)
-    return n_d, n_d - h[:, :, 0]
-
-
-def _task_ap(idx, labels, queries, qlabels, bits, base_all, base_rel):
-    """Sum over this shard's relevant items of precision at their global rank (ties by index).
-
-    ``base_all[q, d]`` = items ranked before this shard's first item at distance ``d``
-    (every item at a smaller distance, and the items at distance ``d`` of earlier shards);
-    ``base_rel`` the same for relevant items.
-    """
-    from . import metrics
-    qw, lab, shift = _shard_passes(idx, labels, queries, qlabels, bits)
-    acc = metrics._index_order_sums(qw, idx._store, lab, shift, base_all, base_rel,
-                                    [np.iinfo(np.int64).max])
-    return acc[:, 0, 0]
+def _task_rank_sums(codes, labels, queries, qlabels, bits, before, cutoffs, ndcg_k):
+    """Pass 2 on one shard: sums at the global ranks (ties by global index) of its relevant
+    items; ``before`` = this shard's :func:`~vdsh_numba.metrics.shard_offsets`."""
+    passes = RankingPasses(queries, codes, qlabels, labels, bits, allow_empty=True)
+    return passes.rank_sums(before[0], before[1], cutoffs, ndcg_k)
 
 
 # --------------------------------------------------------------------------- merging top-k
@@ -227,7 +211,9 @@ class ShardedHammingIndex:
         self.retries = int(retries)
         self.timeout = float(timeout)  # seconds any one attempt may wait on the cluster
         self._shards = []  # (future of HammingIndex, global offset, rows)
-        self._labels = []  # future (or None) of each shard's labels, for metrics
+        # per shard, for evaluate(): None, or futures of (its packed codes, its labels); the codes
+        # stay on the workers beside the index (its uint64 words are the index's own)
+        self._evaldata = []
 
     @property
     def ntotal(self):
@@ -237,18 +223,25 @@ class ShardedHammingIndex:
     def nshards(self):
         return len(self._shards)
 
-    def _append(self, fut, rows, labels=None):
+    def _append(self, fut, rows, codes=None, labels=None):
         self._shards.append((fut, self.ntotal, int(rows)))
-        self._labels.append(None if labels is None else self.client.submit(np.asarray, labels, pure=False))
+        self._evaldata.append(None if labels is None else
+                              (codes, self.client.submit(np.asarray, labels, pure=False)))
 
     def add(self, codes, labels=None):
         """Add one shard of packed codes (an array: the task holds it, so it can be recomputed),
-        optionally with its labels (needed by :meth:`evaluate`)."""
+        optionally with its labels (needed by :meth:`evaluate`; the shard's codes are then kept
+        on the workers too)."""
         codes = check_codes(codes, self.bits, "codes")
-        if labels is not None and len(labels) != codes.shape[0]:
+        if labels is None:
+            self._append(self.client.submit(_index_from_codes, codes, self.bits, pure=False),
+                         codes.shape[0])
+            return
+        if len(labels) != codes.shape[0]:
             raise ValueError(f"labels has {len(labels)} rows but codes has {codes.shape[0]}")
-        self._append(self.client.submit(_index_from_codes, codes, self.bits, pure=False), codes.shape[0],
-                     labels)
+        cf = self.client.submit(np.asarray, codes, pure=False)
+        self._append(self.client.submit(_index_from_codes, cf, self.bits, pure=False), codes.shape[0],
+                     cf, labels)
 
     def add_npy(self, path, rows):
         """Add one shard stored as a ``.npy`` file readable by every worker (memory-mapped there)."""
@@ -259,7 +252,7 @@ class ShardedHammingIndex:
         ``labels``: one label array per shard (optional)."""
         for s, (f, n) in enumerate(zip(futures, rows)):
             self._append(self.client.submit(_index_from_codes, f, self.bits, pure=False), n,
-                         None if labels is None else labels[s])
+                         f, None if labels is None else labels[s])
 
     def add_generated(self, fn, n, shard_rows, seed=0):
         """Generate ``n`` codes shard by shard *on the workers*: ``fn(start, stop, seed)`` returns
@@ -348,17 +341,22 @@ class ShardedHammingIndex:
 
         return self._guard(run)
 
-    def evaluate(self, queries, query_labels, radius=2):
-        """mAP over the whole ranking (ties by global index), tie-aware mAP (He et al. 2018),
-        precision within ``radius`` and the PR curve, from the shards' rankings merged.
+    def evaluate(self, queries, query_labels, radius=2, topk=None):
+        """Every metric of :func:`vdsh_numba.metrics.evaluate_codes` on the concatenated
+        database (ties by global index): same keys, same values.
 
-        Two passes over the shards: per-distance histograms (all and relevant items), then, with
-        the global offsets they give, each shard's sum of precision at its relevant items' global
-        ranks. Equal to :func:`vdsh_numba.metrics.evaluate_codes` on the concatenated database.
+        The two passes of :class:`~vdsh_numba.metrics.RankingPasses` run on each shard where
+        it lives: the per-distance histograms, then, with the offsets they give
+        (:func:`~vdsh_numba.metrics.shard_offsets`), each shard's sums at its relevant items'
+        global ranks; :func:`~vdsh_numba.metrics.merge_ranking_stats` and
+        :meth:`~vdsh_numba.metrics.Evaluation.scores` finish on the client. Returns
+        ``(scalars, pr_curve)`` as ``evaluate_codes``.
         """
-        from .metrics import RankingStats, _ap_tie_aware, _pr_curve, _radius_summary, _safe_div
         queries = check_codes(queries, self.bits, "queries")
-        if any(l is None for l in self._labels):
+        ev = Evaluation(self.ntotal, radius, topk)
+        if not self._shards:
+            raise ValueError("the index is empty: add shards before evaluate()")
+        if any(d is None for d in self._evaldata):
             raise ValueError("evaluate() needs the labels of every shard: add(codes, labels=...)")
         ql = np.asarray(query_labels)
         bits = self.bits
@@ -366,33 +364,20 @@ class ShardedHammingIndex:
         def run():
             qf = self._scatter(queries)
             lf = self._scatter(ql)
-            hs = self._gather([self.client.submit(_task_hist, f, lab, qf, lf, bits, pure=False)
-                                     for (f, _, _), lab in zip(self._shards, self._labels)])
-            ha = sum(h[0] for h in hs)
-            hr = sum(h[1] for h in hs)
-            lower_a = np.cumsum(ha, axis=1) - ha  # items at smaller distances, all shards
-            lower_r = np.cumsum(hr, axis=1) - hr
-            futs, run_a, run_r = [], np.zeros_like(ha), np.zeros_like(hr)
-            for ((f, _, _), lab), (a, r) in zip(zip(self._shards, self._labels), hs):
-                futs.append(self.client.submit(_task_ap, f, lab, qf, lf, bits, lower_a + run_a,
-                                               lower_r + run_r, pure=False))
-                run_a = run_a + a
-                run_r = run_r + r
-            ap_sum = sum(self._gather(futs))
-            return ha, hr, ap_sum
+            hists = self._gather([self.client.submit(_task_hist, c, lab, qf, lf, bits, pure=False)
+                                  for c, lab in self._evaldata])
+            accs = self._gather([self.client.submit(_task_rank_sums, c, lab, qf, lf, bits, before,
+                                                    ev.cutoffs, ev.ndcg_k, pure=False)
+                                 for (c, lab), before in zip(self._evaldata, shard_offsets(hists))])
+            return hists, accs
 
-        ha, hr, ap_sum = self._guard(run)
-        n = int(ha[0].sum()) if len(ha) else self.ntotal
-        hist = np.stack([ha - hr, hr], axis=2)
-        st = RankingStats(hist, np.zeros(0, np.int64), np.zeros((len(ha), 0, 3)), n, 0)
-        p, frac = _radius_summary(st, int(radius))
-        r, prec, recl, _ = _pr_curve(st)
-        scalars = {"map": float(_safe_div(ap_sum, st.n_rel).mean()),
-                   "map_tie_aware": float(_ap_tie_aware(st, n).mean()),
-                   f"precision_hamming{radius}": p, f"precision_hamming{radius}_empty_fraction": frac}
-        pr = [{"radius": int(ri), "precision": float(pi), "recall": float(qi)}
-              for ri, pi, qi in zip(r, prec, recl)]
-        return scalars, pr
+        hists, accs = self._guard(run)
+        rows = [int(h[0].sum()) for h in hists] if queries.shape[0] else []
+        if rows and rows != [n for _, _, n in self._shards]:
+            raise ShardedSearchError(f"the shards hold {rows} rows, the index recorded "
+                                     f"{[n for _, _, n in self._shards]} (wrong rows in add_futures?)")
+        st = merge_ranking_stats(hists, accs, self.ntotal, ev.cutoffs, ev.ndcg_k)
+        return ev.scores(st)
 
 
 # --------------------------------------------------------------------------- encoding

@@ -40,7 +40,8 @@ from .hamming import CodeStore, as_words, check_codes, n_blocks, popcount64
 
 __all__ = ["mean_average_precision", "ndcg", "precision_at_k", "recall_at_k",
            "precision_recall_curve", "precision_within_radius", "evaluate_codes",
-           "ranking_stats", "RankingStats"]
+           "ranking_stats", "RankingStats", "RankingPasses", "shard_offsets",
+           "merge_ranking_stats", "Evaluation"]
 
 
 # --------------------------------------------------------------------------- kernels
@@ -317,7 +318,8 @@ def _check_ties(ties, allowed):
         raise ValueError(f"ties must be one of {allowed}, got {ties!r}")
 
 
-def _prepare(query_codes, db_codes, query_labels, db_labels, bits):
+def _check_bits_of(query_codes, bits):
+    """``bits`` as given, or ``8 * nbytes`` of the query codes; checks the queries."""
     if bits is None:
         if not isinstance(query_codes, np.ndarray):
             raise TypeError(f"query_codes must be a numpy uint8 array, got "
@@ -328,12 +330,7 @@ def _prepare(query_codes, db_codes, query_labels, db_labels, bits):
                              "pass bits= to state the code length")
         bits = 8 * query_codes.shape[1]
     check_codes(query_codes, bits, "query_codes")
-    store = CodeStore(bits)
-    store.add(db_codes, "db_codes")
-    if store.ntotal == 0:
-        raise ValueError("db_codes is empty")
-    qw = as_words(np.asarray(query_codes), bits, "query_codes")
-    return bits, qw, store, _Labels(query_labels, db_labels, qw.shape[0], store.ntotal)
+    return bits
 
 
 def _level_shift(nlev):
@@ -341,46 +338,134 @@ def _level_shift(nlev):
     return max(1, int(nlev - 1).bit_length())
 
 
-def _histograms(qw, store, labels, bits, shift):
-    """Pass 1: ``hist[q, d, l]`` = database items at distance ``d`` with level ``l``."""
-    nq = qw.shape[0]
-    hist = np.zeros((nq, (bits + 1) << shift), dtype=np.int64)
-    if nq:
-        nb = n_blocks(nq)
-        for base, words in store.chunks(config.CHUNK_ROWS):
-            _level_histogram_chunk(qw, words, labels.ql, labels.chunk(base, base + words.shape[0]),
-                                   labels.mode, shift, hist, nb)
-    return hist.reshape(nq, bits + 1, 1 << shift)
+class RankingPasses:
+    """The two streaming passes of the metrics over one database, or over one shard of it.
 
+    A database held in shards (:class:`vdsh_numba.distributed.ShardedHammingIndex`) is
+    evaluated shard by shard with the very functions :func:`ranking_stats` uses on one
+    machine: :meth:`histogram` on every shard, :func:`shard_offsets` of those histograms,
+    :meth:`rank_sums` on every shard with its offsets, then :func:`merge_ranking_stats`
+    gives the :class:`RankingStats` of the whole database (and :class:`Evaluation` its
+    metrics, exactly those of :func:`evaluate_codes`).
 
-def _index_order_sums(qw, store, labels, shift, before_all, before_rel, cutoffs, ndcg_k=0):
-    """Pass 2: per query and cutoff bin, sums over relevant items ranked in the bin
-    (ties by index) of precision at their rank, hits and DCG (for ranks ``<= ndcg_k``).
+    Parameters
+    ----------
+    query_codes, db_codes, query_labels, db_labels, bits
+        As :func:`ranking_stats`; ``db_codes``/``db_labels`` are this shard's rows.
+    allow_empty : bool
+        Accept a shard without rows (a whole database must not be empty).
 
-    ``before_all[q, d]`` / ``before_rel[q, d]``: items / relevant items ranked before the
-    first item at distance ``d`` of this database (a shard adds the earlier shards' items
-    at distance ``d``). Returns ``acc`` of shape ``(nq, len(cutoffs), 3)``, not accumulated
-    over the bins.
+    Attributes
+    ----------
+    n : int
+        Rows of this database (shard).
+    bits : int
     """
-    nq = qw.shape[0]
-    cutoffs = np.asarray(cutoffs, dtype=np.int64)
-    acc = np.zeros((nq, len(cutoffs), 3))
-    if nq == 0 or len(cutoffs) == 0:
+
+    def __init__(self, query_codes, db_codes, query_labels, db_labels, bits=None,
+                 allow_empty=False):
+        self.bits = _check_bits_of(query_codes, bits)
+        self._store = CodeStore(self.bits)
+        self._store.add(db_codes, "db_codes")
+        if self._store.ntotal == 0 and not allow_empty:
+            raise ValueError("db_codes is empty")
+        self.n = self._store.ntotal
+        self._qw = as_words(np.asarray(query_codes), self.bits, "query_codes")
+        self._labels = _Labels(query_labels, db_labels, self._qw.shape[0], self.n)
+        # levels come from the query labels alone: every shard's histogram has the same shape
+        self._shift = _level_shift(self._labels.nlev)
+
+    def histogram(self):
+        """Pass 1: ``hist[q, d, l]`` = items of this database at distance ``d`` with
+        relevance level ``l``; int64 ``(nq, bits + 1, L)``."""
+        qw, bits, shift = self._qw, self.bits, self._shift
+        nq = qw.shape[0]
+        hist = np.zeros((nq, (bits + 1) << shift), dtype=np.int64)
+        if nq:
+            nb = n_blocks(nq)
+            for base, words in self._store.chunks(config.CHUNK_ROWS):
+                _level_histogram_chunk(qw, words, self._labels.ql,
+                                       self._labels.chunk(base, base + words.shape[0]),
+                                       self._labels.mode, shift, hist, nb)
+        return hist.reshape(nq, bits + 1, 1 << shift)
+
+    def rank_sums(self, before_all, before_rel, cutoffs, ndcg_k=0):
+        """Pass 2 (ties broken by index): per query and cutoff bin, sums over the relevant
+        items ranked in the bin of precision at their rank, hits and DCG (ranks ``<= ndcg_k``).
+
+        Parameters
+        ----------
+        before_all, before_rel : int64 ``(nq, bits + 1)``
+            Items / relevant items ranked before this database's first item at distance
+            ``d``: items at smaller distances, and, for a shard, the earlier shards' items at
+            distance ``d`` (:func:`shard_offsets`).
+        cutoffs : ascending int64
+            Rank cutoffs, already clipped to the size of the *whole* database.
+
+        Returns
+        -------
+        acc : float64 ``(nq, len(cutoffs), 3)``, per bin (not accumulated over the bins).
+        """
+        qw = self._qw
+        nq = qw.shape[0]
+        cutoffs = np.asarray(cutoffs, dtype=np.int64)
+        acc = np.zeros((nq, len(cutoffs), 3))
+        if nq == 0 or len(cutoffs) == 0:
+            return acc
+        top = int(before_all[:, -1].max(initial=0)) + self.n
+        if top >= 1 << 32:
+            raise ValueError(f"ranks up to {top} do not fit the 32-bit rank counters of the "
+                             f"index-order pass (at most {(1 << 32) - 1} database items)")
+        cnt = np.ascontiguousarray(np.asarray(before_all).astype(np.int64)
+                                   | (np.asarray(before_rel).astype(np.int64) << np.int64(32)))
+        kd = min(max(0, int(ndcg_k)), top)
+        disc = np.zeros(kd + 1)
+        disc[1:] = 1.0 / np.log2(np.arange(2, kd + 2))
+        nb = n_blocks(nq)
+        for base, words in self._store.chunks(config.CHUNK_ROWS):
+            _ranked_pass_chunk(qw, words, self._labels.ql,
+                               self._labels.chunk(base, base + words.shape[0]),
+                               self._labels.mode, self._shift, cnt, cutoffs, disc, acc, nb)
         return acc
-    top = int(before_all[:, -1].max(initial=0)) + store.ntotal
-    if top >= 1 << 32:
-        raise ValueError(f"ranks up to {top} do not fit the 32-bit rank counters of the "
-                         f"index-order pass (at most {(1 << 32) - 1} database items)")
-    cnt = np.ascontiguousarray(before_all.astype(np.int64)
-                               | (before_rel.astype(np.int64) << np.int64(32)))
-    kd = min(max(0, int(ndcg_k)), top)
-    disc = np.zeros(kd + 1)
-    disc[1:] = 1.0 / np.log2(np.arange(2, kd + 2))
-    nb = n_blocks(nq)
-    for base, words in store.chunks(config.CHUNK_ROWS):
-        _ranked_pass_chunk(qw, words, labels.ql, labels.chunk(base, base + words.shape[0]),
-                           labels.mode, shift, cnt, cutoffs, disc, acc, nb)
-    return acc
+
+
+def shard_offsets(hists):
+    """Where each shard's items start in the ranking (ties broken by global index).
+
+    Parameters
+    ----------
+    hists : sequence of ``(nq, bits + 1, L)`` histograms (:meth:`RankingPasses.histogram`),
+        one per shard, in database order.
+
+    Returns
+    -------
+    list of ``(before_all, before_rel)``, one per shard: int64 ``(nq, bits + 1)``, the items
+    (and relevant items) ranked before the shard's first item at distance ``d`` = every item
+    at a smaller distance plus the earlier shards' items at distance ``d``.
+    """
+    n_d = [h.sum(axis=2) for h in hists]
+    r_d = [a - h[:, :, 0] for a, h in zip(n_d, hists)]
+    tot_a, tot_r = sum(n_d), sum(r_d)
+    run_a = np.cumsum(tot_a, axis=1) - tot_a
+    run_r = np.cumsum(tot_r, axis=1) - tot_r
+    out = []
+    for a, r in zip(n_d, r_d):
+        out.append((run_a, run_r))
+        run_a, run_r = run_a + a, run_r + r
+    return out
+
+
+def merge_ranking_stats(hists, accs, n, cutoffs, ndcg_k=0) -> "RankingStats":
+    """The :class:`RankingStats` of a whole database of ``n`` items from its shards' passes.
+
+    ``hists``: each shard's :meth:`RankingPasses.histogram`; ``accs``: each shard's
+    :meth:`RankingPasses.rank_sums` with the same ``cutoffs`` and ``ndcg_k``.
+    """
+    hist = sum(hists[1:], hists[0].copy())
+    cutoffs = np.asarray(cutoffs, dtype=np.int64)
+    acc = sum(accs[1:], np.array(accs[0], dtype=np.float64))
+    np.cumsum(acc, axis=1, out=acc)
+    return RankingStats(hist, cutoffs, acc, int(n), int(ndcg_k))
 
 
 def ranking_stats(query_codes, db_codes, query_labels, db_labels, bits=None,
@@ -396,20 +481,12 @@ def ranking_stats(query_codes, db_codes, query_labels, db_labels, bits=None,
     ndcg_k : int
         Accumulate DCG for ranks ``<= ndcg_k`` (0: not at all).
     """
-    bits, qw, store, labels = _prepare(query_codes, db_codes, query_labels, db_labels, bits)
-    n = store.ntotal
-    shift = _level_shift(labels.nlev)
-    hist = _histograms(qw, store, labels, bits, shift)
-    cut = np.unique(np.minimum(np.asarray(cutoffs, dtype=np.int64), n))
-    if len(cut):
-        n_d = hist.sum(axis=2)
-        r_d = n_d - hist[:, :, 0]
-        acc = _index_order_sums(qw, store, labels, shift, np.cumsum(n_d, axis=1) - n_d,
-                                np.cumsum(r_d, axis=1) - r_d, cut, int(ndcg_k))
-        np.cumsum(acc, axis=1, out=acc)
-    else:
-        acc = np.zeros((qw.shape[0], 0, 3))
-    return RankingStats(hist, cut, acc, n, int(ndcg_k))
+    passes = RankingPasses(query_codes, db_codes, query_labels, db_labels, bits)
+    hist = passes.histogram()
+    cut = np.unique(np.minimum(np.asarray(cutoffs, dtype=np.int64), passes.n))
+    (before_all, before_rel), = shard_offsets([hist])
+    acc = passes.rank_sums(before_all, before_rel, cut, int(ndcg_k))
+    return merge_ranking_stats([hist], [acc], passes.n, cut, ndcg_k)
 
 
 # --------------------------------------------------------------------------- from stats
@@ -505,7 +582,8 @@ def _within_radius(st, radius):
 
 def _map_deephash(query_codes, db_codes, query_labels, db_labels, bits, topk):
     """Transcription of DeepHash-pytorch ``CalcTopMap`` on the streaming distances."""
-    bits, qw, store, labels = _prepare(query_codes, db_codes, query_labels, db_labels, bits)
+    passes = RankingPasses(query_codes, db_codes, query_labels, db_labels, bits)
+    qw, store, labels = passes._qw, passes._store, passes._labels
     ql, dl, mode = labels.ql, labels.chunk(0, store.ntotal), labels.mode
     nq, n = qw.shape[0], store.ntotal
     topk = n if topk is None else topk
@@ -721,54 +799,104 @@ def _pr_curve(st):
     return np.arange(nr), prec.mean(axis=0), rec.mean(axis=0), (retrieved == 0).mean(axis=0)
 
 
+class Evaluation:
+    """The metrics of the evaluate stage for a database of ``n`` items: the cutoffs its
+    index-order pass needs, and every score from the :class:`RankingStats` of the ranking.
+
+    One evaluator for every path: :func:`evaluate_codes` (one machine) and
+    :meth:`vdsh_numba.distributed.ShardedHammingIndex.evaluate` (shards on a Dask cluster,
+    merged by :func:`merge_ranking_stats`) both return :meth:`scores`, so the keys of
+    ``reports/eval/*.json`` do not depend on ``evaluate.scheduler``.
+
+    Parameters
+    ----------
+    n : int
+        Database size (cutoffs larger than it are clipped to it).
+    radius : int, default 2
+        Hamming radius of the hash-lookup precision and recall.
+    topk : int, optional
+        Also mAP@topk (ties by index, and tie-aware).
+
+    Attributes
+    ----------
+    cutoffs : ndarray of int64
+        Ascending rank cutoffs for :meth:`RankingPasses.rank_sums`.
+    ndcg_k : int
+        DCG is accumulated up to this rank (NDCG@100).
+    """
+
+    #: rank cutoffs of precision@k / recall@k
+    KS = (100, 1000)
+    #: NDCG@NDCG_K
+    NDCG_K = 100
+
+    def __init__(self, n, radius=2, topk=None):
+        if topk is not None:
+            topk = _check_k(topk, "topk")
+        self.radius = _check_radius(radius)
+        self.topk = topk
+        self.n = int(n)
+        ks = [self.n, *self.KS] + ([topk] if topk is not None else [])
+        self.cutoffs = np.unique(np.minimum(np.asarray(ks, dtype=np.int64), self.n))
+        self.ndcg_k = self.NDCG_K
+
+    def scores(self, st):
+        """Every metric from the ranking statistics of the whole database.
+
+        Returns
+        -------
+        scalars : dict of str -> float
+            ``map`` (whole ranking, ties by index), ``map_tie_aware`` (He et al. AP_T),
+            ``map_at_{topk}`` and ``map_at_{topk}_tie_aware`` (when ``topk`` is given),
+            ``precision_hamming{radius}`` and ``precision_hamming{radius}_empty_fraction``,
+            ``recall_hamming{radius}``, ``ndcg_100``, ``ndcg_100_tie_aware``,
+            ``precision_100``, ``precision_1000``, ``recall_100``, ``recall_1000``.
+            Cutoffs larger than the database are clipped to it.
+        pr_curve : list of dict
+            ``{"radius": r, "precision": p, "recall": q}`` for ``r = 0 .. bits``.
+        """
+        if st.n != self.n:
+            raise ValueError(f"the ranking statistics cover {st.n} items, this evaluation "
+                             f"was planned for {self.n}")
+        topk, radius, nn = self.topk, self.radius, st.n
+
+        def clip(k):
+            return min(k, nn)
+
+        a_all = st.at(nn)
+        out = {
+            "map": _safe_div(a_all[:, 0], st.n_rel),
+            "map_tie_aware": _ap_tie_aware(st, nn),
+        }
+        if topk is not None:
+            a = st.at(clip(topk))
+            out[f"map_at_{topk}"] = _safe_div(a[:, 0], a[:, 1])
+            out[f"map_at_{topk}_tie_aware"] = _ap_tie_aware(st, clip(topk))
+        k = self.NDCG_K
+        out[f"ndcg_{k}"] = _ndcg_index(st, clip(k))
+        out[f"ndcg_{k}_tie_aware"] = _ndcg_tie_aware(st, clip(k))
+        for k in self.KS:
+            out[f"precision_{k}"] = st.at(clip(k))[:, 1] / clip(k)
+            out[f"recall_{k}"] = _safe_div(st.at(clip(k))[:, 1], st.n_rel)
+        scalars = {key: float(v.mean()) if len(v) else 0.0 for key, v in out.items()}
+        p, frac = _radius_summary(st, radius)
+        scalars[f"precision_hamming{radius}"] = p
+        scalars[f"precision_hamming{radius}_empty_fraction"] = frac
+        _, _, rec = _within_radius(st, radius)
+        scalars[f"recall_hamming{radius}"] = float(rec.mean()) if len(rec) else 0.0
+        r, prec, recl, _ = _pr_curve(st)
+        pr = [{"radius": int(ri), "precision": float(pi), "recall": float(qi)}
+              for ri, pi, qi in zip(r, prec, recl)]
+        return scalars, pr
+
+
 def evaluate_codes(query_codes, db_codes, query_labels, db_labels, bits, radius=2, topk=None):
     """Every metric of the evaluate stage from one histogram pass and one index-order pass.
 
-    Returns
-    -------
-    scalars : dict of str -> float
-        ``map`` (whole ranking, ties by index), ``map_tie_aware`` (He et al. AP_T),
-        ``map_at_{topk}`` and ``map_at_{topk}_tie_aware`` (when ``topk`` is given),
-        ``precision_hamming{radius}`` and ``precision_hamming{radius}_empty_fraction``,
-        ``recall_hamming{radius}``, ``ndcg_100``, ``ndcg_100_tie_aware``,
-        ``precision_100``, ``precision_1000``, ``recall_100``, ``recall_1000``.
-        Cutoffs larger than the database are clipped to it.
-    pr_curve : list of dict
-        ``{"radius": r, "precision": p, "recall": q}`` for ``r = 0 .. bits``.
+    Returns :meth:`Evaluation.scores`: ``(scalars, pr_curve)``, the keys listed there.
     """
-    if topk is not None:
-        topk = _check_k(topk, "topk")
-    radius = _check_radius(radius)
-    ks = [100, 1000] + ([topk] if topk is not None else [])
-    n = db_codes.shape[0] if isinstance(db_codes, np.ndarray) else 1
+    n = db_codes.shape[0] if isinstance(db_codes, np.ndarray) else 0
+    ev = Evaluation(n, radius, topk)
     st = ranking_stats(query_codes, db_codes, query_labels, db_labels, bits,
-                       cutoffs=[n] + ks, ndcg_k=100)
-    nn = st.n
-
-    def clip(k):
-        return min(k, nn)
-
-    a_all = st.at(nn)
-    out = {
-        "map": _safe_div(a_all[:, 0], st.n_rel),
-        "map_tie_aware": _ap_tie_aware(st, nn),
-    }
-    if topk is not None:
-        a = st.at(clip(topk))
-        out[f"map_at_{topk}"] = _safe_div(a[:, 0], a[:, 1])
-        out[f"map_at_{topk}_tie_aware"] = _ap_tie_aware(st, clip(topk))
-    out["ndcg_100"] = _ndcg_index(st, clip(100))
-    out["ndcg_100_tie_aware"] = _ndcg_tie_aware(st, clip(100))
-    for k in (100, 1000):
-        out[f"precision_{k}"] = st.at(clip(k))[:, 1] / clip(k)
-        out[f"recall_{k}"] = _safe_div(st.at(clip(k))[:, 1], st.n_rel)
-    scalars = {key: float(v.mean()) if len(v) else 0.0 for key, v in out.items()}
-    p, frac = _radius_summary(st, radius)
-    scalars[f"precision_hamming{radius}"] = p
-    scalars[f"precision_hamming{radius}_empty_fraction"] = frac
-    _, _, rec = _within_radius(st, radius)
-    scalars[f"recall_hamming{radius}"] = float(rec.mean()) if len(rec) else 0.0
-    r, prec, recl, _ = _pr_curve(st)
-    pr = [{"radius": int(ri), "precision": float(pi), "recall": float(qi)}
-          for ri, pi, qi in zip(r, prec, recl)]
-    return scalars, pr
+                       cutoffs=ev.cutoffs, ndcg_k=ev.ndcg_k)
+    return ev.scores(st)

@@ -1,5 +1,9 @@
 """Stage ``evaluate``: the Hamming ranking of the database for every query and its metrics ->
-``reports/eval/<method>_<bits>.json`` and the PR curve ``reports/eval/pr_<method>_<bits>.csv``."""
+``reports/eval/<method>_<bits>.json`` and the PR curve ``reports/eval/pr_<method>_<bits>.csv``.
+
+Both schedulers compute the metrics with :class:`vdsh_numba.metrics.Evaluation`, so the JSON has
+the same keys (``scheduler``/``shards`` are added for a distributed run). Evaluation runs on the
+CPU whatever ``backend`` says (``backend`` is the training/encoding backend, recorded as such)."""
 from __future__ import annotations
 
 import csv
@@ -18,18 +22,19 @@ def run(params, method, bits, layout=Layout()):
     F = load_output(layout.features, "features")
     C = load_output(layout.codes(method, bits), "encode")
     ev = params.get("evaluate") or {}
+    radius, topk = int(ev.get("radius", 2)), ev.get("topk")
     dask = dask_client(params)
     if dask is None:
         scalars, pr = evaluate_codes(C["query"], C["db"], F["y_query"], F["y_db"], int(bits),
-                                     radius=int(ev.get("radius", 2)), topk=ev.get("topk"))
-    else:  # one HammingIndex per shard on the workers; rankings merged exactly
+                                     radius=radius, topk=topk)
+    else:  # the same metrics (same keys), the passes run on the shards: rankings merged exactly
         from ..distributed import ShardedHammingIndex
         client, close, shards = dask
         try:
             index = ShardedHammingIndex(int(bits), client)
             for s, e in row_shards(C["db"].shape[0], shards):
                 index.add(C["db"][s:e], labels=F["y_db"][s:e])
-            scalars, pr = index.evaluate(C["query"], F["y_query"], radius=int(ev.get("radius", 2)))
+            scalars, pr = index.evaluate(C["query"], F["y_query"], radius=radius, topk=topk)
             scalars["scheduler"] = "distributed"
             scalars["shards"] = index.nshards
         finally:
