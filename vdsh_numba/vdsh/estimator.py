@@ -43,7 +43,7 @@ TRAIN_DEFAULTS = {
     "rho": 1e-2,           # ridge on every weight matrix
     "prox": 0.0,           # proximal weight on W - W_previous (damps the local fits)
     "nu": 1e-2,            # weight of ||B - U||^2 in the code step
-    "lam_G": 1e-2,         # ridge on the code->label classifier G
+    "lam_G": 1.0,          # ridge on the code->label classifier G (chosen on fashion_mnist validation)
     "dcc_passes": 3,       # passes of discrete cyclic coordinate descent per sweep
     "residual": True,      # identity skips between equal-width hidden layers
     "resync": True,        # reset z, a to the forward pass at the start of every sweep
