@@ -217,7 +217,7 @@ def test_stages_end_to_end_gist_and_test_train(archive, tmp_path, monkeypatch):
 def test_params_for_cifar():
     with pytest.raises(ParamsError, match="'features' is 'sift'; expected one of"):
         small_params(dataset="cifar10", features="sift")
-    with pytest.raises(ParamsError, match="'protocol.name' is 'test-train'.*only mnist, fashion_mnist, cifar10 do"):
+    with pytest.raises(ParamsError, match="'protocol.name' is 'test-train'.*only mnist, fashion_mnist, cifar10, npz do"):
         small_params(dataset="digits", protocol={"name": "test-train"})
     with pytest.raises(ParamsError, match="set it to auto"):
         small_params(dataset="cifar10", protocol={"name": "test-train", "queries_per_class": 5})

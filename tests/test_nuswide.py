@@ -108,5 +108,5 @@ def test_stages_end_to_end_multilabel(tmp_path, monkeypatch):
 def test_params_for_nuswide():
     with pytest.raises(ParamsError, match="'features' is 'gist' but dataset 'nuswide'"):
         small_params(dataset="nuswide", features="gist")
-    with pytest.raises(ParamsError, match="only mnist, fashion_mnist, cifar10 do"):
+    with pytest.raises(ParamsError, match="only mnist, fashion_mnist, cifar10, npz do"):
         small_params(dataset="nuswide", protocol={"name": "test-train"})

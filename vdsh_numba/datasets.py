@@ -27,21 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .npz_dataset import load_npz
+from .raw import DataError, RawDataset
+
 __all__ = ["RawDataset", "DataError", "load_dataset", "DATASETS", "read_idx", "MNIST_FILES",
            "payload_sha256", "load_cifar10", "load_fashion_mnist", "FASHION_MNIST_FILES",
            "FASHION_MNIST_SYSTEM_DIR", "FASHION_MNIST_URLS", "FASHION_MNIST_CLASSES", "load_nuswide", "fetch", "file_md5", "CIFAR10_URL",
-           "CIFAR10_ARCHIVE", "CIFAR10_MD5", "DECLARED_CLASSES", "check_raw"]
-
-
-class DataError(ValueError):
-    """Raw data is missing, corrupt or inconsistent. The message says which file and what to do."""
-
-
-@dataclasses.dataclass
-class RawDataset:
-    images: np.ndarray
-    labels: np.ndarray
-    info: dict
+           "CIFAR10_ARCHIVE", "CIFAR10_MD5", "DatasetSpec", "check_raw"]
 
 
 # --- digits (scikit-learn's bundled copy: no network) ---------------------------------------
@@ -509,19 +501,47 @@ def load_nuswide(data_dir, progress=True, download=True) -> RawDataset:
         "concept_counts": [int(counts[j]) for j in top]})
 
 
-DATASETS = {"digits": load_digits_dataset, "mnist": load_mnist, "fashion_mnist": load_fashion_mnist,
-            "cifar10": load_cifar10, "nuswide": load_nuswide}
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """Everything the pipeline knows about one dataset, in one place.
+
+    ``load(data_dir, progress=...)`` returns a :class:`RawDataset`; ``classes``: the labels a
+    single-label dataset declares (``0 .. classes-1``; ``None``: multi-label or not fixed);
+    ``protocol``: the ``auto`` values of ``protocol.queries_per_class`` / ``train_per_class``
+    (and ``query_pool: test`` where the standard queries come from the official test set);
+    ``official_split``: whether ``protocol.name: test-train`` applies (the loader records the
+    row ranges); ``images``: whether it has images (``features: gist``) or only vectors;
+    ``bundled``: needs no ``data_dir``.
+    """
+
+    load: object
+    classes: int | None
+    protocol: dict
+    official_split: bool = False
+    images: bool = True
+    bundled: bool = False
 
 
-#: classes each single-label dataset declares (labels must be 0 .. C-1); NUS-WIDE is multi-label
-DECLARED_CLASSES = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10}
+_PER_CLASS = {"queries_per_class": 100, "train_per_class": 500}
+#: the dataset registry: adding a dataset is its loader and one line here
+DATASETS = {
+    "digits": DatasetSpec(load_digits_dataset, 10, {"queries_per_class": 20, "train_per_class": 100},
+                          bundled=True),
+    "mnist": DatasetSpec(load_mnist, 10, _PER_CLASS, official_split=True),
+    "fashion_mnist": DatasetSpec(load_fashion_mnist, 10, {**_PER_CLASS, "query_pool": "test"},
+                                 official_split=True),
+    "cifar10": DatasetSpec(load_cifar10, 10, _PER_CLASS, official_split=True),
+    "nuswide": DatasetSpec(load_nuswide, None, _PER_CLASS, images=False),  # per concept
+    "npz": DatasetSpec(load_npz, None, _PER_CLASS,
+                       official_split=True, images=False),
+}
 
 
 def check_raw(images, labels, info, where) -> None:
     """Refuse raw data that would poison every later stage; the message names ``where``.
 
     Checks: one label (row) per image, finite values, single-label ids inside the dataset's
-    declared classes (:data:`DECLARED_CLASSES`), multi-label matrices of 0/1.
+    declared classes (``DATASETS[name].classes``), multi-label matrices of 0/1.
     """
     images, labels = np.asarray(images), np.asarray(labels)
     if labels.ndim not in (1, 2) or labels.shape[0] != images.shape[0]:
@@ -537,7 +557,8 @@ def check_raw(images, labels, info, where) -> None:
         return
     if labels.dtype.kind not in "iu":
         raise DataError(f"{where}: labels must be integer class ids, got dtype {labels.dtype}")
-    c = DECLARED_CLASSES.get(info.get("dataset"))
+    spec = DATASETS.get(info.get("dataset"))
+    c = spec.classes if spec is not None else None
     lo, hi = (0, c - 1) if c else (0, None)
     out = (labels < lo) | (labels > hi) if hi is not None else labels < lo
     if labels.size and out.any():
@@ -550,4 +571,4 @@ def check_raw(images, labels, info, where) -> None:
 def load_dataset(name: str, data_dir, progress=True) -> RawDataset:
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
-    return DATASETS[name](data_dir, progress=progress)
+    return DATASETS[name].load(data_dir, progress=progress)

@@ -23,7 +23,7 @@ import numpy as np
 
 from .gist import gist
 
-__all__ = ["gist", "split_indices", "Standardizer", "build_features", "PROTOCOL_DEFAULTS",
+__all__ = ["gist", "split_indices", "Standardizer", "build_features",
            "resolve_protocol", "protocol_indices", "PROTOCOLS", "FEATURES", "check_split",
            "validation_indices", "VALIDATION_MAX_QUERIES_PER_CLASS"]
 
@@ -32,14 +32,6 @@ PROTOCOLS = ("standard", "test-train")
 #: feature kinds (params ``features``); ``pixels`` when absent
 FEATURES = ("pixels", "gist")
 
-#: per-dataset defaults used where params.yaml says ``auto``
-PROTOCOL_DEFAULTS = {
-    "digits": {"queries_per_class": 20, "train_per_class": 100},
-    "mnist": {"queries_per_class": 100, "train_per_class": 500},
-    "fashion_mnist": {"queries_per_class": 100, "train_per_class": 500, "query_pool": "test"},
-    "cifar10": {"queries_per_class": 100, "train_per_class": 500},
-    "nuswide": {"queries_per_class": 100, "train_per_class": 500},  # per concept
-}
 
 
 #: at most this many validation queries per class (``protocol.validation``)
@@ -51,7 +43,9 @@ def resolve_protocol(dataset: str, protocol: dict) -> dict:
     out["validation"] = bool(out.get("validation", False))
     if out.get("name") == "test-train":  # the official split: no per-class counts
         return {**out, "queries_per_class": None, "train_per_class": None}
-    for k, v in PROTOCOL_DEFAULTS.get(dataset, {}).items():
+    from .datasets import DATASETS  # the per-dataset ``auto`` values
+    spec = DATASETS.get(dataset)
+    for k, v in (spec.protocol if spec is not None else {}).items():
         if out.get(k, "auto") in ("auto", None):
             out[k] = v
     return out

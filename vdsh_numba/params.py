@@ -24,7 +24,7 @@ FEATURE_NAMES = FEATURES
 PROTOCOL_NAMES = PROTOCOLS
 #: datasets whose loader records an official train/test split (``protocol.name: test-train``;
 #: MNIST only when its training files are present, checked by the features stage)
-OFFICIAL_SPLIT_DATASETS = ("mnist", "fashion_mnist", "cifar10")
+OFFICIAL_SPLIT_DATASETS = tuple(n for n, s in DATASETS.items() if s.official_split)
 #: keys of the ``protocol`` section
 PROTOCOL_KEYS = ("queries_per_class", "train_per_class", "name", "standardize", "validation")
 BACKENDS = ("cpu", "cuda")
@@ -109,9 +109,9 @@ def validate_params(p: dict) -> dict:
         _choice(m, f"methods[{i}]", known)
     _choice(p["backend"], "backend", BACKENDS)
     feats = _choice(p.get("features", "pixels"), "features", FEATURE_NAMES)
-    if feats == "gist" and p["dataset"] == "nuswide":
-        raise ParamsError("parameter 'features' is 'gist' but dataset 'nuswide' comes as published "
-                          "500-d feature vectors, not images; use features: pixels (the raw vectors)")
+    if feats == "gist" and not DATASETS[p["dataset"]].images:
+        raise ParamsError(f"parameter 'features' is 'gist' but dataset '{p['dataset']}' comes as "
+                          f"feature vectors, not images; use features: pixels (the raw vectors)")
     proto = p.get("protocol") or {}
     for k, v in proto.items():
         if k not in PROTOCOL_KEYS:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from ..datasets import DataError, check_raw, load_dataset
+from ..datasets import DATASETS, DataError, check_raw, load_dataset
 from ..features import protocol_indices, resolve_protocol
 from .common import check_features_file, load_output
 from .layout import Layout
@@ -35,9 +35,10 @@ def check_data(params, layout=Layout()):
             checked.append(f"{RAW} holds {info.get('dataset')!r}, params say {params['dataset']!r}: "
                            f"not checked (the download stage will replace it)")
             raw = None
-    elif params["dataset"] == "digits":
-        rd = load_dataset("digits", None, progress=False)
-        raw, info, where = {"images": rd.images, "labels": rd.labels}, rd.info, "digits (embedded)"
+    elif DATASETS[params["dataset"]].bundled:
+        rd = load_dataset(params["dataset"], None, progress=False)
+        raw, info, where = ({"images": rd.images, "labels": rd.labels}, rd.info,
+                            f"{params['dataset']} (embedded)")
     else:
         checked.append(f"{RAW} not found: raw data not checked (run the download stage first)")
     if raw is not None:
