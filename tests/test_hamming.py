@@ -64,6 +64,43 @@ def test_search_matches_naive(bits, small_chunks):
         np.testing.assert_array_equal(I, In)
 
 
+@pytest.fixture
+def sub_block_tiles(monkeypatch):
+    """Tiles of two full sub-blocks and a ragged tail, chunks that split tiles: inputs of
+    a few hundred rows go through the vectorised sub-block path, the row-by-row tail,
+    the tile sweep and the streaming merge."""
+    from vdsh_numba.hamming import SUB_ROWS
+    monkeypatch.setattr(config, "TILE_ROWS", 2 * SUB_ROWS + 2)
+    monkeypatch.setattr(config, "CHUNK_ROWS", 300)
+    monkeypatch.setattr(config, "SPLIT_MEMORY_BLOCKS", True)
+
+
+@pytest.mark.parametrize("bits", [12, 48, 64, 65, 128, 130, 256])
+@pytest.mark.parametrize("ties", [False, True])
+def test_search_sub_block_path_matches_naive(bits, ties, sub_block_tiles):
+    """Several hundred rows: the threshold tightens inside sub-blocks, candidate buffers
+    fill and are compacted (k small), or hold everything (k >= n); heavy ties at the
+    k-th distance (``ties``: codes drawn from 16 patterns) test the (distance, index) order."""
+    rng = np.random.default_rng(bits + ties)
+    x = rng.integers(0, 2, (700, bits))
+    xq = rng.integers(0, 2, (6, bits))
+    if ties:
+        x[:, 4:] = 0
+        xq[:, 4:] = 0
+    db, q = pack_codes(x), pack_codes(xq)
+    index = HammingIndex(bits)
+    index.add(db[:250])
+    index.add(db[250:])
+    for k in (1, 10, 100, 333, 699, 700, 750):
+        D, I = index.search(q, k)
+        Dn, In = naive.search(q, db, bits, k)
+        np.testing.assert_array_equal(D, Dn)
+        np.testing.assert_array_equal(I, In)
+    for radius in (0, bits // 2 - 3, bits // 2, bits):
+        for a, b in zip(index.range_search(q, radius), naive.range_search(q, db, bits, radius)):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_padding_when_fewer_than_k():
     index = HammingIndex(16)
     index.add(np.zeros((3, 2), np.uint8))

@@ -32,8 +32,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 from numba import njit, prange
-from numba.core import types
+from numba.core import cgutils, types
 from numba.extending import intrinsic
+from llvmlite import ir
 
 from . import config
 from .codes import code_bytes
@@ -57,9 +58,52 @@ def popcount64(typingctx, x):
     return types.uint64(types.uint64), codegen
 
 
+def _splat8(builder, x):
+    vty = ir.VectorType(x.type, 8)
+    e = builder.insert_element(ir.Constant(vty, None), x, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(e, ir.Constant(vty, None),
+                                  ir.Constant(ir.VectorType(ir.IntType(32), 8), [0] * 8))
+
+
+@intrinsic
+def select_below8(typingctx, dist, start, t, out, pos):
+    """Write the positions ``start + i`` (``i < 8``) where ``dist[start + i] < t`` to
+    ``out[pos ..]`` in increasing order; return how many (branch-free).
+
+    ``dist`` and ``out`` are C-contiguous ``uint64`` 1-D arrays, ``t`` a ``uint64``; the
+    caller guarantees ``start + 8 <= len(dist)`` and ``pos + 8 <= len(out)`` (all 8
+    lanes are stored). Generic LLVM IR: an unsigned vector compare and
+    ``llvm.experimental.vector.compress`` (``vpcmpuq`` + ``vpcompressq`` on AVX-512;
+    legalised to scalar code elsewhere).
+    """
+    u64a = types.Array(types.uint64, 1, "C")
+    if not (dist == u64a and out == u64a and isinstance(start, types.Integer)
+            and t == types.uint64 and isinstance(pos, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        i64 = ir.IntType(64)
+        vty = ir.VectorType(i64, 8)
+        a = context.make_array(signature.args[0])(context, builder, args[0])
+        o = context.make_array(signature.args[3])(context, builder, args[3])
+        st = context.cast(builder, args[1], signature.args[1], types.intp)
+        ps = context.cast(builder, args[4], signature.args[4], types.intp)
+        v = builder.load(builder.bitcast(builder.gep(a.data, [st]), vty.as_pointer()), align=8)
+        lanes = builder.icmp_unsigned("<", v, _splat8(builder, args[2]))
+        ids = builder.add(_splat8(builder, st), ir.Constant(vty, list(range(8))))
+        fnty = ir.FunctionType(vty, [vty, ir.VectorType(ir.IntType(1), 8), vty])
+        fn = cgutils.get_or_insert_function(builder.module, fnty,
+                                            "llvm.experimental.vector.compress.v8i64")
+        packed = builder.call(fn, [ids, lanes, ir.Constant(vty, None)])
+        builder.store(packed, builder.bitcast(builder.gep(o.data, [ps]), vty.as_pointer()), align=8)
+        return builder.zext(builder.ctpop(builder.bitcast(lanes, ir.IntType(8))), i64)
+
+    return types.uint64(dist, start, t, out, pos), codegen
+
+
 @njit(inline="always")
 def _distance(qw, q, dbw, j):
-    d = 0
+    d = np.uint64(0)
     for w in range(qw.shape[1]):
         d += popcount64(qw[q, w] ^ dbw[np.uint64(j), w])
     return d
@@ -160,109 +204,205 @@ class CodeStore:
 
 # --------------------------------------------------------------------------- kernels
 
-@njit(inline="always")
-def _collect(qw, q, dbw, j0, j1, tau, cd, cj):
-    """Put the rows ``j0 .. j1`` with distance ``< tau`` into the candidates ``cd``/``cj``.
+#: Rows of a sub-block: distances of a whole sub-block are computed by a fixed-length loop
+#: that LLVM unrolls and vectorises (a min-reduction, no stores); only a sub-block whose
+#: minimum passes the threshold is scanned row by row. A structural constant of the
+#: kernels (not a tunable): 64 rows are 8 AVX-512 vectors of 64-bit codes.
+SUB_ROWS = 64
 
-    Indices are cast to unsigned: numba then drops its negative-index wraparound
-    test, which otherwise stops LLVM from vectorising these loops (5x slower here).
+
+@njit(inline="always")
+def _load_tile(dbw, t0, t1, tb):
+    """Copy the rows ``t0 .. t1`` of a multi-word database into ``tb`` word-major
+    (``tb[w, i]`` = word ``w`` of row ``t0 + i``), so that the sub-block loops read
+    each word contiguously. Single-word databases are read in place."""
+    W = dbw.shape[1]
+    if W > 1:
+        for i in range(t1 - t0):
+            for w in range(W):
+                tb[np.uint64(w), np.uint64(i)] = dbw[np.uint64(t0 + i), np.uint64(w)]
+
+
+@njit(inline="always")
+def _sub_min(qw, q, dbw, t0, s, tb, acc):
+    """Smallest distance of query ``q`` to the ``SUB_ROWS`` rows ``t0 + s ..`` (vectorised).
+
+    Multi-word codes leave the sub-block's distances in ``acc``; single-word codes
+    skip the stores (most sub-blocks stop here) and :func:`_sub_fill` recomputes them.
     """
-    c = 0
     if qw.shape[1] == 1:
         x = qw[q, 0]
         mn = np.uint64(64)
-        for j in range(j0, j1):          # a min-reduction without stores: vectorises
-            mn = min(mn, popcount64(dbw[np.uint64(j), 0] ^ x))
-        if mn >= tau:
-            return 0
-        for j in range(j0, j1):          # branchless append
-            d = np.int32(popcount64(dbw[np.uint64(j), 0] ^ x))
-            cd[np.uint64(c)] = d
-            cj[np.uint64(c)] = j
-            c += d < tau
-        return c
-    for j in range(j0, j1):
-        d = np.int32(_distance(qw, q, dbw, j))
-        cd[np.uint64(c)] = d
-        cj[np.uint64(c)] = j
-        c += d < tau
-    return c
+        for i in range(SUB_ROWS):
+            mn = min(mn, popcount64(dbw[np.uint64(t0 + s + i), 0] ^ x))
+        return mn
+    x = qw[q, 0]
+    for i in range(SUB_ROWS):
+        acc[i] = popcount64(tb[0, np.uint64(s + i)] ^ x)
+    for w in range(1, qw.shape[1]):
+        x = qw[q, w]
+        for i in range(SUB_ROWS):
+            acc[i] += popcount64(tb[np.uint64(w), np.uint64(s + i)] ^ x)
+    mn = acc[0]
+    for i in range(1, SUB_ROWS):
+        mn = min(mn, acc[i])
+    return mn
+
+
+@njit(inline="always")
+def _sub_fill(qw, q, dbw, t0, s, acc):
+    """After :func:`_sub_min` passed: leave the sub-block's distances in ``acc``
+    (multi-word codes have them there already)."""
+    if qw.shape[1] == 1:
+        x = qw[q, 0]
+        for i in range(SUB_ROWS):
+            acc[i] = popcount64(dbw[np.uint64(t0 + s + i), 0] ^ x)
+
+
+@njit(inline="always")
+def _push(cd, ci, hist, q, d, j, c, t, below, k):
+    """Append candidate ``(d, j)`` (``d < t``) to query ``q``'s buffer and tighten ``t``.
+
+    ``t`` is the counting-sort bound: the smallest distance whose cumulative count of
+    buffered candidates reaches ``k`` (``64 W + 1`` while fewer than ``k`` are buffered),
+    ``below`` the number of buffered candidates at distance ``< t``. A later row at
+    distance ``>= t`` cannot enter the top-k: ``k`` rows with smaller indices beat it.
+    Returns the new ``(c, t, below)``.
+    """
+    cd[q, np.uint64(c)] = np.int32(d)
+    ci[q, np.uint64(c)] = j
+    hist[q, np.uint64(d)] += 1
+    below += 1
+    while below >= k:
+        t -= 1
+        below -= hist[q, np.uint64(t)]
+    return c + 1, t, below
+
+
+@njit(inline="always")
+def _compact(cd, ci, hist, q, c, t, below, k):
+    """Drop query ``q``'s candidates that can no longer enter its top-k (order kept):
+    every one at distance ``> t`` and, at distance ``t``, all but the first ``k - below``."""
+    need = k - below
+    n = 0
+    for i in range(c):
+        d = cd[q, i]
+        if d < t or (d == t and need > 0):
+            if d == t:
+                need -= 1
+            cd[q, n] = d
+            ci[q, n] = ci[q, i]
+            n += 1
+    for d in range(t, hist.shape[1]):
+        hist[q, d] = 0
+    if t < hist.shape[1]:
+        hist[q, t] = n - below
+    return n
 
 
 @njit(parallel=True, cache=True)
-def _topk_chunk(qw, dbw, base, D, I, nfill, tile, nblocks):
-    """Merge database rows ``dbw`` (global indices ``base ..``) into every query's top-k.
+def _topk_chunk(qw, dbw, base, cd, ci, C, hist, state, k, tile, nblocks):
+    """Sweep database rows ``dbw`` (global indices ``base ..``) into every query's candidates.
 
-    ``D``/``I`` ``(nq, k)`` hold the current top-k sorted by (distance, index) and
-    ``nfill[q]`` how many entries are real. Each thread owns a block of queries and
-    sweeps the rows ``tile`` at a time (the tile stays in cache across its queries);
-    a row is a candidate only if its distance is below the current k-th distance.
-    Candidates and the current top-k are merged by a counting sort over the
-    ``64 * W + 1`` possible distances.
+    Per query ``q``: ``cd[q]``/``ci[q]`` buffer candidates (distance, index) in index
+    order, ``hist[q]`` counts them by distance, ``state[q] = (count, t, below)`` (see
+    :func:`_push`). A row is a candidate only if its distance is below the query's
+    bound ``t``, which only tightens; a full buffer (``C`` entries) is compacted to ``k``.
+    Each thread owns a block of queries and sweeps the rows ``tile`` at a time for all
+    of them (the tile stays in cache), ``SUB_ROWS`` rows at a time per query: one
+    vectorised min-reduction, and a row-by-row scan only when the minimum is below ``t``.
     """
     nq, W = qw.shape
     m = dbw.shape[0]
-    k = D.shape[1]
-    B = 64 * W + 1
     for b in prange(nblocks):
         q0 = b * nq // nblocks
         q1 = (b + 1) * nq // nblocks
-        tl = min(tile, m)
-        cd = np.empty(tl, np.int32)
-        cj = np.empty(tl, np.int32)
-        hist = np.empty(B + 1, np.int64)
-        td = np.empty(k, np.int32)
-        ti = np.empty(k, np.int64)
+        tl = max(1, min(tile, m))
+        tb = np.empty((W, tl if W > 1 else 0), np.uint64)
+        acc = np.empty(SUB_ROWS, np.uint64)
+        sel = np.empty(SUB_ROWS + 8, np.uint64)
         for t0 in range(0, m, tl):
             t1 = min(t0 + tl, m)
+            _load_tile(dbw, t0, t1, tb)
+            full = (t1 - t0) // SUB_ROWS * SUB_ROWS
             for q in range(q0, q1):
-                nf = nfill[q]
-                tau = D[q, k - 1] if nf == k else B  # only d < tau can enter
-                c = _collect(qw, q, dbw, t0, t1, tau, cd, cj)
-                if c == 0:
-                    continue
-                hist[:] = 0
-                for i in range(nf):
-                    hist[np.uint32(D[q, i])] += 1   # unsigned index: no wraparound test
-                for i in range(c):
-                    hist[np.uint32(cd[i])] += 1
-                # t: smallest distance whose cumulative count reaches k (B if none)
-                tot = 0
-                t = 0
-                while t < B and tot + hist[t] < k:
-                    tot += hist[t]
-                    t += 1
-                need = k - tot if t < B else 0   # how many items at distance t to keep
-                newn = tot + need
-                acc = 0
-                for d in range(min(t + 1, B)):   # exclusive prefix sums = write positions
-                    h = hist[d]
-                    hist[d] = acc
-                    acc += h
-                for i in range(nf):              # current entries first: smaller indices
-                    d = D[q, i]
-                    if d < t or (d == t and need > 0):
-                        if d == t:
-                            need -= 1
-                        p = hist[d]
-                        hist[d] = p + 1
+                c = state[q, 0]
+                t = state[q, 1]
+                below = state[q, 2]
+                for s in range(0, full, SUB_ROWS):
+                    if _sub_min(qw, q, dbw, t0, s, tb, acc) < np.uint64(t):
+                        _sub_fill(qw, q, dbw, t0, s, acc)
+                        ns = np.uint64(0)
+                        for g in range(0, SUB_ROWS, 8):
+                            ns += select_below8(acc, g, np.uint64(t), sel, ns)
+                        for r in range(ns):
+                            i = sel[r]
+                            d = acc[i]
+                            if d < np.uint64(t):              # t may have tightened
+                                c, t, below = _push(cd, ci, hist, q, d, base + t0 + s + i,
+                                                    c, t, below, k)
+                                if c == C:
+                                    c = _compact(cd, ci, hist, q, c, t, below, k)
+                for j in range(t0 + full, t1):       # the tile's last rows, one by one
+                    d = _distance(qw, q, dbw, j)
+                    if d < np.uint64(t):
+                        c, t, below = _push(cd, ci, hist, q, d, base + j, c, t, below, k)
+                        if c == C:
+                            c = _compact(cd, ci, hist, q, c, t, below, k)
+                state[q, 0] = c
+                state[q, 1] = t
+                state[q, 2] = below
+
+
+@njit(parallel=True, cache=True)
+def _topk_finish(cd, ci, state, D, I, nblocks):
+    """Counting-sort every query's candidates into ``D``/``I`` (rows padded already).
+
+    Candidates are in index order, so a stable counting sort by distance gives the
+    (distance, index) order; at the bound ``t`` only the first ``k - below`` are kept.
+    ``cd``/``ci`` may be ``D``/``I`` themselves.
+    """
+    nq, k = D.shape
+    for b in prange(nblocks):
+        q0 = b * nq // nblocks
+        q1 = (b + 1) * nq // nblocks
+        width = 0
+        for q in range(q0, q1):
+            width = max(width, state[q, 0])
+        td = np.empty(width, np.int32)
+        ti = np.empty(width, np.int64)
+        nb = 0
+        for q in range(q0, q1):
+            nb = max(nb, state[q, 1] + 1)
+        pos = np.empty(nb, np.int64)
+        for q in range(q0, q1):
+            c = state[q, 0]
+            t = state[q, 1]
+            pos[:t + 1] = 0
+            for i in range(c):
+                d = cd[q, i]
+                if d <= t:
+                    pos[d] += 1
+            acc = 0
+            for d in range(t + 1):
+                h = pos[d]
+                pos[d] = acc
+                acc += h
+            nout = min(acc, k)
+            for i in range(c):
+                d = cd[q, i]
+                if d <= t:
+                    p = pos[d]
+                    if p < nout:
+                        pos[d] = p + 1
                         td[p] = d
-                        ti[p] = I[q, i]
-                    else:
-                        break
-                for i in range(c):
-                    d = cd[i]
-                    if d < t or (d == t and need > 0):
-                        if d == t:
-                            need -= 1
-                        p = hist[d]
-                        hist[d] = p + 1
-                        td[p] = d
-                        ti[p] = base + cj[i]
-                for i in range(newn):
-                    D[q, i] = td[i]
-                    I[q, i] = ti[i]
-                nfill[q] = newn
+                        ti[p] = ci[q, i]
+            for i in range(nout):
+                D[q, i] = td[i]
+                I[q, i] = ti[i]
+            for i in range(nout, min(c, k)):
+                D[q, i] = DIST_PAD
+                I[q, i] = -1
 
 
 @njit(parallel=True, cache=True)
@@ -280,23 +420,51 @@ def _histogram_chunk(qw, dbw, counts):
 
 
 @njit(parallel=True, cache=True)
-def _range_chunk(qw, dbw, radius, base, cursor, D, I):
+def _range_chunk(qw, dbw, radius, base, cursor, D, I, tile, nblocks):
     """Count (``D`` empty) or write (``D``, ``I`` sized) the chunk rows within ``radius``.
 
     ``cursor[q]`` is the next write position of query ``q`` (or its running count).
+    Same sweep as :func:`_topk_chunk` with a fixed bound ``radius + 1``: a sub-block
+    whose vectorised minimum is above the radius costs no more; the others are
+    selected branch-free by :func:`select_below8`. Writes are in index order.
     """
-    nq = qw.shape[0]
+    nq, W = qw.shape
+    m = dbw.shape[0]
     fill = D.shape[0] > 0
-    for q in prange(nq):
-        p = cursor[q]
-        for j in range(dbw.shape[0]):
-            d = _distance(qw, q, dbw, j)
-            if d <= radius:
-                if fill:
-                    D[p] = d
-                    I[p] = base + j
-                p += 1
-        cursor[q] = p
+    t = np.uint64(min(radius + 1, 64 * W + 1))
+    for b in prange(nblocks):
+        q0 = b * nq // nblocks
+        q1 = (b + 1) * nq // nblocks
+        tl = max(1, min(tile, m))
+        tb = np.empty((W, tl if W > 1 else 0), np.uint64)
+        acc = np.empty(SUB_ROWS, np.uint64)
+        sel = np.empty(SUB_ROWS + 8, np.uint64)
+        for t0 in range(0, m, tl):
+            t1 = min(t0 + tl, m)
+            _load_tile(dbw, t0, t1, tb)
+            full = (t1 - t0) // SUB_ROWS * SUB_ROWS
+            for q in range(q0, q1):
+                p = cursor[q]
+                for s in range(0, full, SUB_ROWS):
+                    if _sub_min(qw, q, dbw, t0, s, tb, acc) < t:
+                        _sub_fill(qw, q, dbw, t0, s, acc)
+                        ns = np.uint64(0)
+                        for g in range(0, SUB_ROWS, 8):
+                            ns += select_below8(acc, g, t, sel, ns)
+                        if fill:
+                            for r in range(ns):
+                                i = sel[r]
+                                D[p + r] = np.int32(acc[i])
+                                I[p + r] = base + t0 + s + i
+                        p += ns
+                for j in range(t0 + full, t1):       # the tile's last rows, one by one
+                    d = _distance(qw, q, dbw, j)
+                    if d < t:
+                        if fill:
+                            D[p] = np.int32(d)
+                            I[p] = base + j
+                        p += 1
+                cursor[q] = p
 
 
 @njit(parallel=True, cache=True)
@@ -429,10 +597,24 @@ class HammingIndex:
         if self.backend == "cuda":
             from . import gpu_hamming
             return gpu_hamming.search(qw, self._store, k)
-        nfill = np.zeros(nq, dtype=np.int64)
+        n = self.ntotal
+        if n == 0:
+            return D, I
+        W = qw.shape[1]
+        C = min(n, 2 * k + SUB_ROWS)             # candidate buffer per query
+        if C <= k:                               # k >= n: the results are the buffer
+            cd, ci = D, I
+        else:
+            cd = np.empty((nq, C), dtype=np.int32)
+            ci = np.empty((nq, C), dtype=np.int64)
+        hist = np.zeros((nq, 64 * W + 1), dtype=np.int64)
+        state = np.zeros((nq, 3), dtype=np.int64)    # (count, bound t, count below t)
+        state[:, 1] = 64 * W + 1
         nb = n_blocks(nq)
+        tile = max(1, config.TILE_ROWS // W)
         for base, words in self._store.chunks(config.CHUNK_ROWS):
-            _topk_chunk(qw, words, base, D, I, nfill, config.TILE_ROWS, nb)
+            _topk_chunk(qw, words, base, cd, ci, C, hist, state, k, tile, nb)
+        _topk_finish(cd, ci, state, D, I, nb)
         return D, I
 
     def range_search(self, queries, radius: int):
@@ -463,8 +645,12 @@ class HammingIndex:
         empty_d = np.empty(0, np.int32)
         empty_i = np.empty(0, np.int64)
         counts = np.zeros(nq, dtype=np.int64)
+        if nq == 0:
+            return np.zeros(1, np.int64), empty_d, empty_i
+        nb = n_blocks(nq)
+        tile = max(1, config.TILE_ROWS // qw.shape[1])
         for base, words in self._store.chunks(config.CHUNK_ROWS):
-            _range_chunk(qw, words, radius, base, counts, empty_d, empty_i)
+            _range_chunk(qw, words, radius, base, counts, empty_d, empty_i, tile, nb)
         lims = np.zeros(nq + 1, dtype=np.int64)
         np.cumsum(counts, out=lims[1:])
         D = np.empty(lims[-1], dtype=np.int32)
@@ -473,8 +659,8 @@ class HammingIndex:
             return lims, D, I
         cursor = lims[:-1].copy()
         for base, words in self._store.chunks(config.CHUNK_ROWS):
-            _range_chunk(qw, words, radius, base, cursor, D, I)
-        _csr_sort_by_distance(lims, D, I, 64 * qw.shape[1] + 1, n_blocks(nq))
+            _range_chunk(qw, words, radius, base, cursor, D, I, tile, nb)
+        _csr_sort_by_distance(lims, D, I, 64 * qw.shape[1] + 1, nb)
         return lims, D, I
 
     def rank(self, queries, return_distances: bool = False):
