@@ -75,7 +75,7 @@ def sub_block_tiles(monkeypatch):
     monkeypatch.setattr(config, "SPLIT_MEMORY_BLOCKS", True)
 
 
-@pytest.mark.parametrize("bits", [12, 48, 64, 65, 128, 130, 256])
+@pytest.mark.parametrize("bits", [12, 48, 64, 65, 128, 130, 256, 300])
 @pytest.mark.parametrize("ties", [False, True])
 def test_search_sub_block_path_matches_naive(bits, ties, sub_block_tiles):
     """Several hundred rows: the threshold tightens inside sub-blocks, candidate buffers

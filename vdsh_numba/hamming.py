@@ -224,39 +224,62 @@ def _load_tile(dbw, t0, t1, tb):
 
 
 @njit(inline="always")
-def _sub_min(qw, q, dbw, t0, s, tb, acc):
-    """Smallest distance of query ``q`` to the ``SUB_ROWS`` rows ``t0 + s ..`` (vectorised).
+def _row_dist(qw, q, dbw, t0, tb, i, W):
+    """Distance of query ``q`` to row ``i`` of the tile starting at database row ``t0``.
 
-    Multi-word codes leave the sub-block's distances in ``acc``; single-word codes
-    skip the stores (most sub-blocks stop here) and :func:`_sub_fill` recomputes them.
+    ``W`` (the words per code) is passed by callers that have already branched on it:
+    one to four words are spelled out, so that a loop over ``i`` for one ``W``
+    vectorises. Wider codes loop over their words: correct, not vectorised (the
+    measured second path).
     """
-    if qw.shape[1] == 1:
-        x = qw[q, 0]
-        mn = np.uint64(64)
-        for i in range(SUB_ROWS):
-            mn = min(mn, popcount64(dbw[np.uint64(t0 + s + i), 0] ^ x))
-        return mn
-    x = qw[q, 0]
+    if W == 1:
+        return popcount64(dbw[np.uint64(t0 + i), 0] ^ qw[q, 0])
+    u = np.uint64(i)
+    if W == 2:
+        return popcount64(tb[0, u] ^ qw[q, 0]) + popcount64(tb[1, u] ^ qw[q, 1])
+    if W == 3:
+        return (popcount64(tb[0, u] ^ qw[q, 0]) + popcount64(tb[1, u] ^ qw[q, 1])
+                + popcount64(tb[2, u] ^ qw[q, 2]))
+    if W == 4:
+        return (popcount64(tb[0, u] ^ qw[q, 0]) + popcount64(tb[1, u] ^ qw[q, 1])
+                + popcount64(tb[2, u] ^ qw[q, 2]) + popcount64(tb[3, u] ^ qw[q, 3]))
+    d = np.uint64(0)
+    for w in range(qw.shape[1]):
+        d += popcount64(tb[np.uint64(w), u] ^ qw[q, w])
+    return d
+
+
+@njit(inline="always")
+def _sub_min_w(qw, q, dbw, t0, s, tb, W):
+    mn = np.uint64(64 * qw.shape[1])
     for i in range(SUB_ROWS):
-        acc[i] = popcount64(tb[0, np.uint64(s + i)] ^ x)
-    for w in range(1, qw.shape[1]):
-        x = qw[q, w]
-        for i in range(SUB_ROWS):
-            acc[i] += popcount64(tb[np.uint64(w), np.uint64(s + i)] ^ x)
-    mn = acc[0]
-    for i in range(1, SUB_ROWS):
-        mn = min(mn, acc[i])
+        mn = min(mn, _row_dist(qw, q, dbw, t0, tb, s + i, W))
     return mn
 
 
 @njit(inline="always")
-def _sub_fill(qw, q, dbw, t0, s, acc):
-    """After :func:`_sub_min` passed: leave the sub-block's distances in ``acc``
-    (multi-word codes have them there already)."""
-    if qw.shape[1] == 1:
-        x = qw[q, 0]
-        for i in range(SUB_ROWS):
-            acc[i] = popcount64(dbw[np.uint64(t0 + s + i), 0] ^ x)
+def _sub_min(qw, q, dbw, t0, s, tb):
+    """Smallest distance of query ``q`` to the ``SUB_ROWS`` tile rows ``s ..``: a
+    fixed-length min-reduction without stores, which LLVM vectorises (one loop per
+    spelled-out width: the branch on the width sits outside the loops)."""
+    W = qw.shape[1]
+    if W == 1:
+        return _sub_min_w(qw, q, dbw, t0, s, tb, 1)
+    if W == 2:
+        return _sub_min_w(qw, q, dbw, t0, s, tb, 2)
+    if W == 3:
+        return _sub_min_w(qw, q, dbw, t0, s, tb, 3)
+    if W == 4:
+        return _sub_min_w(qw, q, dbw, t0, s, tb, 4)
+    return _sub_min_w(qw, q, dbw, t0, s, tb, 0)
+
+
+@njit(inline="always")
+def _sub_fill(qw, q, dbw, t0, s, tb, acc):
+    """The distances of the sub-block ``s ..`` into ``acc`` (after :func:`_sub_min` passed)."""
+    W = qw.shape[1]
+    for i in range(SUB_ROWS):
+        acc[i] = _row_dist(qw, q, dbw, t0, tb, s + i, W)
 
 
 @njit(inline="always")
@@ -330,8 +353,8 @@ def _topk_chunk(qw, dbw, base, cd, ci, C, hist, state, k, tile, nblocks):
                 t = state[q, 1]
                 below = state[q, 2]
                 for s in range(0, full, SUB_ROWS):
-                    if _sub_min(qw, q, dbw, t0, s, tb, acc) < np.uint64(t):
-                        _sub_fill(qw, q, dbw, t0, s, acc)
+                    if _sub_min(qw, q, dbw, t0, s, tb) < np.uint64(t):
+                        _sub_fill(qw, q, dbw, t0, s, tb, acc)
                         ns = np.uint64(0)
                         for g in range(0, SUB_ROWS, 8):
                             ns += select_below8(acc, g, np.uint64(t), sel, ns)
@@ -343,10 +366,10 @@ def _topk_chunk(qw, dbw, base, cd, ci, C, hist, state, k, tile, nblocks):
                                                     c, t, below, k)
                                 if c == C:
                                     c = _compact(cd, ci, hist, q, c, t, below, k)
-                for j in range(t0 + full, t1):       # the tile's last rows, one by one
-                    d = _distance(qw, q, dbw, j)
+                for j in range(full, t1 - t0):       # the tile's last rows, one by one
+                    d = _row_dist(qw, q, dbw, t0, tb, j, qw.shape[1])
                     if d < np.uint64(t):
-                        c, t, below = _push(cd, ci, hist, q, d, base + j, c, t, below, k)
+                        c, t, below = _push(cd, ci, hist, q, d, base + t0 + j, c, t, below, k)
                         if c == C:
                             c = _compact(cd, ci, hist, q, c, t, below, k)
                 state[q, 0] = c
@@ -446,8 +469,8 @@ def _range_chunk(qw, dbw, radius, base, cursor, D, I, tile, nblocks):
             for q in range(q0, q1):
                 p = cursor[q]
                 for s in range(0, full, SUB_ROWS):
-                    if _sub_min(qw, q, dbw, t0, s, tb, acc) < t:
-                        _sub_fill(qw, q, dbw, t0, s, acc)
+                    if _sub_min(qw, q, dbw, t0, s, tb) < t:
+                        _sub_fill(qw, q, dbw, t0, s, tb, acc)
                         ns = np.uint64(0)
                         for g in range(0, SUB_ROWS, 8):
                             ns += select_below8(acc, g, t, sel, ns)
@@ -457,12 +480,12 @@ def _range_chunk(qw, dbw, radius, base, cursor, D, I, tile, nblocks):
                                 D[p + r] = np.int32(acc[i])
                                 I[p + r] = base + t0 + s + i
                         p += ns
-                for j in range(t0 + full, t1):       # the tile's last rows, one by one
-                    d = _distance(qw, q, dbw, j)
+                for j in range(full, t1 - t0):       # the tile's last rows, one by one
+                    d = _row_dist(qw, q, dbw, t0, tb, j, qw.shape[1])
                     if d < t:
                         if fill:
                             D[p] = np.int32(d)
-                            I[p] = base + j
+                            I[p] = base + t0 + j
                         p += 1
                 cursor[q] = p
 
