@@ -32,7 +32,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 from numba import njit, prange
-from numba.core import cgutils, types
+from numba.core import types
 from numba.extending import intrinsic
 from llvmlite import ir
 
@@ -58,47 +58,40 @@ def popcount64(typingctx, x):
     return types.uint64(types.uint64), codegen
 
 
-def _splat8(builder, x):
-    vty = ir.VectorType(x.type, 8)
-    e = builder.insert_element(ir.Constant(vty, None), x, ir.Constant(ir.IntType(32), 0))
-    return builder.shuffle_vector(e, ir.Constant(vty, None),
-                                  ir.Constant(ir.VectorType(ir.IntType(32), 8), [0] * 8))
-
-
 @intrinsic
-def select_below8(typingctx, dist, start, t, out, pos):
-    """Write the positions ``start + i`` (``i < 8``) where ``dist[start + i] < t`` to
-    ``out[pos ..]`` in increasing order; return how many (branch-free).
-
-    ``dist`` and ``out`` are C-contiguous ``uint64`` 1-D arrays, ``t`` a ``uint64``; the
-    caller guarantees ``start + 8 <= len(dist)`` and ``pos + 8 <= len(out)`` (all 8
-    lanes are stored). Generic LLVM IR: an unsigned vector compare and
-    ``llvm.experimental.vector.compress`` (``vpcmpuq`` + ``vpcompressq`` on AVX-512;
-    legalised to scalar code elsewhere).
-    """
-    u64a = types.Array(types.uint64, 1, "C")
-    if not (dist == u64a and out == u64a and isinstance(start, types.Integer)
-            and t == types.uint64 and isinstance(pos, types.Integer)):
+def trailing_zeros64(typingctx, x):
+    """Index of the lowest set bit of a non-zero ``uint64`` (LLVM's ``cttz``: ``tzcnt``)."""
+    if x != types.uint64:
         return None
 
     def codegen(context, builder, signature, args):
-        i64 = ir.IntType(64)
-        vty = ir.VectorType(i64, 8)
-        a = context.make_array(signature.args[0])(context, builder, args[0])
-        o = context.make_array(signature.args[3])(context, builder, args[3])
-        st = context.cast(builder, args[1], signature.args[1], types.intp)
-        ps = context.cast(builder, args[4], signature.args[4], types.intp)
-        v = builder.load(builder.bitcast(builder.gep(a.data, [st]), vty.as_pointer()), align=8)
-        lanes = builder.icmp_unsigned("<", v, _splat8(builder, args[2]))
-        ids = builder.add(_splat8(builder, st), ir.Constant(vty, list(range(8))))
-        fnty = ir.FunctionType(vty, [vty, ir.VectorType(ir.IntType(1), 8), vty])
-        fn = cgutils.get_or_insert_function(builder.module, fnty,
-                                            "llvm.experimental.vector.compress.v8i64")
-        packed = builder.call(fn, [ids, lanes, ir.Constant(vty, None)])
-        builder.store(packed, builder.bitcast(builder.gep(o.data, [ps]), vty.as_pointer()), align=8)
-        return builder.zext(builder.ctpop(builder.bitcast(lanes, ir.IntType(8))), i64)
+        return builder.cttz(args[0], ir.Constant(ir.IntType(1), 1))
 
-    return types.uint64(dist, start, t, out, pos), codegen
+    return types.uint64(types.uint64), codegen
+
+
+@intrinsic
+def below_mask64(typingctx, dist, t):
+    """Bit ``i`` set where ``dist[i] < t``, ``i < 64`` (``dist``: C-contiguous ``uint64``
+    array of at least 64 entries, ``t``: ``uint64``), branch-free.
+
+    Generic LLVM IR: one unsigned compare of a 64-lane vector whose lane mask is
+    bitcast to an integer (8 ``vpcmpuq`` into mask registers on AVX-512; legalised to
+    whatever the target has elsewhere).
+    """
+    if not (dist == types.Array(types.uint64, 1, "C") and t == types.uint64):
+        return None
+
+    def codegen(context, builder, signature, args):
+        vty = ir.VectorType(ir.IntType(64), 64)
+        a = context.make_array(signature.args[0])(context, builder, args[0])
+        v = builder.load(builder.bitcast(a.data, vty.as_pointer()), align=8)
+        e = builder.insert_element(ir.Constant(vty, None), args[1], ir.Constant(ir.IntType(32), 0))
+        tv = builder.shuffle_vector(e, ir.Constant(vty, None),
+                                    ir.Constant(ir.VectorType(ir.IntType(32), 64), [0] * 64))
+        return builder.bitcast(builder.icmp_unsigned("<", v, tv), ir.IntType(64))
+
+    return types.uint64(dist, t), codegen
 
 
 @njit(inline="always")
@@ -275,11 +268,26 @@ def _sub_min(qw, q, dbw, t0, s, tb):
 
 
 @njit(inline="always")
-def _sub_fill(qw, q, dbw, t0, s, tb, acc):
-    """The distances of the sub-block ``s ..`` into ``acc`` (after :func:`_sub_min` passed)."""
-    W = qw.shape[1]
+def _sub_fill_w(qw, q, dbw, t0, s, tb, acc, W):
     for i in range(SUB_ROWS):
         acc[i] = _row_dist(qw, q, dbw, t0, tb, s + i, W)
+
+
+@njit(inline="always")
+def _sub_fill(qw, q, dbw, t0, s, tb, acc):
+    """The distances of the sub-block ``s ..`` into ``acc`` (after :func:`_sub_min` passed);
+    the same per-width loops."""
+    W = qw.shape[1]
+    if W == 1:
+        _sub_fill_w(qw, q, dbw, t0, s, tb, acc, 1)
+    elif W == 2:
+        _sub_fill_w(qw, q, dbw, t0, s, tb, acc, 2)
+    elif W == 3:
+        _sub_fill_w(qw, q, dbw, t0, s, tb, acc, 3)
+    elif W == 4:
+        _sub_fill_w(qw, q, dbw, t0, s, tb, acc, 4)
+    else:
+        _sub_fill_w(qw, q, dbw, t0, s, tb, acc, 0)
 
 
 @njit(inline="always")
@@ -343,7 +351,6 @@ def _topk_chunk(qw, dbw, base, cd, ci, C, hist, state, k, tile, nblocks):
         tl = max(1, min(tile, m))
         tb = np.empty((W, tl if W > 1 else 0), np.uint64)
         acc = np.empty(SUB_ROWS, np.uint64)
-        sel = np.empty(SUB_ROWS + 8, np.uint64)
         for t0 in range(0, m, tl):
             t1 = min(t0 + tl, m)
             _load_tile(dbw, t0, t1, tb)
@@ -355,11 +362,10 @@ def _topk_chunk(qw, dbw, base, cd, ci, C, hist, state, k, tile, nblocks):
                 for s in range(0, full, SUB_ROWS):
                     if _sub_min(qw, q, dbw, t0, s, tb) < np.uint64(t):
                         _sub_fill(qw, q, dbw, t0, s, tb, acc)
-                        ns = np.uint64(0)
-                        for g in range(0, SUB_ROWS, 8):
-                            ns += select_below8(acc, g, np.uint64(t), sel, ns)
-                        for r in range(ns):
-                            i = sel[r]
+                        mk = below_mask64(acc, np.uint64(t))
+                        while mk:
+                            i = trailing_zeros64(mk)
+                            mk &= mk - np.uint64(1)
                             d = acc[i]
                             if d < np.uint64(t):              # t may have tightened
                                 c, t, below = _push(cd, ci, hist, q, d, base + t0 + s + i,
@@ -449,7 +455,7 @@ def _range_chunk(qw, dbw, radius, base, cursor, D, I, tile, nblocks):
     ``cursor[q]`` is the next write position of query ``q`` (or its running count).
     Same sweep as :func:`_topk_chunk` with a fixed bound ``radius + 1``: a sub-block
     whose vectorised minimum is above the radius costs no more; the others are
-    selected branch-free by :func:`select_below8`. Writes are in index order.
+    selected from a branch-free 64-bit mask (:func:`below_mask64`). Writes are in index order.
     """
     nq, W = qw.shape
     m = dbw.shape[0]
@@ -461,7 +467,6 @@ def _range_chunk(qw, dbw, radius, base, cursor, D, I, tile, nblocks):
         tl = max(1, min(tile, m))
         tb = np.empty((W, tl if W > 1 else 0), np.uint64)
         acc = np.empty(SUB_ROWS, np.uint64)
-        sel = np.empty(SUB_ROWS + 8, np.uint64)
         for t0 in range(0, m, tl):
             t1 = min(t0 + tl, m)
             _load_tile(dbw, t0, t1, tb)
@@ -471,15 +476,17 @@ def _range_chunk(qw, dbw, radius, base, cursor, D, I, tile, nblocks):
                 for s in range(0, full, SUB_ROWS):
                     if _sub_min(qw, q, dbw, t0, s, tb) < t:
                         _sub_fill(qw, q, dbw, t0, s, tb, acc)
-                        ns = np.uint64(0)
-                        for g in range(0, SUB_ROWS, 8):
-                            ns += select_below8(acc, g, t, sel, ns)
+                        mk = below_mask64(acc, t)
+                        nsel = popcount64(mk)
                         if fill:
-                            for r in range(ns):
-                                i = sel[r]
-                                D[p + r] = np.int32(acc[i])
-                                I[p + r] = base + t0 + s + i
-                        p += ns
+                            r = p
+                            while mk:
+                                i = trailing_zeros64(mk)
+                                mk &= mk - np.uint64(1)
+                                D[r] = np.int32(acc[i])
+                                I[r] = base + t0 + s + i
+                                r += 1
+                        p += nsel
                 for j in range(full, t1 - t0):       # the tile's last rows, one by one
                     d = _row_dist(qw, q, dbw, t0, tb, j, qw.shape[1])
                     if d < t:
