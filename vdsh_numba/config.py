@@ -14,10 +14,16 @@ CHUNK_ROWS = 1 << 18
 #: the streaming merge on tiny inputs).
 SPLIT_MEMORY_BLOCKS = False
 
-#: Rows a top-k thread sweeps for all its queries before moving on: the tile of
-#: 64-bit codes (``TILE_ROWS * 8`` bytes) plus the candidate buffers
-#: (``TILE_ROWS * 8`` bytes) should stay in the L2 cache.
+#: 64-bit words of database codes a top-k / range-search thread sweeps for all its
+#: queries before moving on (``TILE_ROWS // words-per-code`` rows): the tile
+#: (``TILE_ROWS * 8`` bytes) should stay in the L2 cache while every query of the
+#: thread's block reads it.
 TILE_ROWS = 16384
+
+#: Top-k: the distance histogram of the first ``TOPK_PREFIX_PER_K * k`` database rows
+#: (those of the first tile) gives every query a starting bound, so that fewer early
+#: rows become candidates (0: start from the loosest bound).
+TOPK_PREFIX_PER_K = 8
 
 #: Query blocks per kernel call, as a multiple of the numba thread count; each
 #: block owns one set of per-thread buffers. 1 = one block per thread (static split).

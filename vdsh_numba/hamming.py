@@ -13,19 +13,33 @@ backend adds same-signature twins); launch parameters live in
 Algorithms
 ----------
 * Popcount: LLVM's ``ctpop`` on ``uint64`` (``vpopcntq`` where the CPU has it).
-* Top-k: an ``np.memmap`` database is streamed in chunks of ``config.CHUNK_ROWS``
-  rows (an in-memory one goes to the kernel whole). ``prange`` runs over query
-  blocks, one set of buffers per block; each thread sweeps the rows
-  ``config.TILE_ROWS`` at a time for all its queries, keeping every query's current
-  top-k sorted by (distance, index). A row is a candidate only if its distance is
-  below the current k-th distance (an equal distance loses the tie: its index is
-  larger); a vectorised min-reduction skips tiles without candidates. Candidates and
-  the current top-k are merged by a counting sort over the ``bits + 1`` possible
-  distances: O(k + tile) per query and tile, no comparison sort.
+* Top-k, one sweep with a bound that only tightens. An ``np.memmap`` database is
+  streamed in chunks of ``config.CHUNK_ROWS`` rows (an in-memory one goes to the
+  kernel whole). ``prange`` runs over query blocks; each thread sweeps the rows one
+  tile (``config.TILE_ROWS`` 64-bit words) at a time for all its queries, so a tile is
+  read from cache by every query of the block. Per query and tile, ``SUB_ROWS`` = 64
+  rows at a time: a fixed-length popcount min-reduction (vectorised, no stores: the
+  cost of a plain popcount loop) decides whether any row of the sub-block can enter;
+  most sub-blocks stop there. Otherwise their distances go to a 64-entry buffer, one
+  64-lane compare gives a bit mask of the rows below the bound, and each set bit is a
+  candidate appended to the query's buffer (in index order) with its distance counted
+  in a per-query histogram. The bound ``t`` is the counting-sort bound: the smallest
+  distance whose cumulative count of buffered candidates reaches ``k``; a later row
+  at distance ``>= t`` cannot enter (``k`` rows with smaller indices beat it). A full
+  buffer (``2k + 64``; with ``k >= n`` the output arrays themselves) is compacted to
+  ``k``; at the end one stable counting sort per query over the ``bits + 1``
+  distances gives the exact (distance, index) order. No comparison sort anywhere.
+* Code widths: one to four 64-bit words (up to 256 bits; odd widths like 12 or 48 bits
+  are one zero-padded word) have their own spelled-out distance, and each width its
+  own vectorised sub-block loops (multi-word tiles are copied word-major). Wider codes
+  loop over their words inside the same sweep: exact, not vectorised.
+* Vector primitives are generic LLVM IR through numba intrinsics (``ctpop``, ``cttz``,
+  a ``<64 x i64>`` unsigned compare bitcast to ``i64``): AVX-512 instructions here,
+  legalised to whatever another target has.
 * Indices in hot loops are cast to unsigned, which removes numba's negative-index
   wraparound test; with it LLVM does not vectorise the popcount loops (5x slower).
-* Range search: two streaming passes (count, then fill in index order) and a
-  counting sort of each query's hits by distance.
+* Range search: the same sweep with the fixed bound ``radius + 1``, twice (count, then
+  fill in index order), and a counting sort of each query's hits by distance.
 """
 from __future__ import annotations
 
@@ -332,7 +346,7 @@ def _compact(cd, ci, hist, q, c, t, below, k):
 
 
 @njit(parallel=True, cache=True)
-def _topk_chunk(qw, dbw, base, cd, ci, C, hist, state, k, tile, nblocks):
+def _topk_chunk(qw, dbw, base, cd, ci, C, hist, state, k, tile, prefix, nblocks):
     """Sweep database rows ``dbw`` (global indices ``base ..``) into every query's candidates.
 
     Per query ``q``: ``cd[q]``/``ci[q]`` buffer candidates (distance, index) in index
@@ -342,23 +356,44 @@ def _topk_chunk(qw, dbw, base, cd, ci, C, hist, state, k, tile, nblocks):
     Each thread owns a block of queries and sweeps the rows ``tile`` at a time for all
     of them (the tile stays in cache), ``SUB_ROWS`` rows at a time per query: one
     vectorised min-reduction, and a row-by-row scan only when the minimum is below ``t``.
+
+    Before a query's first candidate, the distance histogram of the database's first
+    ``prefix`` rows (when they are at least ``k``) gives a starting bound: ``t`` = one
+    more than their counting-sort bound (``k`` rows at distance ``<= t - 1`` exist, so a
+    row farther away cannot enter, whatever its index). It spares the early candidates
+    that a bound starting at ``64 W + 1`` would let in.
     """
     nq, W = qw.shape
     m = dbw.shape[0]
+    B = 64 * W + 1
     for b in prange(nblocks):
         q0 = b * nq // nblocks
         q1 = (b + 1) * nq // nblocks
         tl = max(1, min(tile, m))
         tb = np.empty((W, tl if W > 1 else 0), np.uint64)
         acc = np.empty(SUB_ROWS, np.uint64)
+        h = np.empty(B, np.int64)
         for t0 in range(0, m, tl):
             t1 = min(t0 + tl, m)
             _load_tile(dbw, t0, t1, tb)
             full = (t1 - t0) // SUB_ROWS * SUB_ROWS
+            npre = min(prefix, full) // SUB_ROWS * SUB_ROWS
             for q in range(q0, q1):
                 c = state[q, 0]
                 t = state[q, 1]
                 below = state[q, 2]
+                if base + t0 == 0 and c == 0 and npre >= k:     # starting bound
+                    h[:] = 0
+                    for s in range(0, npre, SUB_ROWS):
+                        _sub_fill(qw, q, dbw, t0, s, tb, acc)
+                        for i in range(SUB_ROWS):
+                            h[acc[i]] += 1
+                    cum = 0
+                    for d in range(B):
+                        cum += h[d]
+                        if cum >= k:
+                            t = min(t, d + 1)
+                            break
                 for s in range(0, full, SUB_ROWS):
                     if _sub_min(qw, q, dbw, t0, s, tb) < np.uint64(t):
                         _sub_fill(qw, q, dbw, t0, s, tb, acc)
@@ -643,7 +678,8 @@ class HammingIndex:
         nb = n_blocks(nq)
         tile = max(1, config.TILE_ROWS // W)
         for base, words in self._store.chunks(config.CHUNK_ROWS):
-            _topk_chunk(qw, words, base, cd, ci, C, hist, state, k, tile, nb)
+            _topk_chunk(qw, words, base, cd, ci, C, hist, state, k, tile,
+                        config.TOPK_PREFIX_PER_K * k, nb)
         _topk_finish(cd, ci, state, D, I, nb)
         return D, I
 
