@@ -46,7 +46,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 from numba import njit, prange
-from numba.core import types
+from numba.core import cgutils, types
 from numba.extending import intrinsic
 from llvmlite import ir
 
@@ -70,6 +70,14 @@ def popcount64(typingctx, x):
         return builder.ctpop(args[0])
 
     return types.uint64(types.uint64), codegen
+
+
+def _splat64(builder, x):
+    """``<64 x i64>`` with every lane ``x``."""
+    vty = ir.VectorType(x.type, 64)
+    e = builder.insert_element(ir.Constant(vty, None), x, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(e, ir.Constant(vty, None),
+                                  ir.Constant(ir.VectorType(ir.IntType(32), 64), [0] * 64))
 
 
 @intrinsic
@@ -100,12 +108,36 @@ def below_mask64(typingctx, dist, t):
         vty = ir.VectorType(ir.IntType(64), 64)
         a = context.make_array(signature.args[0])(context, builder, args[0])
         v = builder.load(builder.bitcast(a.data, vty.as_pointer()), align=8)
-        e = builder.insert_element(ir.Constant(vty, None), args[1], ir.Constant(ir.IntType(32), 0))
-        tv = builder.shuffle_vector(e, ir.Constant(vty, None),
-                                    ir.Constant(ir.VectorType(ir.IntType(32), 64), [0] * 64))
-        return builder.bitcast(builder.icmp_unsigned("<", v, tv), ir.IntType(64))
+        return builder.bitcast(builder.icmp_unsigned("<", v, _splat64(builder, args[1])),
+                               ir.IntType(64))
 
     return types.uint64(dist, t), codegen
+
+
+@intrinsic
+def xor_popcount_below_mask64(typingctx, words, row, x, t):
+    """Bit ``i`` set where ``popcount(words[row + i, 0] ^ x) < t``, ``i < 64``.
+
+    ``words``: C-contiguous ``uint64 (n, 1)`` (single-word codes), ``row + 64 <= n``;
+    ``x``, ``t``: ``uint64``. One 64-lane vector expression (xor, ``ctpop``, unsigned
+    compare, lane mask bitcast to ``i64``): the distances are never stored.
+    """
+    if not (words == types.Array(types.uint64, 2, "C") and isinstance(row, types.Integer)
+            and x == types.uint64 and t == types.uint64):
+        return None
+
+    def codegen(context, builder, signature, args):
+        vty = ir.VectorType(ir.IntType(64), 64)
+        a = context.make_array(signature.args[0])(context, builder, args[0])
+        r = context.cast(builder, args[1], signature.args[1], types.intp)
+        v = builder.load(builder.bitcast(builder.gep(a.data, [r]), vty.as_pointer()), align=8)
+        ctpop = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty]),
+                                               "llvm.ctpop.v64i64")
+        d = builder.call(ctpop, [builder.xor(v, _splat64(builder, args[2]))])
+        return builder.bitcast(builder.icmp_unsigned("<", d, _splat64(builder, args[3])),
+                               ir.IntType(64))
+
+    return types.uint64(words, row, x, t), codegen
 
 
 @njit(inline="always")
@@ -325,6 +357,16 @@ def _push(cd, ci, hist, q, d, j, c, t, below, k):
 
 
 @njit(inline="always")
+def _accept(cd, ci, hist, q, d, j, c, t, below, k, C):
+    """:func:`_push` the candidate ``(d, j)`` if ``d < t``; :func:`_compact` a full buffer."""
+    if d < np.uint64(t):
+        c, t, below = _push(cd, ci, hist, q, d, j, c, t, below, k)
+        if c == C:
+            c = _compact(cd, ci, hist, q, c, t, below, k)
+    return c, t, below
+
+
+@njit(inline="always")
 def _compact(cd, ci, hist, q, c, t, below, k):
     """Drop query ``q``'s candidates that can no longer enter its top-k (order kept):
     every one at distance ``> t`` and, at distance ``t``, all but the first ``k - below``."""
@@ -394,25 +436,29 @@ def _topk_chunk(qw, dbw, base, cd, ci, C, hist, state, k, tile, prefix, nblocks)
                         if cum >= k:
                             t = min(t, d + 1)
                             break
-                for s in range(0, full, SUB_ROWS):
-                    if _sub_min(qw, q, dbw, t0, s, tb) < np.uint64(t):
-                        _sub_fill(qw, q, dbw, t0, s, tb, acc)
-                        mk = below_mask64(acc, np.uint64(t))
+                if W == 1:                  # one expression per sub-block: its bit mask
+                    x = qw[q, 0]
+                    for s in range(0, full, SUB_ROWS):
+                        mk = xor_popcount_below_mask64(dbw, t0 + s, x, np.uint64(t))
                         while mk:
                             i = trailing_zeros64(mk)
                             mk &= mk - np.uint64(1)
-                            d = acc[i]
-                            if d < np.uint64(t):              # t may have tightened
-                                c, t, below = _push(cd, ci, hist, q, d, base + t0 + s + i,
-                                                    c, t, below, k)
-                                if c == C:
-                                    c = _compact(cd, ci, hist, q, c, t, below, k)
+                            d = popcount64(dbw[np.uint64(t0 + s + i), 0] ^ x)
+                            c, t, below = _accept(cd, ci, hist, q, d, base + t0 + s + i,
+                                                  c, t, below, k, C)   # t may have tightened
+                else:                       # min first; distances kept for the mask
+                    for s in range(0, full, SUB_ROWS):
+                        if _sub_min(qw, q, dbw, t0, s, tb) < np.uint64(t):
+                            _sub_fill(qw, q, dbw, t0, s, tb, acc)
+                            mk = below_mask64(acc, np.uint64(t))
+                            while mk:
+                                i = trailing_zeros64(mk)
+                                mk &= mk - np.uint64(1)
+                                c, t, below = _accept(cd, ci, hist, q, acc[i], base + t0 + s + i,
+                                                      c, t, below, k, C)
                 for j in range(full, t1 - t0):       # the tile's last rows, one by one
-                    d = _row_dist(qw, q, dbw, t0, tb, j, qw.shape[1])
-                    if d < np.uint64(t):
-                        c, t, below = _push(cd, ci, hist, q, d, base + t0 + j, c, t, below, k)
-                        if c == C:
-                            c = _compact(cd, ci, hist, q, c, t, below, k)
+                    d = _row_dist(qw, q, dbw, t0, tb, j, W)
+                    c, t, below = _accept(cd, ci, hist, q, d, base + t0 + j, c, t, below, k, C)
                 state[q, 0] = c
                 state[q, 1] = t
                 state[q, 2] = below
