@@ -25,6 +25,11 @@ TILE_ROWS = 16384
 #: rows become candidates (0: start from the loosest bound).
 TOPK_PREFIX_PER_K = 8
 
+#: Top-k: candidate buffer entries per query beyond ``2k + 64`` (at most ``2k`` more;
+#: 12 bytes each). A full buffer is compacted in O(buffer); with room for the few
+#: thousand candidates a top-1000 of random codes takes in, it is hardly ever full.
+TOPK_BUFFER_EXTRA = 4096
+
 #: Query blocks per kernel call, as a multiple of the numba thread count; each
 #: block owns one set of per-thread buffers. 1 = one block per thread (static split).
 BLOCKS_PER_THREAD = 1

@@ -356,30 +356,22 @@ def _push(cd, ci, hist, q, d, j, c, t, below, k):
     return c + 1, t, below
 
 
-@njit(inline="always")
-def _accept(cd, ci, hist, q, d, j, c, t, below, k, C):
-    """:func:`_push` the candidate ``(d, j)`` if ``d < t``; :func:`_compact` a full buffer."""
-    if d < np.uint64(t):
-        c, t, below = _push(cd, ci, hist, q, d, j, c, t, below, k)
-        if c == C:
-            c = _compact(cd, ci, hist, q, c, t, below, k)
-    return c, t, below
-
-
-@njit(inline="always")
+@njit(cache=True)
 def _compact(cd, ci, hist, q, c, t, below, k):
     """Drop query ``q``'s candidates that can no longer enter its top-k (order kept):
-    every one at distance ``> t`` and, at distance ``t``, all but the first ``k - below``."""
+    every one at distance ``> t`` and, at distance ``t``, all but the first ``k - below``.
+    Branch-free; returns the new count. A function call, not inlined: called between
+    sub-blocks, it keeps the candidate loops small (inlined there it made them 3x slower).
+    """
     need = k - below
     n = 0
     for i in range(c):
         d = cd[q, i]
-        if d < t or (d == t and need > 0):
-            if d == t:
-                need -= 1
-            cd[q, n] = d
-            ci[q, n] = ci[q, i]
-            n += 1
+        keep = (d < t) | ((d == t) & (need > 0))
+        cd[q, n] = d
+        ci[q, n] = ci[q, i]
+        n += keep
+        need -= (d == t) & keep
     for d in range(t, hist.shape[1]):
         hist[q, d] = 0
     if t < hist.shape[1]:
@@ -394,7 +386,8 @@ def _topk_chunk(qw, dbw, base, cd, ci, C, hist, state, k, tile, prefix, nblocks)
     Per query ``q``: ``cd[q]``/``ci[q]`` buffer candidates (distance, index) in index
     order, ``hist[q]`` counts them by distance, ``state[q] = (count, t, below)`` (see
     :func:`_push`). A row is a candidate only if its distance is below the query's
-    bound ``t``, which only tightens; a full buffer (``C`` entries) is compacted to ``k``.
+    bound ``t``, which only tightens; a buffer (``C >= k + SUB_ROWS`` entries, or at least
+    every row) without room for a whole sub-block is compacted to ``k``.
     Each thread owns a block of queries and sweeps the rows ``tile`` at a time for all
     of them (the tile stays in cache), ``SUB_ROWS`` rows at a time per query: one
     vectorised min-reduction, and a row-by-row scan only when the minimum is below ``t``.
@@ -440,25 +433,34 @@ def _topk_chunk(qw, dbw, base, cd, ci, C, hist, state, k, tile, prefix, nblocks)
                     x = qw[q, 0]
                     for s in range(0, full, SUB_ROWS):
                         mk = xor_popcount_below_mask64(dbw, t0 + s, x, np.uint64(t))
+                        if mk and c > C - SUB_ROWS:      # room for a whole sub-block
+                            c = _compact(cd, ci, hist, q, c, t, below, k)
                         while mk:
-                            i = trailing_zeros64(mk)
+                            i = np.int64(trailing_zeros64(mk))
                             mk &= mk - np.uint64(1)
                             d = popcount64(dbw[np.uint64(t0 + s + i), 0] ^ x)
-                            c, t, below = _accept(cd, ci, hist, q, d, base + t0 + s + i,
-                                                  c, t, below, k, C)   # t may have tightened
+                            if d < np.uint64(t):         # t may have tightened
+                                c, t, below = _push(cd, ci, hist, q, d, base + t0 + s + i,
+                                                    c, t, below, k)
                 else:                       # min first; distances kept for the mask
                     for s in range(0, full, SUB_ROWS):
                         if _sub_min(qw, q, dbw, t0, s, tb) < np.uint64(t):
                             _sub_fill(qw, q, dbw, t0, s, tb, acc)
                             mk = below_mask64(acc, np.uint64(t))
+                            if c > C - SUB_ROWS:
+                                c = _compact(cd, ci, hist, q, c, t, below, k)
                             while mk:
-                                i = trailing_zeros64(mk)
+                                i = np.int64(trailing_zeros64(mk))
                                 mk &= mk - np.uint64(1)
-                                c, t, below = _accept(cd, ci, hist, q, acc[i], base + t0 + s + i,
-                                                      c, t, below, k, C)
+                                if acc[i] < np.uint64(t):
+                                    c, t, below = _push(cd, ci, hist, q, acc[i], base + t0 + s + i,
+                                                        c, t, below, k)
+                if full < t1 - t0 and c > C - SUB_ROWS:
+                    c = _compact(cd, ci, hist, q, c, t, below, k)
                 for j in range(full, t1 - t0):       # the tile's last rows, one by one
                     d = _row_dist(qw, q, dbw, t0, tb, j, W)
-                    c, t, below = _accept(cd, ci, hist, q, d, base + t0 + j, c, t, below, k, C)
+                    if d < np.uint64(t):
+                        c, t, below = _push(cd, ci, hist, q, d, base + t0 + j, c, t, below, k)
                 state[q, 0] = c
                 state[q, 1] = t
                 state[q, 2] = below
@@ -562,7 +564,7 @@ def _range_chunk(qw, dbw, radius, base, cursor, D, I, tile, nblocks):
                         if fill:
                             r = p
                             while mk:
-                                i = trailing_zeros64(mk)
+                                i = np.int64(trailing_zeros64(mk))
                                 mk &= mk - np.uint64(1)
                                 D[r] = np.int32(acc[i])
                                 I[r] = base + t0 + s + i
@@ -712,7 +714,9 @@ class HammingIndex:
         if n == 0:
             return D, I
         W = qw.shape[1]
-        C = min(n, 2 * k + SUB_ROWS)             # candidate buffer per query
+        # candidate buffer per query: >= k + SUB_ROWS (or every row); the extra room
+        # makes compactions rare (each costs O(C)), capped to keep memory O(nq * k)
+        C = min(n, 2 * k + SUB_ROWS + min(2 * k, config.TOPK_BUFFER_EXTRA))
         if C <= k:                               # k >= n: the results are the buffer
             cd, ci = D, I
         else:
