@@ -467,48 +467,50 @@ def _topk_chunk(qw, dbw, base, cd, ci, C, hist, state, k, tile, prefix, nblocks)
 
 
 @njit(parallel=True, cache=True)
-def _topk_finish(cd, ci, state, D, I, nblocks):
+def _topk_finish(cd, ci, hist, state, D, I, nblocks):
     """Counting-sort every query's candidates into ``D``/``I`` (rows padded already).
 
     Candidates are in index order, so a stable counting sort by distance gives the
-    (distance, index) order; at the bound ``t`` only the first ``k - below`` are kept.
+    (distance, index) order. The write positions come from ``hist`` (exact below the
+    bound ``t``; at ``t`` only the first ``k - below`` are kept); the scatter is
+    branch-free, stale candidates (distance above ``t``) going to a spare slot.
     ``cd``/``ci`` may be ``D``/``I`` themselves.
     """
     nq, k = D.shape
+    B = hist.shape[1]
     for b in prange(nblocks):
         q0 = b * nq // nblocks
         q1 = (b + 1) * nq // nblocks
         width = 0
         for q in range(q0, q1):
             width = max(width, state[q, 0])
-        td = np.empty(width, np.int32)
-        ti = np.empty(width, np.int64)
-        nb = 0
-        for q in range(q0, q1):
-            nb = max(nb, state[q, 1] + 1)
-        pos = np.empty(nb, np.int64)
+        td = np.empty(width + 1, np.int32)
+        ti = np.empty(width + 1, np.int64)
+        pos = np.empty(B + 1, np.int64)
         for q in range(q0, q1):
             c = state[q, 0]
             t = state[q, 1]
-            pos[:t + 1] = 0
-            for i in range(c):
-                d = cd[q, i]
-                if d <= t:
-                    pos[d] += 1
             acc = 0
-            for d in range(t + 1):
-                h = pos[d]
+            for d in range(min(t + 1, B)):
                 pos[d] = acc
-                acc += h
+                acc += hist[q, d]
             nout = min(acc, k)
-            for i in range(c):
-                d = cd[q, i]
-                if d <= t:
+            if nout == c:                # every candidate stays (k >= n): plain scatter
+                for i in range(c):
+                    d = cd[q, i]
                     p = pos[d]
-                    if p < nout:
-                        pos[d] = p + 1
-                        td[p] = d
-                        ti[p] = ci[q, i]
+                    td[p] = d
+                    ti[p] = ci[q, i]
+                    pos[d] = p + 1
+            for i in range(c if nout < c else 0):
+                d = cd[q, i]
+                dd = min(d, t)
+                p = pos[dd]
+                keep = (d < t) | ((d == t) & (p < nout))
+                w = p if keep else width
+                td[w] = d
+                ti[w] = ci[q, i]
+                pos[dd] = p + keep
             for i in range(nout):
                 D[q, i] = td[i]
                 I[q, i] = ti[i]
@@ -730,7 +732,7 @@ class HammingIndex:
         for base, words in self._store.chunks(config.CHUNK_ROWS):
             _topk_chunk(qw, words, base, cd, ci, C, hist, state, k, tile,
                         config.TOPK_PREFIX_PER_K * k, nb)
-        _topk_finish(cd, ci, state, D, I, nb)
+        _topk_finish(cd, ci, hist, state, D, I, nb)
         return D, I
 
     def range_search(self, queries, radius: int):
