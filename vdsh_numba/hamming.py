@@ -468,7 +468,7 @@ def _topk_chunk(qw, dbw, base, cd, ci, C, hist, state, k, tile, prefix, nblocks)
 
 @njit(parallel=True, cache=True)
 def _topk_finish(cd, ci, hist, state, D, I, nblocks):
-    """Counting-sort every query's candidates into ``D``/``I`` (rows padded already).
+    """Counting-sort every query's candidates into ``D``/``I`` and pad the rest of each row.
 
     Candidates are in index order, so a stable counting sort by distance gives the
     (distance, index) order. The write positions come from ``hist`` (exact below the
@@ -514,7 +514,7 @@ def _topk_finish(cd, ci, hist, state, D, I, nblocks):
             for i in range(nout):
                 D[q, i] = td[i]
                 I[q, i] = ti[i]
-            for i in range(nout, min(c, k)):
+            for i in range(nout, k):            # faiss's padding when fewer than k
                 D[q, i] = DIST_PAD
                 I[q, i] = -1
 
@@ -705,16 +705,15 @@ class HammingIndex:
         qw = self._queries(queries)
         k = self._check_int(k, "k", 1)
         nq = qw.shape[0]
-        D = np.full((nq, k), DIST_PAD, dtype=np.int32)
-        I = np.full((nq, k), -1, dtype=np.int64)
-        if nq == 0:
-            return D, I
+        n = self.ntotal
+        if nq == 0 or n == 0:
+            return (np.full((nq, k), DIST_PAD, dtype=np.int32),
+                    np.full((nq, k), -1, dtype=np.int64))
         if self.backend == "cuda":
             from . import gpu_hamming
             return gpu_hamming.search(qw, self._store, k)
-        n = self.ntotal
-        if n == 0:
-            return D, I
+        D = np.empty((nq, k), dtype=np.int32)         # every entry written by _topk_finish
+        I = np.empty((nq, k), dtype=np.int64)
         W = qw.shape[1]
         # candidate buffer per query: >= k + SUB_ROWS (or every row); the extra room
         # makes compactions rare (each costs O(C)), capped to keep memory O(nq * k)
