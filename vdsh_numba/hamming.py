@@ -538,9 +538,9 @@ def _range_chunk(qw, dbw, radius, base, cursor, D, I, tile, nblocks):
     """Count (``D`` empty) or write (``D``, ``I`` sized) the chunk rows within ``radius``.
 
     ``cursor[q]`` is the next write position of query ``q`` (or its running count).
-    Same sweep as :func:`_topk_chunk` with a fixed bound ``radius + 1``: a sub-block
-    whose vectorised minimum is above the radius costs no more; the others are
-    selected from a branch-free 64-bit mask (:func:`below_mask64`). Writes are in index order.
+    Same sweep as :func:`_topk_chunk` with the fixed bound ``radius + 1``: per sub-block
+    a 64-bit mask of the rows within the radius (single-word codes: one vector
+    expression; wider codes: a vectorised minimum first). Writes are in index order.
     """
     nq, W = qw.shape
     m = dbw.shape[0]
@@ -558,20 +558,33 @@ def _range_chunk(qw, dbw, radius, base, cursor, D, I, tile, nblocks):
             full = (t1 - t0) // SUB_ROWS * SUB_ROWS
             for q in range(q0, q1):
                 p = cursor[q]
-                for s in range(0, full, SUB_ROWS):
-                    if _sub_min(qw, q, dbw, t0, s, tb) < t:
-                        _sub_fill(qw, q, dbw, t0, s, tb, acc)
-                        mk = below_mask64(acc, t)
-                        nsel = popcount64(mk)
+                if W == 1:                  # the sub-block's bit mask in one expression
+                    x = qw[q, 0]
+                    for s in range(0, full, SUB_ROWS):
+                        mk = xor_popcount_below_mask64(dbw, t0 + s, x, t)
                         if fill:
-                            r = p
                             while mk:
                                 i = np.int64(trailing_zeros64(mk))
                                 mk &= mk - np.uint64(1)
-                                D[r] = np.int32(acc[i])
-                                I[r] = base + t0 + s + i
-                                r += 1
-                        p += nsel
+                                D[p] = np.int32(popcount64(dbw[np.uint64(t0 + s + i), 0] ^ x))
+                                I[p] = base + t0 + s + i
+                                p += 1
+                        else:
+                            p += popcount64(mk)
+                else:
+                    for s in range(0, full, SUB_ROWS):
+                        if _sub_min(qw, q, dbw, t0, s, tb) < t:
+                            _sub_fill(qw, q, dbw, t0, s, tb, acc)
+                            mk = below_mask64(acc, t)
+                            if fill:
+                                while mk:
+                                    i = np.int64(trailing_zeros64(mk))
+                                    mk &= mk - np.uint64(1)
+                                    D[p] = np.int32(acc[i])
+                                    I[p] = base + t0 + s + i
+                                    p += 1
+                            else:
+                                p += popcount64(mk)
                 for j in range(full, t1 - t0):       # the tile's last rows, one by one
                     d = _row_dist(qw, q, dbw, t0, tb, j, qw.shape[1])
                     if d < t:
