@@ -360,8 +360,8 @@ def _push(cd, ci, hist, q, d, j, c, t, below, k):
 def _compact(cd, ci, hist, q, c, t, below, k):
     """Drop query ``q``'s candidates that can no longer enter its top-k (order kept):
     every one at distance ``> t`` and, at distance ``t``, all but the first ``k - below``.
-    Branch-free; returns the new count. A function call, not inlined: called between
-    sub-blocks, it keeps the candidate loops small (inlined there it made them 3x slower).
+    Branch-free; returns the new count. Called between sub-blocks, never inside the
+    candidate loop (there it made that loop 3x slower, even when never executed).
     """
     need = k - below
     n = 0
@@ -389,8 +389,10 @@ def _topk_chunk(qw, dbw, base, cd, ci, C, hist, state, k, tile, prefix, nblocks)
     bound ``t``, which only tightens; a buffer (``C >= k + SUB_ROWS`` entries, or at least
     every row) without room for a whole sub-block is compacted to ``k``.
     Each thread owns a block of queries and sweeps the rows ``tile`` at a time for all
-    of them (the tile stays in cache), ``SUB_ROWS`` rows at a time per query: one
-    vectorised min-reduction, and a row-by-row scan only when the minimum is below ``t``.
+    of them (the tile stays in cache), ``SUB_ROWS`` rows at a time per query: the bit
+    mask of the rows below ``t`` in one vector expression (single-word codes) or, for
+    wider codes, a vectorised minimum and the mask only when it is below ``t``; each
+    set bit is a candidate.
 
     Before a query's first candidate, the distance histogram of the database's first
     ``prefix`` rows (when they are at least ``k``) gives a starting bound: ``t`` = one
