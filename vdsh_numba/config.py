@@ -20,11 +20,6 @@ SPLIT_MEMORY_BLOCKS = False
 #: thread's block reads it.
 TILE_ROWS = 16384
 
-#: Top-k: the distance histogram of the first ``TOPK_PREFIX_PER_K * k`` database rows
-#: (those of the first tile) gives every query a starting bound, so that fewer early
-#: rows become candidates (0: start from the loosest bound).
-TOPK_PREFIX_PER_K = 8
-
 #: Top-k: candidate buffer entries per query beyond ``2k + 64`` (at most ``2k`` more;
 #: 12 bytes each). A full buffer is compacted in O(buffer); with room for the few
 #: thousand candidates a top-1000 of random codes takes in, it is hardly ever full.

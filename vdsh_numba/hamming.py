@@ -380,7 +380,7 @@ def _compact(cd, ci, hist, q, c, t, below, k):
 
 
 @njit(parallel=True, cache=True)
-def _topk_chunk(qw, dbw, base, cd, ci, C, hist, state, k, tile, prefix, nblocks):
+def _topk_chunk(qw, dbw, base, cd, ci, C, hist, state, k, tile, nblocks):
     """Sweep database rows ``dbw`` (global indices ``base ..``) into every query's candidates.
 
     Per query ``q``: ``cd[q]``/``ci[q]`` buffer candidates (distance, index) in index
@@ -393,44 +393,23 @@ def _topk_chunk(qw, dbw, base, cd, ci, C, hist, state, k, tile, prefix, nblocks)
     mask of the rows below ``t`` in one vector expression (single-word codes) or, for
     wider codes, a vectorised minimum and the mask only when it is below ``t``; each
     set bit is a candidate.
-
-    Before a query's first candidate, the distance histogram of the database's first
-    ``prefix`` rows (when they are at least ``k``) gives a starting bound: ``t`` = one
-    more than their counting-sort bound (``k`` rows at distance ``<= t - 1`` exist, so a
-    row farther away cannot enter, whatever its index). It spares the early candidates
-    that a bound starting at ``64 W + 1`` would let in.
     """
     nq, W = qw.shape
     m = dbw.shape[0]
-    B = 64 * W + 1
     for b in prange(nblocks):
         q0 = b * nq // nblocks
         q1 = (b + 1) * nq // nblocks
         tl = max(1, min(tile, m))
         tb = np.empty((W, tl if W > 1 else 0), np.uint64)
         acc = np.empty(SUB_ROWS, np.uint64)
-        h = np.empty(B, np.int64)
         for t0 in range(0, m, tl):
             t1 = min(t0 + tl, m)
             _load_tile(dbw, t0, t1, tb)
             full = (t1 - t0) // SUB_ROWS * SUB_ROWS
-            npre = min(prefix, full) // SUB_ROWS * SUB_ROWS
             for q in range(q0, q1):
                 c = state[q, 0]
                 t = state[q, 1]
                 below = state[q, 2]
-                if base + t0 == 0 and c == 0 and npre >= k:     # starting bound
-                    h[:] = 0
-                    for s in range(0, npre, SUB_ROWS):
-                        _sub_fill(qw, q, dbw, t0, s, tb, acc)
-                        for i in range(SUB_ROWS):
-                            h[acc[i]] += 1
-                    cum = 0
-                    for d in range(B):
-                        cum += h[d]
-                        if cum >= k:
-                            t = min(t, d + 1)
-                            break
                 if W == 1:                  # one expression per sub-block: its bit mask
                     x = qw[q, 0]
                     for s in range(0, full, SUB_ROWS):
@@ -744,8 +723,7 @@ class HammingIndex:
         nb = n_blocks(nq)
         tile = max(1, config.TILE_ROWS // W)
         for base, words in self._store.chunks(config.CHUNK_ROWS):
-            _topk_chunk(qw, words, base, cd, ci, C, hist, state, k, tile,
-                        config.TOPK_PREFIX_PER_K * k, nb)
+            _topk_chunk(qw, words, base, cd, ci, C, hist, state, k, tile, nb)
         _topk_finish(cd, ci, hist, state, D, I, nb)
         return D, I
 
