@@ -255,8 +255,12 @@ def main(argv=None):
         t_o, t_f, ok = results[key]
         line(key.replace("_", " ") + ": vs faiss", f"{t_f / t_o:6.2f}x", ">= 5x", t_f / t_o >= 5, ok)
     t_map, _, ok = results["map"]
-    line("full ranking + mAP@all", f"{t_map * 1e3:6.1f} ms", "<= 74.6 ms, the issue's 'today'",
-         t_map <= 0.0746, ok)
+    if args.cpu_time or args.threads != 2:
+        print(f"  {'full ranking + mAP@all':<44} {t_map * 1e3:6.1f} ms{'':<14} (the target, 74.6 ms, "
+              f"is 2 threads, wall clock: not comparable)")
+    else:
+        line("full ranking + mAP@all", f"{t_map * 1e3:6.1f} ms", "<= 74.6 ms, the issue's 'today'",
+             t_map <= 0.0746, ok)
 
 
 if __name__ == "__main__":
