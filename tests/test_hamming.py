@@ -269,3 +269,32 @@ def test_strict_input_checks():
 def test_package_export():
     import vdsh_numba
     assert vdsh_numba.HammingIndex is HammingIndex
+
+
+# --------------------------------------------------------------------------- vector primitives
+
+def test_mask_intrinsics_match_numpy():
+    """The 64-lane masks and tzcnt of vdsh_numba.hamming against numpy bit by bit."""
+    from numba import njit
+    from vdsh_numba.hamming import below_mask64, trailing_zeros64, xor_popcount_below_mask64
+
+    @njit
+    def masks(dist, words, row, x, t):
+        return below_mask64(dist, t), xor_popcount_below_mask64(words, row, x, t)
+
+    @njit
+    def tz(v):
+        return trailing_zeros64(v)
+
+    rng = np.random.default_rng(7)
+    words = rng.integers(0, 2**63, (200, 1), dtype=np.uint64)
+    words |= rng.integers(0, 2, (200, 1), dtype=np.uint64) << np.uint64(63)   # top bits too
+    for row, t, x in [(0, 30, 0), (3, 33, 12345), (136, 64, 2**64 - 1), (100, 0, 7), (17, 65, 99)]:
+        dist = rng.integers(0, 70, 64).astype(np.uint64)
+        m1, m2 = masks(dist, words, row, np.uint64(x), np.uint64(t))
+        want1 = sum(1 << i for i in range(64) if dist[i] < t)
+        pops = [bin(int(words[row + i, 0]) ^ x).count("1") for i in range(64)]
+        want2 = sum(1 << i for i in range(64) if pops[i] < t)
+        assert int(m1) == want1 and int(m2) == want2
+    for v in (1, 2, 6, 1 << 40, 2**63, 2**64 - 1):
+        assert int(tz(np.uint64(v))) == (v & -v).bit_length() - 1
