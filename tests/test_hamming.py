@@ -64,6 +64,43 @@ def test_search_matches_naive(bits, small_chunks):
         np.testing.assert_array_equal(I, In)
 
 
+@pytest.fixture
+def sub_block_tiles(monkeypatch):
+    """Tiles of two full sub-blocks and a ragged tail, chunks that split tiles: inputs of
+    a few hundred rows go through the vectorised sub-block path, the row-by-row tail,
+    the tile sweep and the streaming merge."""
+    from vdsh_numba.hamming import SUB_ROWS
+    monkeypatch.setattr(config, "TILE_ROWS", 2 * SUB_ROWS + 2)
+    monkeypatch.setattr(config, "CHUNK_ROWS", 300)
+    monkeypatch.setattr(config, "SPLIT_MEMORY_BLOCKS", True)
+
+
+@pytest.mark.parametrize("bits", [12, 48, 64, 65, 128, 130, 256, 300])
+@pytest.mark.parametrize("ties", [False, True])
+def test_search_sub_block_path_matches_naive(bits, ties, sub_block_tiles):
+    """Several hundred rows: the threshold tightens inside sub-blocks, candidate buffers
+    fill and are compacted (k small), or hold everything (k >= n); heavy ties at the
+    k-th distance (``ties``: codes drawn from 16 patterns) test the (distance, index) order."""
+    rng = np.random.default_rng(bits + ties)
+    x = rng.integers(0, 2, (700, bits))
+    xq = rng.integers(0, 2, (6, bits))
+    if ties:
+        x[:, 4:] = 0
+        xq[:, 4:] = 0
+    db, q = pack_codes(x), pack_codes(xq)
+    index = HammingIndex(bits)
+    index.add(db[:250])
+    index.add(db[250:])
+    for k in (1, 10, 100, 333, 699, 700, 750):
+        D, I = index.search(q, k)
+        Dn, In = naive.search(q, db, bits, k)
+        np.testing.assert_array_equal(D, Dn)
+        np.testing.assert_array_equal(I, In)
+    for radius in (0, bits // 2 - 3, bits // 2, bits):
+        for a, b in zip(index.range_search(q, radius), naive.range_search(q, db, bits, radius)):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_padding_when_fewer_than_k():
     index = HammingIndex(16)
     index.add(np.zeros((3, 2), np.uint8))
@@ -232,3 +269,32 @@ def test_strict_input_checks():
 def test_package_export():
     import vdsh_numba
     assert vdsh_numba.HammingIndex is HammingIndex
+
+
+# --------------------------------------------------------------------------- vector primitives
+
+def test_mask_intrinsics_match_numpy():
+    """The 64-lane masks and tzcnt of vdsh_numba.hamming against numpy bit by bit."""
+    from numba import njit
+    from vdsh_numba.hamming import below_mask64, trailing_zeros64, xor_popcount_below_mask64
+
+    @njit
+    def masks(dist, words, row, x, t):
+        return below_mask64(dist, t), xor_popcount_below_mask64(words, row, x, t)
+
+    @njit
+    def tz(v):
+        return trailing_zeros64(v)
+
+    rng = np.random.default_rng(7)
+    words = rng.integers(0, 2**63, (200, 1), dtype=np.uint64)
+    words |= rng.integers(0, 2, (200, 1), dtype=np.uint64) << np.uint64(63)   # top bits too
+    for row, t, x in [(0, 30, 0), (3, 33, 12345), (136, 64, 2**64 - 1), (100, 0, 7), (17, 65, 99)]:
+        dist = rng.integers(0, 70, 64).astype(np.uint64)
+        m1, m2 = masks(dist, words, row, np.uint64(x), np.uint64(t))
+        want1 = sum(1 << i for i in range(64) if dist[i] < t)
+        pops = [bin(int(words[row + i, 0]) ^ x).count("1") for i in range(64)]
+        want2 = sum(1 << i for i in range(64) if pops[i] < t)
+        assert int(m1) == want1 and int(m2) == want2
+    for v in (1, 2, 6, 1 << 40, 2**63, 2**64 - 1):
+        assert int(tz(np.uint64(v))) == (v & -v).bit_length() - 1

@@ -14,10 +14,16 @@ CHUNK_ROWS = 1 << 18
 #: the streaming merge on tiny inputs).
 SPLIT_MEMORY_BLOCKS = False
 
-#: Rows a top-k thread sweeps for all its queries before moving on: the tile of
-#: 64-bit codes (``TILE_ROWS * 8`` bytes) plus the candidate buffers
-#: (``TILE_ROWS * 8`` bytes) should stay in the L2 cache.
+#: 64-bit words of database codes a top-k / range-search thread sweeps for all its
+#: queries before moving on (``TILE_ROWS // words-per-code`` rows): the tile
+#: (``TILE_ROWS * 8`` bytes) should stay in the L2 cache while every query of the
+#: thread's block reads it.
 TILE_ROWS = 16384
+
+#: Top-k: candidate buffer entries per query beyond ``2k + 64`` (at most ``2k`` more;
+#: 12 bytes each). A full buffer is compacted in O(buffer); with room for the few
+#: thousand candidates a top-1000 of random codes takes in, it is hardly ever full.
+TOPK_BUFFER_EXTRA = 4096
 
 #: Query blocks per kernel call, as a multiple of the numba thread count; each
 #: block owns one set of per-thread buffers. 1 = one block per thread (static split).

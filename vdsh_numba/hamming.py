@@ -13,27 +13,42 @@ backend adds same-signature twins); launch parameters live in
 Algorithms
 ----------
 * Popcount: LLVM's ``ctpop`` on ``uint64`` (``vpopcntq`` where the CPU has it).
-* Top-k: an ``np.memmap`` database is streamed in chunks of ``config.CHUNK_ROWS``
-  rows (an in-memory one goes to the kernel whole). ``prange`` runs over query
-  blocks, one set of buffers per block; each thread sweeps the rows
-  ``config.TILE_ROWS`` at a time for all its queries, keeping every query's current
-  top-k sorted by (distance, index). A row is a candidate only if its distance is
-  below the current k-th distance (an equal distance loses the tie: its index is
-  larger); a vectorised min-reduction skips tiles without candidates. Candidates and
-  the current top-k are merged by a counting sort over the ``bits + 1`` possible
-  distances: O(k + tile) per query and tile, no comparison sort.
+* Top-k, one sweep with a bound that only tightens. An ``np.memmap`` database is
+  streamed in chunks of ``config.CHUNK_ROWS`` rows (an in-memory one goes to the
+  kernel whole). ``prange`` runs over query blocks; each thread sweeps the rows one
+  tile (``config.TILE_ROWS`` 64-bit words) at a time for all its queries, so a tile is
+  read from cache by every query of the block. Per query and tile, ``SUB_ROWS`` = 64
+  rows at a time: a fixed-length popcount min-reduction (vectorised, no stores: the
+  cost of a plain popcount loop) decides whether any row of the sub-block can enter;
+  most sub-blocks stop there. Otherwise their distances go to a 64-entry buffer, one
+  64-lane compare gives a bit mask of the rows below the bound, and each set bit is a
+  candidate appended to the query's buffer (in index order) with its distance counted
+  in a per-query histogram. The bound ``t`` is the counting-sort bound: the smallest
+  distance whose cumulative count of buffered candidates reaches ``k``; a later row
+  at distance ``>= t`` cannot enter (``k`` rows with smaller indices beat it). A full
+  buffer (``2k + 64``; with ``k >= n`` the output arrays themselves) is compacted to
+  ``k``; at the end one stable counting sort per query over the ``bits + 1``
+  distances gives the exact (distance, index) order. No comparison sort anywhere.
+* Code widths: one to four 64-bit words (up to 256 bits; odd widths like 12 or 48 bits
+  are one zero-padded word) have their own spelled-out distance, and each width its
+  own vectorised sub-block loops (multi-word tiles are copied word-major). Wider codes
+  loop over their words inside the same sweep: exact, not vectorised.
+* Vector primitives are generic LLVM IR through numba intrinsics (``ctpop``, ``cttz``,
+  a ``<64 x i64>`` unsigned compare bitcast to ``i64``): AVX-512 instructions here,
+  legalised to whatever another target has.
 * Indices in hot loops are cast to unsigned, which removes numba's negative-index
   wraparound test; with it LLVM does not vectorise the popcount loops (5x slower).
-* Range search: two streaming passes (count, then fill in index order) and a
-  counting sort of each query's hits by distance.
+* Range search: the same sweep with the fixed bound ``radius + 1``, twice (count, then
+  fill in index order), and a counting sort of each query's hits by distance.
 """
 from __future__ import annotations
 
 import numba
 import numpy as np
 from numba import njit, prange
-from numba.core import types
+from numba.core import cgutils, types
 from numba.extending import intrinsic
+from llvmlite import ir
 
 from . import config
 from .codes import code_bytes
@@ -57,9 +72,77 @@ def popcount64(typingctx, x):
     return types.uint64(types.uint64), codegen
 
 
+def _splat64(builder, x):
+    """``<64 x i64>`` with every lane ``x``."""
+    vty = ir.VectorType(x.type, 64)
+    e = builder.insert_element(ir.Constant(vty, None), x, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(e, ir.Constant(vty, None),
+                                  ir.Constant(ir.VectorType(ir.IntType(32), 64), [0] * 64))
+
+
+@intrinsic
+def trailing_zeros64(typingctx, x):
+    """Index of the lowest set bit of a non-zero ``uint64`` (LLVM's ``cttz``: ``tzcnt``)."""
+    if x != types.uint64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.cttz(args[0], ir.Constant(ir.IntType(1), 1))
+
+    return types.uint64(types.uint64), codegen
+
+
+@intrinsic
+def below_mask64(typingctx, dist, t):
+    """Bit ``i`` set where ``dist[i] < t``, ``i < 64`` (``dist``: C-contiguous ``uint64``
+    array of at least 64 entries, ``t``: ``uint64``), branch-free.
+
+    Generic LLVM IR: one unsigned compare of a 64-lane vector whose lane mask is
+    bitcast to an integer (8 ``vpcmpuq`` into mask registers on AVX-512; legalised to
+    whatever the target has elsewhere).
+    """
+    if not (dist == types.Array(types.uint64, 1, "C") and t == types.uint64):
+        return None
+
+    def codegen(context, builder, signature, args):
+        vty = ir.VectorType(ir.IntType(64), 64)
+        a = context.make_array(signature.args[0])(context, builder, args[0])
+        v = builder.load(builder.bitcast(a.data, vty.as_pointer()), align=8)
+        return builder.bitcast(builder.icmp_unsigned("<", v, _splat64(builder, args[1])),
+                               ir.IntType(64))
+
+    return types.uint64(dist, t), codegen
+
+
+@intrinsic
+def xor_popcount_below_mask64(typingctx, words, row, x, t):
+    """Bit ``i`` set where ``popcount(words[row + i, 0] ^ x) < t``, ``i < 64``.
+
+    ``words``: C-contiguous ``uint64 (n, 1)`` (single-word codes), ``row + 64 <= n``;
+    ``x``, ``t``: ``uint64``. One 64-lane vector expression (xor, ``ctpop``, unsigned
+    compare, lane mask bitcast to ``i64``): the distances are never stored.
+    """
+    if not (words == types.Array(types.uint64, 2, "C") and isinstance(row, types.Integer)
+            and x == types.uint64 and t == types.uint64):
+        return None
+
+    def codegen(context, builder, signature, args):
+        vty = ir.VectorType(ir.IntType(64), 64)
+        a = context.make_array(signature.args[0])(context, builder, args[0])
+        r = context.cast(builder, args[1], signature.args[1], types.intp)
+        v = builder.load(builder.bitcast(builder.gep(a.data, [r]), vty.as_pointer()), align=8)
+        ctpop = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty]),
+                                               "llvm.ctpop.v64i64")
+        d = builder.call(ctpop, [builder.xor(v, _splat64(builder, args[2]))])
+        return builder.bitcast(builder.icmp_unsigned("<", d, _splat64(builder, args[3])),
+                               ir.IntType(64))
+
+    return types.uint64(words, row, x, t), codegen
+
+
 @njit(inline="always")
 def _distance(qw, q, dbw, j):
-    d = 0
+    d = np.uint64(0)
     for w in range(qw.shape[1]):
         d += popcount64(qw[q, w] ^ dbw[np.uint64(j), w])
     return d
@@ -160,109 +243,261 @@ class CodeStore:
 
 # --------------------------------------------------------------------------- kernels
 
-@njit(inline="always")
-def _collect(qw, q, dbw, j0, j1, tau, cd, cj):
-    """Put the rows ``j0 .. j1`` with distance ``< tau`` into the candidates ``cd``/``cj``.
+#: Rows of a sub-block: distances of a whole sub-block are computed by a fixed-length loop
+#: that LLVM unrolls and vectorises (a min-reduction, no stores); only a sub-block whose
+#: minimum passes the threshold is scanned row by row. A structural constant of the
+#: kernels (not a tunable): 64 rows are 8 AVX-512 vectors of 64-bit codes.
+SUB_ROWS = 64
 
-    Indices are cast to unsigned: numba then drops its negative-index wraparound
-    test, which otherwise stops LLVM from vectorising these loops (5x slower here).
+
+@njit(inline="always")
+def _load_tile(dbw, t0, t1, tb):
+    """Copy the rows ``t0 .. t1`` of a multi-word database into ``tb`` word-major
+    (``tb[w, i]`` = word ``w`` of row ``t0 + i``), so that the sub-block loops read
+    each word contiguously. Single-word databases are read in place."""
+    W = dbw.shape[1]
+    if W > 1:
+        for i in range(t1 - t0):
+            for w in range(W):
+                tb[np.uint64(w), np.uint64(i)] = dbw[np.uint64(t0 + i), np.uint64(w)]
+
+
+@njit(inline="always")
+def _row_dist(qw, q, dbw, t0, tb, i, W):
+    """Distance of query ``q`` to row ``i`` of the tile starting at database row ``t0``.
+
+    ``W`` (the words per code) is passed by callers that have already branched on it:
+    one to four words are spelled out, so that a loop over ``i`` for one ``W``
+    vectorises. Wider codes loop over their words: correct, not vectorised (the
+    measured second path).
     """
-    c = 0
-    if qw.shape[1] == 1:
-        x = qw[q, 0]
-        mn = np.uint64(64)
-        for j in range(j0, j1):          # a min-reduction without stores: vectorises
-            mn = min(mn, popcount64(dbw[np.uint64(j), 0] ^ x))
-        if mn >= tau:
-            return 0
-        for j in range(j0, j1):          # branchless append
-            d = np.int32(popcount64(dbw[np.uint64(j), 0] ^ x))
-            cd[np.uint64(c)] = d
-            cj[np.uint64(c)] = j
-            c += d < tau
-        return c
-    for j in range(j0, j1):
-        d = np.int32(_distance(qw, q, dbw, j))
-        cd[np.uint64(c)] = d
-        cj[np.uint64(c)] = j
-        c += d < tau
-    return c
+    if W == 1:
+        return popcount64(dbw[np.uint64(t0 + i), 0] ^ qw[q, 0])
+    u = np.uint64(i)
+    if W == 2:
+        return popcount64(tb[0, u] ^ qw[q, 0]) + popcount64(tb[1, u] ^ qw[q, 1])
+    if W == 3:
+        return (popcount64(tb[0, u] ^ qw[q, 0]) + popcount64(tb[1, u] ^ qw[q, 1])
+                + popcount64(tb[2, u] ^ qw[q, 2]))
+    if W == 4:
+        return (popcount64(tb[0, u] ^ qw[q, 0]) + popcount64(tb[1, u] ^ qw[q, 1])
+                + popcount64(tb[2, u] ^ qw[q, 2]) + popcount64(tb[3, u] ^ qw[q, 3]))
+    d = np.uint64(0)
+    for w in range(qw.shape[1]):
+        d += popcount64(tb[np.uint64(w), u] ^ qw[q, w])
+    return d
+
+
+@njit(inline="always")
+def _sub_min_w(qw, q, dbw, t0, s, tb, W):
+    mn = np.uint64(64 * qw.shape[1])
+    for i in range(SUB_ROWS):
+        mn = min(mn, _row_dist(qw, q, dbw, t0, tb, s + i, W))
+    return mn
+
+
+@njit(inline="always")
+def _sub_min(qw, q, dbw, t0, s, tb):
+    """Smallest distance of query ``q`` to the ``SUB_ROWS`` tile rows ``s ..``: a
+    fixed-length min-reduction without stores, which LLVM vectorises (one loop per
+    spelled-out width: the branch on the width sits outside the loops)."""
+    W = qw.shape[1]
+    if W == 1:
+        return _sub_min_w(qw, q, dbw, t0, s, tb, 1)
+    if W == 2:
+        return _sub_min_w(qw, q, dbw, t0, s, tb, 2)
+    if W == 3:
+        return _sub_min_w(qw, q, dbw, t0, s, tb, 3)
+    if W == 4:
+        return _sub_min_w(qw, q, dbw, t0, s, tb, 4)
+    return _sub_min_w(qw, q, dbw, t0, s, tb, 0)
+
+
+@njit(inline="always")
+def _sub_fill_w(qw, q, dbw, t0, s, tb, acc, W):
+    for i in range(SUB_ROWS):
+        acc[i] = _row_dist(qw, q, dbw, t0, tb, s + i, W)
+
+
+@njit(inline="always")
+def _sub_fill(qw, q, dbw, t0, s, tb, acc):
+    """The distances of the sub-block ``s ..`` into ``acc`` (after :func:`_sub_min` passed);
+    the same per-width loops."""
+    W = qw.shape[1]
+    if W == 1:
+        _sub_fill_w(qw, q, dbw, t0, s, tb, acc, 1)
+    elif W == 2:
+        _sub_fill_w(qw, q, dbw, t0, s, tb, acc, 2)
+    elif W == 3:
+        _sub_fill_w(qw, q, dbw, t0, s, tb, acc, 3)
+    elif W == 4:
+        _sub_fill_w(qw, q, dbw, t0, s, tb, acc, 4)
+    else:
+        _sub_fill_w(qw, q, dbw, t0, s, tb, acc, 0)
+
+
+@njit(inline="always")
+def _push(cd, ci, hist, q, d, j, c, t, below, k):
+    """Append candidate ``(d, j)`` (``d < t``) to query ``q``'s buffer and tighten ``t``.
+
+    ``t`` is the counting-sort bound: the smallest distance whose cumulative count of
+    buffered candidates reaches ``k`` (``64 W + 1`` while fewer than ``k`` are buffered),
+    ``below`` the number of buffered candidates at distance ``< t``. A later row at
+    distance ``>= t`` cannot enter the top-k: ``k`` rows with smaller indices beat it.
+    Returns the new ``(c, t, below)``.
+    """
+    cd[q, np.uint64(c)] = np.int32(d)
+    ci[q, np.uint64(c)] = j
+    hist[q, np.uint64(d)] += 1
+    below += 1
+    while below >= k:
+        t -= 1
+        below -= hist[q, np.uint64(t)]
+    return c + 1, t, below
+
+
+@njit(cache=True)
+def _compact(cd, ci, hist, q, c, t, below, k):
+    """Drop query ``q``'s candidates that can no longer enter its top-k (order kept):
+    every one at distance ``> t`` and, at distance ``t``, all but the first ``k - below``.
+    Branch-free; returns the new count. Called between sub-blocks, never inside the
+    candidate loop (there it made that loop 3x slower, even when never executed).
+    """
+    need = k - below
+    n = 0
+    for i in range(c):
+        d = cd[q, i]
+        keep = (d < t) | ((d == t) & (need > 0))
+        cd[q, n] = d
+        ci[q, n] = ci[q, i]
+        n += keep
+        need -= (d == t) & keep
+    for d in range(t, hist.shape[1]):
+        hist[q, d] = 0
+    if t < hist.shape[1]:
+        hist[q, t] = n - below
+    return n
 
 
 @njit(parallel=True, cache=True)
-def _topk_chunk(qw, dbw, base, D, I, nfill, tile, nblocks):
-    """Merge database rows ``dbw`` (global indices ``base ..``) into every query's top-k.
+def _topk_chunk(qw, dbw, base, cd, ci, C, hist, state, k, tile, nblocks):
+    """Sweep database rows ``dbw`` (global indices ``base ..``) into every query's candidates.
 
-    ``D``/``I`` ``(nq, k)`` hold the current top-k sorted by (distance, index) and
-    ``nfill[q]`` how many entries are real. Each thread owns a block of queries and
-    sweeps the rows ``tile`` at a time (the tile stays in cache across its queries);
-    a row is a candidate only if its distance is below the current k-th distance.
-    Candidates and the current top-k are merged by a counting sort over the
-    ``64 * W + 1`` possible distances.
+    Per query ``q``: ``cd[q]``/``ci[q]`` buffer candidates (distance, index) in index
+    order, ``hist[q]`` counts them by distance, ``state[q] = (count, t, below)`` (see
+    :func:`_push`). A row is a candidate only if its distance is below the query's
+    bound ``t``, which only tightens; a buffer (``C >= k + SUB_ROWS`` entries, or at least
+    every row) without room for a whole sub-block is compacted to ``k``.
+    Each thread owns a block of queries and sweeps the rows ``tile`` at a time for all
+    of them (the tile stays in cache), ``SUB_ROWS`` rows at a time per query: the bit
+    mask of the rows below ``t`` in one vector expression (single-word codes) or, for
+    wider codes, a vectorised minimum and the mask only when it is below ``t``; each
+    set bit is a candidate.
     """
     nq, W = qw.shape
     m = dbw.shape[0]
-    k = D.shape[1]
-    B = 64 * W + 1
     for b in prange(nblocks):
         q0 = b * nq // nblocks
         q1 = (b + 1) * nq // nblocks
-        tl = min(tile, m)
-        cd = np.empty(tl, np.int32)
-        cj = np.empty(tl, np.int32)
-        hist = np.empty(B + 1, np.int64)
-        td = np.empty(k, np.int32)
-        ti = np.empty(k, np.int64)
+        tl = max(1, min(tile, m))
+        tb = np.empty((W, tl if W > 1 else 0), np.uint64)
+        acc = np.empty(SUB_ROWS, np.uint64)
         for t0 in range(0, m, tl):
             t1 = min(t0 + tl, m)
+            _load_tile(dbw, t0, t1, tb)
+            full = (t1 - t0) // SUB_ROWS * SUB_ROWS
             for q in range(q0, q1):
-                nf = nfill[q]
-                tau = D[q, k - 1] if nf == k else B  # only d < tau can enter
-                c = _collect(qw, q, dbw, t0, t1, tau, cd, cj)
-                if c == 0:
-                    continue
-                hist[:] = 0
-                for i in range(nf):
-                    hist[np.uint32(D[q, i])] += 1   # unsigned index: no wraparound test
+                c = state[q, 0]
+                t = state[q, 1]
+                below = state[q, 2]
+                if W == 1:                  # one expression per sub-block: its bit mask
+                    x = qw[q, 0]
+                    for s in range(0, full, SUB_ROWS):
+                        mk = xor_popcount_below_mask64(dbw, t0 + s, x, np.uint64(t))
+                        if mk and c > C - SUB_ROWS:      # room for a whole sub-block
+                            c = _compact(cd, ci, hist, q, c, t, below, k)
+                        while mk:
+                            i = np.int64(trailing_zeros64(mk))
+                            mk &= mk - np.uint64(1)
+                            d = popcount64(dbw[np.uint64(t0 + s + i), 0] ^ x)
+                            if d < np.uint64(t):         # t may have tightened
+                                c, t, below = _push(cd, ci, hist, q, d, base + t0 + s + i,
+                                                    c, t, below, k)
+                else:                       # min first; distances kept for the mask
+                    for s in range(0, full, SUB_ROWS):
+                        if _sub_min(qw, q, dbw, t0, s, tb) < np.uint64(t):
+                            _sub_fill(qw, q, dbw, t0, s, tb, acc)
+                            mk = below_mask64(acc, np.uint64(t))
+                            if c > C - SUB_ROWS:
+                                c = _compact(cd, ci, hist, q, c, t, below, k)
+                            while mk:
+                                i = np.int64(trailing_zeros64(mk))
+                                mk &= mk - np.uint64(1)
+                                if acc[i] < np.uint64(t):
+                                    c, t, below = _push(cd, ci, hist, q, acc[i], base + t0 + s + i,
+                                                        c, t, below, k)
+                if full < t1 - t0 and c > C - SUB_ROWS:
+                    c = _compact(cd, ci, hist, q, c, t, below, k)
+                for j in range(full, t1 - t0):       # the tile's last rows, one by one
+                    d = _row_dist(qw, q, dbw, t0, tb, j, W)
+                    if d < np.uint64(t):
+                        c, t, below = _push(cd, ci, hist, q, d, base + t0 + j, c, t, below, k)
+                state[q, 0] = c
+                state[q, 1] = t
+                state[q, 2] = below
+
+
+@njit(parallel=True, cache=True)
+def _topk_finish(cd, ci, hist, state, D, I, nblocks):
+    """Counting-sort every query's candidates into ``D``/``I`` and pad the rest of each row.
+
+    Candidates are in index order, so a stable counting sort by distance gives the
+    (distance, index) order. The write positions come from ``hist`` (exact below the
+    bound ``t``; at ``t`` only the first ``k - below`` are kept); the scatter is
+    branch-free, stale candidates (distance above ``t``) going to a spare slot.
+    ``cd``/``ci`` may be ``D``/``I`` themselves.
+    """
+    nq, k = D.shape
+    B = hist.shape[1]
+    for b in prange(nblocks):
+        q0 = b * nq // nblocks
+        q1 = (b + 1) * nq // nblocks
+        width = 0
+        for q in range(q0, q1):
+            width = max(width, state[q, 0])
+        td = np.empty(width + 1, np.int32)
+        ti = np.empty(width + 1, np.int64)
+        pos = np.empty(B + 1, np.int64)
+        for q in range(q0, q1):
+            c = state[q, 0]
+            t = state[q, 1]
+            acc = 0
+            for d in range(min(t + 1, B)):
+                pos[d] = acc
+                acc += hist[q, d]
+            nout = min(acc, k)
+            if nout == c:                # every candidate stays (k >= n): plain scatter
                 for i in range(c):
-                    hist[np.uint32(cd[i])] += 1
-                # t: smallest distance whose cumulative count reaches k (B if none)
-                tot = 0
-                t = 0
-                while t < B and tot + hist[t] < k:
-                    tot += hist[t]
-                    t += 1
-                need = k - tot if t < B else 0   # how many items at distance t to keep
-                newn = tot + need
-                acc = 0
-                for d in range(min(t + 1, B)):   # exclusive prefix sums = write positions
-                    h = hist[d]
-                    hist[d] = acc
-                    acc += h
-                for i in range(nf):              # current entries first: smaller indices
-                    d = D[q, i]
-                    if d < t or (d == t and need > 0):
-                        if d == t:
-                            need -= 1
-                        p = hist[d]
-                        hist[d] = p + 1
-                        td[p] = d
-                        ti[p] = I[q, i]
-                    else:
-                        break
-                for i in range(c):
-                    d = cd[i]
-                    if d < t or (d == t and need > 0):
-                        if d == t:
-                            need -= 1
-                        p = hist[d]
-                        hist[d] = p + 1
-                        td[p] = d
-                        ti[p] = base + cj[i]
-                for i in range(newn):
-                    D[q, i] = td[i]
-                    I[q, i] = ti[i]
-                nfill[q] = newn
+                    d = cd[q, i]
+                    p = pos[d]
+                    td[p] = d
+                    ti[p] = ci[q, i]
+                    pos[d] = p + 1
+            for i in range(c if nout < c else 0):
+                d = cd[q, i]
+                dd = min(d, t)
+                p = pos[dd]
+                keep = (d < t) | ((d == t) & (p < nout))
+                w = p if keep else width
+                td[w] = d
+                ti[w] = ci[q, i]
+                pos[dd] = p + keep
+            for i in range(nout):
+                D[q, i] = td[i]
+                I[q, i] = ti[i]
+            for i in range(nout, k):            # faiss's padding when fewer than k
+                D[q, i] = DIST_PAD
+                I[q, i] = -1
 
 
 @njit(parallel=True, cache=True)
@@ -280,23 +515,65 @@ def _histogram_chunk(qw, dbw, counts):
 
 
 @njit(parallel=True, cache=True)
-def _range_chunk(qw, dbw, radius, base, cursor, D, I):
+def _range_chunk(qw, dbw, radius, base, cursor, D, I, tile, nblocks):
     """Count (``D`` empty) or write (``D``, ``I`` sized) the chunk rows within ``radius``.
 
     ``cursor[q]`` is the next write position of query ``q`` (or its running count).
+    Same sweep as :func:`_topk_chunk` with the fixed bound ``radius + 1``: per sub-block
+    a 64-bit mask of the rows within the radius (single-word codes: one vector
+    expression; wider codes: a vectorised minimum first). Writes are in index order.
     """
-    nq = qw.shape[0]
+    nq, W = qw.shape
+    m = dbw.shape[0]
     fill = D.shape[0] > 0
-    for q in prange(nq):
-        p = cursor[q]
-        for j in range(dbw.shape[0]):
-            d = _distance(qw, q, dbw, j)
-            if d <= radius:
-                if fill:
-                    D[p] = d
-                    I[p] = base + j
-                p += 1
-        cursor[q] = p
+    t = np.uint64(min(radius + 1, 64 * W + 1))
+    for b in prange(nblocks):
+        q0 = b * nq // nblocks
+        q1 = (b + 1) * nq // nblocks
+        tl = max(1, min(tile, m))
+        tb = np.empty((W, tl if W > 1 else 0), np.uint64)
+        acc = np.empty(SUB_ROWS, np.uint64)
+        for t0 in range(0, m, tl):
+            t1 = min(t0 + tl, m)
+            _load_tile(dbw, t0, t1, tb)
+            full = (t1 - t0) // SUB_ROWS * SUB_ROWS
+            for q in range(q0, q1):
+                p = cursor[q]
+                if W == 1:                  # the sub-block's bit mask in one expression
+                    x = qw[q, 0]
+                    for s in range(0, full, SUB_ROWS):
+                        mk = xor_popcount_below_mask64(dbw, t0 + s, x, t)
+                        if fill:
+                            while mk:
+                                i = np.int64(trailing_zeros64(mk))
+                                mk &= mk - np.uint64(1)
+                                D[p] = np.int32(popcount64(dbw[np.uint64(t0 + s + i), 0] ^ x))
+                                I[p] = base + t0 + s + i
+                                p += 1
+                        else:
+                            p += popcount64(mk)
+                else:
+                    for s in range(0, full, SUB_ROWS):
+                        if _sub_min(qw, q, dbw, t0, s, tb) < t:
+                            _sub_fill(qw, q, dbw, t0, s, tb, acc)
+                            mk = below_mask64(acc, t)
+                            if fill:
+                                while mk:
+                                    i = np.int64(trailing_zeros64(mk))
+                                    mk &= mk - np.uint64(1)
+                                    D[p] = np.int32(acc[i])
+                                    I[p] = base + t0 + s + i
+                                    p += 1
+                            else:
+                                p += popcount64(mk)
+                for j in range(full, t1 - t0):       # the tile's last rows, one by one
+                    d = _row_dist(qw, q, dbw, t0, tb, j, qw.shape[1])
+                    if d < t:
+                        if fill:
+                            D[p] = np.int32(d)
+                            I[p] = base + t0 + j
+                        p += 1
+                cursor[q] = p
 
 
 @njit(parallel=True, cache=True)
@@ -357,7 +634,9 @@ class HammingIndex:
     ``add`` copies an in-memory array into ``uint64`` words (like faiss) but keeps an
     ``np.memmap`` as it is; searches stream a memmap in chunks of
     :data:`vdsh_numba.config.CHUNK_ROWS` rows, so the extra memory of a search is
-    O(nq * k + chunk), never O(nq * n). Top-k and rankings use a counting sort over
+    O(nq * k + chunk), never O(nq * n) (candidate buffers of at most
+    ``2k + 64 + min(2k, config.TOPK_BUFFER_EXTRA)`` entries of 12 bytes per query; none
+    when ``k >= ntotal``: the results are the buffers). Top-k and rankings use a counting sort over
     the ``bits + 1`` possible distances (O(n) per query); ties are broken by ascending
     database index, so ``search`` returns exactly faiss's distances and, once ties are
     resolved by index, the same indices.
@@ -422,17 +701,32 @@ class HammingIndex:
         qw = self._queries(queries)
         k = self._check_int(k, "k", 1)
         nq = qw.shape[0]
-        D = np.full((nq, k), DIST_PAD, dtype=np.int32)
-        I = np.full((nq, k), -1, dtype=np.int64)
-        if nq == 0:
-            return D, I
+        n = self.ntotal
+        if nq == 0 or n == 0:
+            return (np.full((nq, k), DIST_PAD, dtype=np.int32),
+                    np.full((nq, k), -1, dtype=np.int64))
         if self.backend == "cuda":
             from . import gpu_hamming
             return gpu_hamming.search(qw, self._store, k)
-        nfill = np.zeros(nq, dtype=np.int64)
+        D = np.empty((nq, k), dtype=np.int32)         # every entry written by _topk_finish
+        I = np.empty((nq, k), dtype=np.int64)
+        W = qw.shape[1]
+        # candidate buffer per query: >= k + SUB_ROWS (or every row); the extra room
+        # makes compactions rare (each costs O(C)), capped to keep memory O(nq * k)
+        C = min(n, 2 * k + SUB_ROWS + min(2 * k, config.TOPK_BUFFER_EXTRA))
+        if C <= k:                               # k >= n: the results are the buffer
+            cd, ci = D, I
+        else:
+            cd = np.empty((nq, C), dtype=np.int32)
+            ci = np.empty((nq, C), dtype=np.int64)
+        hist = np.zeros((nq, 64 * W + 1), dtype=np.int64)
+        state = np.zeros((nq, 3), dtype=np.int64)    # (count, bound t, count below t)
+        state[:, 1] = 64 * W + 1
         nb = n_blocks(nq)
+        tile = max(1, config.TILE_ROWS // W)
         for base, words in self._store.chunks(config.CHUNK_ROWS):
-            _topk_chunk(qw, words, base, D, I, nfill, config.TILE_ROWS, nb)
+            _topk_chunk(qw, words, base, cd, ci, C, hist, state, k, tile, nb)
+        _topk_finish(cd, ci, hist, state, D, I, nb)
         return D, I
 
     def range_search(self, queries, radius: int):
@@ -463,8 +757,12 @@ class HammingIndex:
         empty_d = np.empty(0, np.int32)
         empty_i = np.empty(0, np.int64)
         counts = np.zeros(nq, dtype=np.int64)
+        if nq == 0:
+            return np.zeros(1, np.int64), empty_d, empty_i
+        nb = n_blocks(nq)
+        tile = max(1, config.TILE_ROWS // qw.shape[1])
         for base, words in self._store.chunks(config.CHUNK_ROWS):
-            _range_chunk(qw, words, radius, base, counts, empty_d, empty_i)
+            _range_chunk(qw, words, radius, base, counts, empty_d, empty_i, tile, nb)
         lims = np.zeros(nq + 1, dtype=np.int64)
         np.cumsum(counts, out=lims[1:])
         D = np.empty(lims[-1], dtype=np.int32)
@@ -473,8 +771,8 @@ class HammingIndex:
             return lims, D, I
         cursor = lims[:-1].copy()
         for base, words in self._store.chunks(config.CHUNK_ROWS):
-            _range_chunk(qw, words, radius, base, cursor, D, I)
-        _csr_sort_by_distance(lims, D, I, 64 * qw.shape[1] + 1, n_blocks(nq))
+            _range_chunk(qw, words, radius, base, cursor, D, I, tile, nb)
+        _csr_sort_by_distance(lims, D, I, 64 * qw.shape[1] + 1, nb)
         return lims, D, I
 
     def rank(self, queries, return_distances: bool = False):
