@@ -30,6 +30,7 @@ call :func:`consensus_sweep` as its network step instead.
 """
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
@@ -41,7 +42,8 @@ from .model import class_codebook, forward, objective_terms
 
 __all__ = ["CONSENSUS_DEFAULTS", "owners", "is_residual", "ridge_consensus", "local_solve",
            "block_update", "consensus_step", "dual_step", "multiplier_step", "consensus_sweep",
-           "init_consensus", "fit_consensus", "classifier_step"]
+           "init_consensus", "fit_consensus", "classifier_step", "ridge_consensus_moments",
+           "a_system", "copy_average"]
 
 CONSENSUS_DEFAULTS = {
     "sweeps": 20,
@@ -169,11 +171,16 @@ def ridge_consensus(A, T, c, r, eta, V, v):
     ``eta = 0`` is the sequential scheme's ridge with an unpenalised intercept (``V``, ``v``
     unused). Products in float32 BLAS, the solve in float64 (Cholesky); returns float32.
     """
-    n = A.shape[0]
-    SAA = (A.T @ A).astype(np.float64) / n
-    STA = (T.T @ A).astype(np.float64) / n
-    muA = A.mean(axis=0, dtype=np.float64)
-    muT = T.mean(axis=0, dtype=np.float64)
+    return ridge_consensus_moments(A.T @ A, T.T @ A, A.mean(axis=0, dtype=np.float64),
+                                   T.mean(axis=0, dtype=np.float64), A.shape[0], c, r, eta, V, v)
+
+
+def ridge_consensus_moments(SAA, STA, muA, muT, n, c, r, eta, V, v):
+    """:func:`ridge_consensus` from the raw moments ``AᵀA``, ``TᵀA`` (float32) and the column
+    means (float64): the host half, shared with the CUDA twin (which forms the moments on the
+    device)."""
+    SAA = SAA.astype(np.float64) / n
+    STA = STA.astype(np.float64) / n
     kappa = c / (c + eta)
     M = c * (SAA - kappa * np.outer(muA, muA))
     M[np.diag_indices_from(M)] += r + eta
@@ -228,27 +235,38 @@ def block_update(blk):
         z_h = z-minimiser with m = a_{h-1} W̄ᵀ + b̄ - Λ_h,  W̄ = Σ ω_c W_c, b̄ = Σ ω_c b_c
     """
     a_prev, z, lam = blk["a_prev"], blk["z"], blk["lam"]
-    coef, gamma, skip = blk["coef"], blk["gamma"], blk["skip"]
-    T = _target(blk["T_z"], blk["T_lam"])
-    Wa = sum(om * W.astype(np.float64) for W, _, om in blk["above"])
-    gb = sum(om * (W.T.astype(np.float64) @ b) for W, b, om in blk["above"])
-    G = sum(om * (W.T @ W).astype(np.float64) for W, _, om in blk["above"])
-    q = T @ Wa.astype(np.float32) - gb.astype(np.float32)
+    Wa, gb, Minv = a_system(blk["above"], blk["coef"], blk["gamma"], blk["skip"])
+    q = _target(blk["T_z"], blk["T_lam"]) @ Wa - gb
     rhs = np.empty_like(z)
     a_next = blk["a_next"] if blk["a_next"] is not None else z
     z_next = blk["z_next"] if blk["z_next"] is not None else z
-    a_rhs_block(q, coef, gamma, z, a_prev, blk["residual"], skip, a_next, z_next, rhs)
-    M = coef * G
-    M[np.diag_indices_from(M)] += gamma + skip
-    cf = sla.cho_factor(M, lower=True, check_finite=False)
-    Minv = sla.cho_solve(cf, np.eye(M.shape[0]), check_finite=False).astype(np.float32)
+    a_rhs_block(q, blk["coef"], blk["gamma"], z, a_prev, blk["residual"], blk["skip"], a_next, z_next, rhs)
     a = rhs @ Minv
-    Wb = sum(om * W.astype(np.float64) for W, _, om in blk["below"]).astype(np.float32)
-    bb = sum(om * b.astype(np.float64) for _, b, om in blk["below"]).astype(np.float32)
+    Wb, bb = copy_average(blk["below"])
     p = a_prev @ Wb.T + bb
     znew = np.empty_like(z)
-    z_block(a, a_prev, p, lam, blk["beta"], gamma, blk["residual"], znew)
+    z_block(a, a_prev, p, lam, blk["beta"], blk["gamma"], blk["residual"], znew)
     return a, znew
+
+
+def a_system(above, coef, gamma, skip):
+    """The host half of the a-step: ``W̄ = Σ ω W_c``, ``g = Σ ω W_cᵀ b_c`` (so that
+    ``Σ ω (T - 1 b_cᵀ) W_c = T W̄ - 1 gᵀ``) and the inverse of
+    ``coef Σ ω W_cᵀ W_c + (γ + σ) I`` (Cholesky in float64), all float32."""
+    Wa = sum(om * W.astype(np.float64) for W, _, om in above)
+    gb = sum(om * (W.T.astype(np.float64) @ b) for W, b, om in above)
+    M = coef * sum(om * (W.T @ W).astype(np.float64) for W, _, om in above)
+    M[np.diag_indices_from(M)] += gamma + skip
+    cf = sla.cho_factor(M, lower=True, check_finite=False)
+    Minv = sla.cho_solve(cf, np.eye(M.shape[0]), check_finite=False)
+    return Wa.astype(np.float32), gb.astype(np.float32), Minv.astype(np.float32)
+
+
+def copy_average(copies):
+    """``W̄ = Σ ω W_c``, ``b̄ = Σ ω b_c`` (float64 sums, float32)."""
+    Wb = sum(om * W.astype(np.float64) for W, _, om in copies)
+    bb = sum(om * b.astype(np.float64) for _, b, om in copies)
+    return Wb.astype(np.float32), bb.astype(np.float32)
 
 
 def consensus_step(copies, duals):
@@ -273,8 +291,12 @@ def multiplier_step(lam, z, a, a_prev, W, b, residual):
 
 # ---------------------------------------------------------------------------- one sweep
 
-def consensus_sweep(S, executor):
+def consensus_sweep(S, executor, ops=None):
     """One consensus sweep of the network step, in place on the state ``S``.
+
+    ``ops``: the module whose ``local_solve``, ``block_update`` and ``multiplier_step`` run the
+    tasks: this one (numpy arrays, the default) or :mod:`vdsh_numba.gpu_consensus` (device
+    arrays in ``A``, ``Z``, ``Lam``, ``B``; the weights, copies and duals stay on the host).
 
     ``S``: ``Ws``, ``bs`` (L + 1 global weight layers, the last the output), ``U`` (dict
     ``(m, j) -> (U_W, u_b)``), ``A`` (L + 1), ``Z`` (L + 1, ``Z[0]`` None), ``Lam`` (L), ``B``
@@ -284,6 +306,7 @@ def consensus_sweep(S, executor):
     (``Σ ||θ̃ - θ||²`` over all copies, weights and biases) and the change of θ.
     """
     Ws, bs, U, A, Z, Lam = S["Ws"], S["bs"], S["U"], S["A"], S["Z"], S["Lam"]
+    ops = ops or sys.modules[__name__]
     L = len(Ws) - 1
     beta, gamma, eta, rho = S["beta"], S["gamma"], S["eta"], S["rho"]
     res = S["residual"]
@@ -306,7 +329,7 @@ def consensus_sweep(S, executor):
         # 1. local problems, independent, from the previous iterate
         probs = [({"lo": spec(m, m), "hi": spec(m, m + 1), "eta": eta, "through": through,
                    "residual_mid": res[m]},) for m in range(L)]
-        out = executor.map(local_solve, probs)
+        out = executor.map(ops.local_solve, probs)
         for m, (lo, hi) in enumerate(out):
             copies[(m, m)], copies[(m, m + 1)] = lo, hi
 
@@ -324,7 +347,7 @@ def consensus_sweep(S, executor):
                               "a_next": None if top else A[h + 1], "z_next": None if top else Z[h + 1],
                               "skip": S["skip_weight"] * gamma if (not top and res[h]) else 0.0,
                               "residual": res[h - 1], "beta": beta, "gamma": gamma},))
-            for h, (a, z) in zip(hs, executor.map(block_update, blks)):
+            for h, (a, z) in zip(hs, executor.map(ops.block_update, blks)):
                 A[h], Z[h] = a, z
 
     copies = S["copies"]  # filled in place by local_step; kept for the next sweep
@@ -347,7 +370,7 @@ def consensus_sweep(S, executor):
             tW, tb = copies[(m, j)]
             rc += float(((tW - W).astype(np.float64) ** 2).sum() + ((tb - b).astype(np.float64) ** 2).sum())
             U[(m, j)] = (dual_step(U[(m, j)][0], tW, W), dual_step(U[(m, j)][1], tb, b))
-    out = executor.map(multiplier_step, [(Lam[j], Z[j + 1], A[j + 1], A[j], Ws[j], bs[j], res[j])
+    out = executor.map(ops.multiplier_step, [(Lam[j], Z[j + 1], A[j + 1], A[j], Ws[j], bs[j], res[j])
                                          for j in range(L)])
     rz = ra = 0.0
     for j, (lam, a, b) in enumerate(out):
