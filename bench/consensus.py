@@ -87,6 +87,7 @@ def main():
     ap.add_argument("--sweeps", type=int, default=3)
     ap.add_argument("--local", default="split", choices=["split", "through"])
     ap.add_argument("--digits", action="store_true")
+    ap.add_argument("--gpu", action="store_true", help="also time the network step with ops=gpu_consensus")
     a = ap.parse_args()
     if a.digits:
         digits_table()
@@ -120,6 +121,25 @@ def main():
     print(f"anchor: sequential sweep (whole sweep, 1 thread) {seq:.3f} s; consensus 1 thread / sequential "
           f"= {t1 / seq:.2f}")
     print(f"weights bitwise equal (1 vs 2 threads): {same}")
+    if a.gpu:
+        from numba import cuda
+        from vdsh_numba import gpu_consensus
+        from vdsh_numba.executors import SerialExecutor
+        G = copy.deepcopy(S0)
+        G["A"] = [cuda.to_device(x) for x in S0["A"]]
+        G["Z"] = [None] + [cuda.to_device(x) for x in S0["Z"][1:]]
+        G["Lam"] = [cuda.to_device(x) for x in S0["Lam"]]
+        G["B"] = cuda.to_device(S0["B"])
+        secs = []
+        for _ in range(a.sweeps + 1):
+            t = time.perf_counter()
+            cs.consensus_sweep(G, SerialExecutor(), ops=gpu_consensus)
+            cuda.synchronize()
+            secs.append(time.perf_counter() - t)
+        tg = float(np.median(secs[1:]))
+        err = max(float(np.abs(p - q).max()) for p, q in zip(S1["Ws"], G["Ws"]))
+        print(f"GPU: {tg:.3f} s per network step; 1 CPU thread / GPU = {t1 / tg:.2f}; "
+              f"max |W_gpu - W_cpu| = {err:.2e}")
     print(f"load average at end {load1:.2f}")
 
 

@@ -137,7 +137,7 @@ def test_serial_threads_dask_bitwise_equal():
     from vdsh_numba.distributed import local_cluster
     cluster, client = local_cluster(n_workers=2, threads_per_worker=1)
     try:
-        ex = DaskExecutor(client, timeout=60)
+        ex = DaskExecutor(client, timeout=60, scatter_bytes=1024)  # the aux arrays scattered, weights inline
         assert ex.workers == 2
         S3, _ = _fit(ex)
     finally:

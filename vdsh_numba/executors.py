@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
+
 __all__ = ["SerialExecutor", "ThreadExecutor", "DaskExecutor", "make_executor", "single_blas"]
 
 
@@ -64,27 +66,46 @@ class DaskExecutor:
     """Tasks on a ``distributed.Client``; task ``i`` of a map is pinned to worker ``i mod W``
     (``place=True``: substructure ``m`` always runs on the same worker) or left to the scheduler.
 
-    ``timeout`` (seconds) bounds every gather: a lost worker raises instead of hanging.
+    Every numpy array of at least ``scatter_bytes`` among a map's arguments is scattered once, to
+    the worker of the first task that names it; a task on another worker that needs the same
+    array (a neighbouring substructure's input or target) fetches it from that worker, not from
+    the client. Nothing stays on the workers between maps. ``timeout`` (seconds) bounds every
+    result: a lost worker raises instead of hanging.
     """
 
-    def __init__(self, client, place=True, timeout=120):
+    def __init__(self, client, place=True, timeout=120, scatter_bytes=1 << 16):
         self.client = client
         self.place = place
         self.timeout = timeout
+        self.scatter_bytes = scatter_bytes
         self._workers = sorted(client.scheduler_info()["workers"])
         if not self._workers:
             raise ValueError("the Dask client has no workers")
         self.workers = len(self._workers)
 
+    def _scatter(self, x, worker, seen):
+        if isinstance(x, np.ndarray) and x.nbytes >= self.scatter_bytes:
+            key = id(x)
+            if key not in seen:
+                seen[key] = (self.client.scatter(x, workers=None if worker is None else [worker],
+                                                 hash=False), x)  # x kept alive: ids stay unique
+            return seen[key][0]
+        if isinstance(x, tuple):
+            return tuple(self._scatter(y, worker, seen) for y in x)
+        if isinstance(x, list):
+            return [self._scatter(y, worker, seen) for y in x]
+        if isinstance(x, dict):
+            return {k: self._scatter(v, worker, seen) for k, v in x.items()}
+        return x
+
     def map(self, fn, arg_tuples):
-        futs = []
+        futs, seen = [], {}
         for i, a in enumerate(arg_tuples):
-            kw = {}
-            if self.place:
-                kw = {"workers": [self._workers[i % self.workers]], "allow_other_workers": False}
+            worker = self._workers[i % self.workers] if self.place else None
+            kw = {"workers": [worker], "allow_other_workers": False} if self.place else {}
+            a = self._scatter(tuple(a), worker, seen)
             futs.append(self.client.submit(single_blas, fn, *a, pure=False, **kw))
-        return self.client.gather(futs, asynchronous=False) if self.timeout is None else \
-            [f.result(timeout=self.timeout) for f in futs]
+        return [f.result(timeout=self.timeout) for f in futs]
 
     def close(self):
         pass
