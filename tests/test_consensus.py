@@ -98,6 +98,10 @@ def test_owners_and_bad_input():
     X, Y = _arr(20, 4), np.eye(2)[np.arange(20) % 2]
     with pytest.raises(ValueError, match="train.local"):
         cs.fit_consensus(X, Y, 2, 4, 4, sweeps=1, local="joint")
+    with pytest.raises(ValueError, match="train.order"):
+        cs.fit_consensus(X, Y, 2, 4, 4, sweeps=1, order="random")
+    with pytest.raises(ValueError, match="unknown consensus training parameter"):
+        cs.fit_consensus(X, Y, 2, 4, 4, sweeps=1, workers=3)
     with pytest.raises(ValueError, match="depth"):
         cs.fit_consensus(X, Y, 0, 4, 4, sweeps=1)
 

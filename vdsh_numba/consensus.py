@@ -313,6 +313,8 @@ def consensus_sweep(S, executor, ops=None):
     through = S["local"] == "through"
     if S["local"] not in ("split", "through"):
         raise ValueError(f"train.local must be 'split' or 'through', got {S['local']!r}")
+    if S["order"] not in ("local_first", "aux_first"):
+        raise ValueError(f"train.order must be 'local_first' or 'aux_first', got {S['order']!r}")
 
     def spec(m, j):
         om = 1.0 / len(owners(j, L))
@@ -351,7 +353,7 @@ def consensus_sweep(S, executor, ops=None):
                 A[h], Z[h] = a, z
 
     copies = S["copies"]  # filled in place by local_step; kept for the next sweep
-    if S.get("order", "local_first") == "local_first":
+    if S["order"] == "local_first":
         local_step()
         aux_step()
     else:  # the same cycle entered at step 2: the auxiliary step uses the previous sweep's copies
@@ -373,10 +375,10 @@ def consensus_sweep(S, executor, ops=None):
     out = executor.map(ops.multiplier_step, [(Lam[j], Z[j + 1], A[j + 1], A[j], Ws[j], bs[j], res[j])
                                          for j in range(L)])
     rz = ra = 0.0
-    for j, (lam, a, b) in enumerate(out):
+    for j, (lam, rz_j, ra_j) in enumerate(out):
         Lam[j] = lam
-        rz += a
-        ra += b
+        rz += rz_j
+        ra += ra_j
     return {"rz": rz, "ra": ra, "consensus": rc, "dtheta": dtheta}
 
 
@@ -410,8 +412,8 @@ def init_consensus(X, Y, depth, width, bits, seed, o):
     L = depth
     U = {(m, j): (np.zeros_like(Ws[j]), np.zeros_like(bs[j])) for j in range(L + 1) for m in owners(j, L)}
     copies = {(m, j): (Ws[j].copy(), bs[j].copy()) for j in range(L + 1) for m in owners(j, L)}
-    S = {"Ws": Ws, "bs": bs, "U": U, "copies": copies, "order": o["order"], "Lam": [np.zeros((X.shape[0], width), np.float32) for _ in range(L)],
-         "A": None, "Z": None, "B": Bd.astype(np.float32), "beta": o["beta"], "gamma": o["gamma"],
+    S = {"Ws": Ws, "bs": bs, "U": U, "copies": copies, "order": o["order"],
+         "Lam": [np.zeros((X.shape[0], width), np.float32) for _ in range(L)], "A": None, "Z": None, "B": Bd.astype(np.float32), "beta": o["beta"], "gamma": o["gamma"],
          "eta": o["eta"], "rho": o["rho"], "skip_weight": o["skip_weight"], "local": o["local"],
          "residual": [is_residual(o["residual"], j, Ws[j]) for j in range(L)]}
     return S, G, Bd
