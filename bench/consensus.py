@@ -4,6 +4,7 @@ pool of 1 vs 2 threads, and the sequential scheme's sweep on the same problem as
     NUMBA_NUM_THREADS=1 python bench/consensus.py               # depth 16, width 256, n 2000
     NUMBA_NUM_THREADS=1 python bench/consensus.py --quick       # depth 4, width 64, n 500
     NUMBA_NUM_THREADS=1 python bench/consensus.py --digits      # the table of docs/algorithm.md §9.7
+    NUMBA_NUM_THREADS=1 python bench/consensus.py --gil         # which calls release the GIL
 
 Inputs are random (the cost does not depend on the data). Every executor starts from the same
 state (a forward pass of the initial network, codes, zero duals) and runs ``--sweeps`` network
@@ -81,16 +82,67 @@ def digits_table(sweeps=20):
               f"{max(x['consensus'] for x in h):.2g} | {mAP(U):.3f} |", flush=True)
 
 
+def gil_probe():
+    """How much of each call leaves the GIL to another thread: a Python counting loop runs in a
+    second thread while the call repeats in this one; its rate (millions of iterations per wall
+    second) is high when the call releases the GIL (``sleep`` is the ceiling) and drops towards
+    the pure-Python anchor when it holds it. Compare rates within one run only."""
+    import threading
+    import scipy.linalg as sla
+    from threadpoolctl import threadpool_limits
+    rng = np.random.default_rng(0)
+    M = rng.standard_normal((2000, 2000))
+    M = M @ M.T + 2000 * np.eye(2000)
+    A = np.abs(rng.standard_normal((2000, 256))).astype(np.float32)
+    T = rng.standard_normal((2000, 256)).astype(np.float32)
+    V, v = np.zeros((256, 256), np.float32), np.zeros(256, np.float32)
+    spec = (A, T, None, 0.05, 0.005, V, v)
+    prob = {"lo": spec, "hi": spec, "eta": 1e-3, "through": True, "residual_mid": False}
+    cs.local_solve(prob)  # compile
+
+    def probe(work, seconds=1.0):
+        stop, count = [False], [0]
+
+        def counter():
+            c = 0
+            while not stop[0]:
+                c += 1
+            count[0] = c
+        th = threading.Thread(target=counter)
+        th.start()
+        t = time.perf_counter()
+        while time.perf_counter() - t < seconds:
+            work()
+        w = time.perf_counter() - t
+        stop[0] = True
+        th.join()
+        return count[0] / w / 1e6
+
+    print(f"GIL probe, load average {os.getloadavg()[0]:.2f}: counting-thread rate while this thread runs ...")
+    with threadpool_limits(limits=1):
+        for name, f in [("time.sleep (ceiling)", lambda: time.sleep(0.05)),
+                        ("pure Python (anchor)", lambda: sum(range(200_000))),
+                        ("float32 GEMM 2000x256", lambda: A.T @ A),
+                        ("scipy cho_factor 2000", lambda: sla.cho_factor(M, lower=True, check_finite=False)),
+                        ("numpy solve 2000", lambda: np.linalg.solve(M, M[:, :256])),
+                        ("consensus.local_solve", lambda: cs.local_solve(prob))]:
+            print(f"  {name:24s} {probe(f):6.2f} M it/s", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--sweeps", type=int, default=3)
     ap.add_argument("--local", default="split", choices=["split", "through"])
     ap.add_argument("--digits", action="store_true")
+    ap.add_argument("--gil", action="store_true")
     ap.add_argument("--gpu", action="store_true", help="also time the network step with ops=gpu_consensus")
     a = ap.parse_args()
     if a.digits:
         digits_table()
+        return
+    if a.gil:
+        gil_probe()
         return
     n, d, depth, width = (500, 64, 4, 64) if a.quick else (2000, 256, 16, 256)
     bits = 32

@@ -34,7 +34,6 @@ import sys
 import time
 
 import numpy as np
-import scipy.linalg as sla
 from numba import njit
 
 from . import admm
@@ -169,7 +168,8 @@ def ridge_consensus(A, T, c, r, eta, V, v):
         b = (c (μ_T - W μ_A) + eta v) / (c + eta)
 
     ``eta = 0`` is the sequential scheme's ridge with an unpenalised intercept (``V``, ``v``
-    unused). Products in float32 BLAS, the solve in float64 (Cholesky); returns float32.
+    unused). Products in float32 BLAS, the solve in float64 (LAPACK ``gesv`` through numpy,
+    which releases the GIL so that tasks overlap on a thread pool); returns float32.
     """
     return ridge_consensus_moments(A.T @ A, T.T @ A, A.mean(axis=0, dtype=np.float64),
                                    T.mean(axis=0, dtype=np.float64), A.shape[0], c, r, eta, V, v)
@@ -189,7 +189,7 @@ def ridge_consensus_moments(SAA, STA, muA, muT, n, c, r, eta, V, v):
     if eta > 0:
         vv = np.asarray(v, np.float64)
         R += eta * (np.asarray(V, np.float64) - kappa * np.outer(vv, muA))
-    W = sla.cho_solve(sla.cho_factor(M, lower=True, check_finite=False), R.T, check_finite=False).T
+    W = np.linalg.solve(M, R.T).T  # numpy's LAPACK gufunc releases the GIL (scipy's cho_factor did not)
     b = (c * (muT - W @ muA) + eta * vv) / (c + eta)
     return np.ascontiguousarray(W, dtype=np.float32), b.astype(np.float32)
 
@@ -252,13 +252,12 @@ def block_update(blk):
 def a_system(above, coef, gamma, skip):
     """The host half of the a-step: ``W̄ = Σ ω W_c``, ``g = Σ ω W_cᵀ b_c`` (so that
     ``Σ ω (T - 1 b_cᵀ) W_c = T W̄ - 1 gᵀ``) and the inverse of
-    ``coef Σ ω W_cᵀ W_c + (γ + σ) I`` (Cholesky in float64), all float32."""
+    ``coef Σ ω W_cᵀ W_c + (γ + σ) I`` (float64 LAPACK solve), all float32."""
     Wa = sum(om * W.astype(np.float64) for W, _, om in above)
     gb = sum(om * (W.T.astype(np.float64) @ b) for W, b, om in above)
     M = coef * sum(om * (W.T @ W).astype(np.float64) for W, _, om in above)
     M[np.diag_indices_from(M)] += gamma + skip
-    cf = sla.cho_factor(M, lower=True, check_finite=False)
-    Minv = sla.cho_solve(cf, np.eye(M.shape[0]), check_finite=False)
+    Minv = np.linalg.solve(M, np.eye(M.shape[0]))  # releases the GIL, as in ridge_consensus_moments
     return Wa.astype(np.float32), gb.astype(np.float32), Minv.astype(np.float32)
 
 
