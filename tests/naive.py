@@ -505,3 +505,61 @@ def stable_sort_by_distance(dist, idx):
             p -= 1
         out.insert(p, (d, i))
     return [d for d, _ in out], [i for _, i in out]
+
+
+# --- consensus scheme (vdsh_numba.consensus) ---
+def ridge_consensus(A, T, c, r, eta, V, v):
+    """``argmin c/n ||T - A W^T - 1 b^T||^2 + r ||W||^2 + eta ||W - V||^2 + eta ||b - v||^2``
+    by least squares on the stacked system (float64 lstsq; no normal equations)."""
+    A = np.asarray(A, np.float64)
+    T = np.asarray(T, np.float64)
+    n, d = A.shape
+    k = T.shape[1]
+    rows = [np.sqrt(c / n) * np.hstack([A, np.ones((n, 1))]),
+            np.sqrt(r) * np.hstack([np.eye(d), np.zeros((d, 1))])]
+    rhs = [np.sqrt(c / n) * T, np.zeros((d, k))]
+    if eta > 0:
+        rows.append(np.sqrt(eta) * np.eye(d + 1))
+        rhs.append(np.sqrt(eta) * np.vstack([np.asarray(V, np.float64).T, np.asarray(v, np.float64)[None, :]]))
+    sol = np.linalg.lstsq(np.vstack(rows), np.vstack(rhs), rcond=None)[0]  # (d + 1, k)
+    return sol[:d].T, sol[d]
+
+
+def consensus_local(prob):
+    """Substructure local problem: two stacked least squares; ``through`` recomputes the middle."""
+    A, Z, Lam, c, r, V, v = prob["lo"]
+    T = Z if Lam is None else Z + Lam
+    lo = ridge_consensus(A, T, c, r, prob["eta"], V, v)
+    A2, Z, Lam, c, r, V, v = prob["hi"]
+    if prob.get("through", False):
+        z = np.asarray(A, np.float64) @ lo[0].T + lo[1]
+        A2 = relu(z) + (A if prob["residual_mid"] else 0.0)
+    hi = ridge_consensus(A2, Z if Lam is None else Z + Lam, c, r, prob["eta"], V, v)
+    return lo, hi
+
+
+def consensus_a(blk):
+    """The a_h block: per-sample least squares on the stacked system
+    ``[sqrt(ω coef) W_c; sqrt(γ) I; sqrt(σ) I] a = [sqrt(ω coef)(T - b_c); sqrt(γ) φ; sqrt(σ)(a_next - relu z_next)]``."""
+    T = blk["T_z"] if blk["T_lam"] is None else blk["T_z"] + blk["T_lam"]
+    T = np.asarray(T, np.float64)
+    phi = relu(blk["z"]) + (blk["a_prev"] if blk["residual"] else 0.0)
+    rows, rhs = [], []
+    for W, b, om in blk["above"]:
+        s = np.sqrt(om * blk["coef"])
+        rows.append(s * np.asarray(W, np.float64))
+        rhs.append(s * (T - b[None, :]).T)
+    w = blk["z"].shape[1]
+    rows.append(np.sqrt(blk["gamma"]) * np.eye(w))
+    rhs.append(np.sqrt(blk["gamma"]) * np.asarray(phi, np.float64).T)
+    if blk["skip"] != 0.0:
+        rows.append(np.sqrt(blk["skip"]) * np.eye(w))
+        rhs.append(np.sqrt(blk["skip"]) * np.asarray(blk["a_next"] - relu(blk["z_next"]), np.float64).T)
+    return np.linalg.lstsq(np.vstack(rows), np.vstack(rhs), rcond=None)[0].T
+
+
+def consensus_mean(copies, duals):
+    out = np.zeros(np.shape(copies[0]))
+    for t, u in zip(copies, duals):
+        out += np.asarray(t, np.float64) + np.asarray(u, np.float64)
+    return out / len(copies)

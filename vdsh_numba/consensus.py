@@ -1,0 +1,477 @@
+"""VDSH's consensus scheme: local weight copies per two-layer substructure (docs/algorithm.md §10).
+
+The sequential scheme (:mod:`vdsh_numba.model`, docs §4) updates layer after layer, top-down.
+Here every two-layer substructure ``m`` (weight layers ``m`` and ``m + 1``; the top one holds
+the output layer) keeps its own copy ``θ̃_m`` of the weights it touches, tied to the global
+weights ``θ`` by consensus constraints with scaled duals ``U``. One sweep of the network step:
+
+1. the local problems, all independent, from the same previous iterate (:func:`local_solve`,
+   two ridge regressions with a consensus penalty each, closed form);
+2. the auxiliary variables ``(a_h, z_h)`` of every hidden layer, in two colours: all layers
+   of one parity at once, then the other (:func:`block_update`: exact block minimisers);
+3. the consensus step: ``θ_j`` = the average of its copies plus their duals
+   (:func:`consensus_step`);
+4. the dual steps: ``U += θ̃ - θ`` (:func:`dual_step`) and the multipliers of the ``z``
+   constraints, ``Λ_h += z_h - W_h a_{h-1} - b_h`` (:func:`multiplier_step`).
+
+Every task of steps 1, 2 and 4 is a pure function of arrays, runs with single-threaded BLAS and
+only ``nogil`` Numba kernels, and is handed to an executor (:mod:`vdsh_numba.executors`):
+serial, a pool of threads, or Dask workers give bitwise-equal weights.
+
+Indexing (0-based): hidden activations ``A[0] = X``, ``A[h]``, ``Z[h]`` (h = 1..L); weight layer
+``j`` (``Ws[j]``, ``bs[j]``) maps ``A[j]`` to ``Z[j + 1]`` for ``j < L`` and to the codes ``B``
+for ``j = L`` (the output layer); ``Lam[j]`` is the scaled multiplier of ``Z[j + 1]``.
+Substructure ``m`` (0..L-1) holds copies of layers ``m`` and ``m + 1``; a weight layer ``j``
+belongs to substructures :func:`owners` ``(j, L)`` (two for 0 < j < L).
+
+:func:`fit_consensus` is a stand-alone driver (initialisation, re-synchronisation, code and
+classifier steps, penalty schedule) for tests and benchmarks; the project's trainer should
+call :func:`consensus_sweep` as its network step instead.
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+from numba import njit
+
+from . import admm
+from .model import class_codebook, forward, objective_terms
+
+__all__ = ["CONSENSUS_DEFAULTS", "owners", "is_residual", "ridge_consensus", "local_solve",
+           "block_update", "consensus_step", "dual_step", "multiplier_step", "consensus_sweep",
+           "init_consensus", "fit_consensus", "classifier_step", "ridge_consensus_moments",
+           "a_system", "copy_average"]
+
+CONSENSUS_DEFAULTS = {
+    "sweeps": 20,
+    "beta": 0.1,            # penalty on z_h = W_h a_{h-1} + b_h (as the sequential scheme)
+    "gamma": 0.1,           # penalty on a_h = phi(a_{h-1}, z_h)
+    "eta": 1e-3,            # consensus penalty on theta~ = theta (grows with beta)   [derived]
+    "penalty_growth": 1.2,  # beta, gamma, eta *= growth after every sweep ...
+    "penalty_max": 100.0,   # ... up to this factor of their start
+    "rho": 1e-2,            # ridge on every weight matrix
+    "nu": 1e-2,             # weight of ||B - U||^2 in the code step
+    "lam_G": 1e-2,          # ridge on the classifier G
+    "dcc_passes": 3,
+    "residual": True,       # identity skips between equal-width hidden layers
+    "skip_weight": 1000.0,  # penalty on a residual layer's skip path = skip_weight * gamma
+    "init_scale": 1.0,      # std of the first layer = init_scale / sqrt(n_features)
+    "local": "split",       # local problem: "split" (exact, docs §10.2) or "through" (§10.3)
+    "resync": True,         # reset the auxiliary variables to the forward pass every sweep
+    "order": "local_first", # "local_first": steps 1, 2, 3, 4; "aux_first": 2, 1, 3, 4 (§10.5)
+}
+
+
+def owners(j, L):
+    """The substructures holding a copy of weight layer ``j`` (0..L; ``L`` is the output)."""
+    if not 0 <= j <= L:
+        raise ValueError(f"weight layer j must be in 0..{L}, got {j}")
+    return [m for m in (j - 1, j) if 0 <= m < L]
+
+
+def is_residual(residual, j, W):
+    """Weight layer ``j`` (< L) feeds an identity skip: residual net, not the first, square."""
+    return bool(residual and j > 0 and W.shape[0] == W.shape[1])
+
+
+# ---------------------------------------------------------------------------- nogil kernels
+# Serial and nogil: they run inside tasks, several at once on a thread pool (admm's kernels are
+# prange-parallel and hold the GIL). The scalar z minimiser is admm.z_update's; the engine
+# should make both call one scalar function.
+
+@njit(nogil=True, cache=True, inline="always")
+def z_scalar(t, m, beta, gamma):
+    """``argmin_z gamma (t - relu z)^2 + beta (z - m)^2``: the better of the z >= 0 and
+    z <= 0 candidates (ties to z >= 0)."""
+    zp = (gamma * t + beta * m) / (gamma + beta)
+    if zp < 0.0:
+        zp = 0.0
+    fp = gamma * (t - zp) ** 2 + beta * (zp - m) ** 2
+    zn = m if m < 0.0 else 0.0
+    fn = gamma * t * t + beta * (zn - m) ** 2
+    return zp if fp <= fn else zn
+
+
+@njit(nogil=True, cache=True)
+def z_block(a, a_prev, p, lam, beta, gamma, residual, out):
+    """``out = argmin_z gamma (t - relu z)^2 + beta (z - (p - lam))^2`` entrywise,
+    ``t = a - a_prev`` (residual) or ``a``; ``p`` already holds the bias."""
+    n, w = p.shape
+    for i in range(n):
+        for j in range(w):
+            t = a[i, j] - a_prev[i, j] if residual else a[i, j]
+            out[i, j] = z_scalar(t, p[i, j] - lam[i, j], beta, gamma)
+
+
+@njit(nogil=True, cache=True)
+def a_rhs_block(q, coef, gamma, z, a_prev, residual, skip, a_next, z_next, out):
+    """``out = coef q + gamma phi(a_prev, z) + skip (a_next - relu z_next)``."""
+    n, w = q.shape
+    for i in range(n):
+        for j in range(w):
+            zz = z[i, j]
+            phi = zz if zz > 0.0 else 0.0
+            if residual:
+                phi += a_prev[i, j]
+            v = coef * q[i, j] + gamma * phi
+            if skip != 0.0:
+                zn = z_next[i, j]
+                v += skip * (a_next[i, j] - (zn if zn > 0.0 else 0.0))
+            out[i, j] = v
+
+
+@njit(nogil=True, cache=True)
+def act_block(p, b, a_prev, residual, a_out):
+    """``a_out = relu(p + b) (+ a_prev)``: a layer's output from its product ``p``."""
+    n, w = p.shape
+    for i in range(n):
+        for j in range(w):
+            z = p[i, j] + b[j]
+            r = z if z > 0.0 else 0.0
+            if residual:
+                r += a_prev[i, j]
+            a_out[i, j] = r
+
+
+@njit(nogil=True, cache=True)
+def multiplier_block(lam, z, p, b, a, a_prev, residual, lam_out):
+    """``lam_out = lam + (z - p - b)``; returns the squared residuals of the z constraint
+    (``z - p - b``) and of the activation constraint (``a - phi(a_prev, z)``), float64."""
+    n, w = z.shape
+    rz = 0.0
+    ra = 0.0
+    for i in range(n):
+        for j in range(w):
+            r = z[i, j] - p[i, j] - b[j]
+            lam_out[i, j] = lam[i, j] + r
+            rz += r * r
+            zz = z[i, j]
+            phi = zz if zz > 0.0 else 0.0
+            if residual:
+                phi += a_prev[i, j]
+            d = a[i, j] - phi
+            ra += d * d
+    return rz, ra
+
+
+# ---------------------------------------------------------------------------- local problems
+
+def ridge_consensus(A, T, c, r, eta, V, v):
+    """``argmin_{W,b} c/n ||T - A W^T - 1 b^T||^2 + r ||W||^2 + eta (||W - V||^2 + ||b - v||^2)``.
+
+    Closed form (docs/algorithm.md §10.2): with ``κ = c / (c + eta)``, ``S_AA = A^T A / n``,
+    ``S_TA = T^T A / n`` and the column means ``μ_A``, ``μ_T``::
+
+        W (c (S_AA - κ μ_A μ_A^T) + (r + eta) I) = c (S_TA - κ μ_T μ_A^T) + eta (V - κ v μ_A^T)
+        b = (c (μ_T - W μ_A) + eta v) / (c + eta)
+
+    ``eta = 0`` is the sequential scheme's ridge with an unpenalised intercept (``V``, ``v``
+    unused). Products in float32 BLAS, the solve in float64 (LAPACK ``gesv`` through numpy,
+    which releases the GIL so that tasks overlap on a thread pool); returns float32.
+    """
+    return ridge_consensus_moments(A.T @ A, T.T @ A, A.mean(axis=0, dtype=np.float64),
+                                   T.mean(axis=0, dtype=np.float64), A.shape[0], c, r, eta, V, v)
+
+
+def ridge_consensus_moments(SAA, STA, muA, muT, n, c, r, eta, V, v):
+    """:func:`ridge_consensus` from the raw moments ``AᵀA``, ``TᵀA`` (float32) and the column
+    means (float64): the host half, shared with the CUDA twin (which forms the moments on the
+    device)."""
+    SAA = SAA.astype(np.float64) / n
+    STA = STA.astype(np.float64) / n
+    kappa = c / (c + eta)
+    M = c * (SAA - kappa * np.outer(muA, muA))
+    M[np.diag_indices_from(M)] += r + eta
+    R = c * (STA - kappa * np.outer(muT, muA))
+    vv = np.zeros_like(muT)
+    if eta > 0:
+        vv = np.asarray(v, np.float64)
+        R += eta * (np.asarray(V, np.float64) - kappa * np.outer(vv, muA))
+    W = np.linalg.solve(M, R.T).T  # numpy's LAPACK gufunc releases the GIL (scipy's cho_factor did not)
+    b = (c * (muT - W @ muA) + eta * vv) / (c + eta)
+    return np.ascontiguousarray(W, dtype=np.float32), b.astype(np.float32)
+
+
+def _target(Z, Lam):
+    return Z if Lam is None else Z + Lam
+
+
+def local_solve(prob):
+    """Substructure ``m``'s local problem: its copies of weight layers ``m`` and ``m + 1``.
+
+    ``prob["lo"]``, ``prob["hi"]``: ``(A, Z, Lam, c, r, V, v)`` per copy: input, target
+    ``Z + Lam`` (``Lam`` None for the output layer, whose target ``Z`` is the codes), data
+    weight ``c``, ridge ``r``, consensus centre ``V = θ_j - U``, ``v = b_j - u``;
+    ``prob["eta"]`` the consensus penalty. ``prob["through"]`` (§10.3): the upper copy's input is
+    the middle layer computed through the new lower copy (``relu(A_lo W_lo^T + b_lo)``, plus
+    ``A_lo`` when ``prob["residual_mid"]``) instead of the auxiliary ``A_hi``.
+    Returns ``((W_lo, b_lo), (W_hi, b_hi))``.
+    """
+    eta = prob["eta"]
+    A, Z, Lam, c, r, V, v = prob["lo"]
+    lo = ridge_consensus(A, _target(Z, Lam), c, r, eta, V, v)
+    A_hi, Z, Lam, c, r, V, v = prob["hi"]
+    if prob.get("through", False):
+        p = A @ lo[0].T
+        A_hi = np.empty_like(p)
+        act_block(p, lo[1], A, prob["residual_mid"], A_hi)
+    hi = ridge_consensus(A_hi, _target(Z, Lam), c, r, eta, V, v)
+    return lo, hi
+
+
+def block_update(blk):
+    """Exact minimisation of the augmented Lagrangian in ``a_h``, then ``z_h`` (hidden layer h).
+
+    ``blk``: ``a_prev``, ``z``, ``lam`` (this layer's multiplier); ``below`` / ``above``: lists
+    of ``(W, b, omega)`` copies of the weight layers that produce ``z_h`` and read ``a_h``;
+    ``T_z``, ``T_lam``: the layer above's target ``T_z + T_lam`` (``T_lam`` None: the codes);
+    ``coef`` its data weight (beta, or 1 for the output layer); ``a_next``, ``z_next``,
+    ``skip``: the skip term (``skip`` = 0 when the layer above is not residual); ``residual``,
+    ``beta``, ``gamma``. Returns ``(a_h, z_h)``, float32. docs/algorithm.md §10.4::
+
+        a_h (coef Σ ω_c W_cᵀ W_c + (γ + σ) I) = coef Σ ω_c (T - 1 b_cᵀ) W_c + γ φ_h + σ (a_{h+1} - relu z_{h+1})
+        z_h = z-minimiser with m = a_{h-1} W̄ᵀ + b̄ - Λ_h,  W̄ = Σ ω_c W_c, b̄ = Σ ω_c b_c
+    """
+    a_prev, z, lam = blk["a_prev"], blk["z"], blk["lam"]
+    Wa, gb, Minv = a_system(blk["above"], blk["coef"], blk["gamma"], blk["skip"])
+    q = _target(blk["T_z"], blk["T_lam"]) @ Wa - gb
+    rhs = np.empty_like(z)
+    a_next = blk["a_next"] if blk["a_next"] is not None else z
+    z_next = blk["z_next"] if blk["z_next"] is not None else z
+    a_rhs_block(q, blk["coef"], blk["gamma"], z, a_prev, blk["residual"], blk["skip"], a_next, z_next, rhs)
+    a = rhs @ Minv
+    Wb, bb = copy_average(blk["below"])
+    p = a_prev @ Wb.T + bb
+    znew = np.empty_like(z)
+    z_block(a, a_prev, p, lam, blk["beta"], blk["gamma"], blk["residual"], znew)
+    return a, znew
+
+
+def a_system(above, coef, gamma, skip):
+    """The host half of the a-step: ``W̄ = Σ ω W_c``, ``g = Σ ω W_cᵀ b_c`` (so that
+    ``Σ ω (T - 1 b_cᵀ) W_c = T W̄ - 1 gᵀ``) and the inverse of
+    ``coef Σ ω W_cᵀ W_c + (γ + σ) I`` (float64 LAPACK solve), all float32."""
+    Wa = sum(om * W.astype(np.float64) for W, _, om in above)
+    gb = sum(om * (W.T.astype(np.float64) @ b) for W, b, om in above)
+    M = coef * sum(om * (W.T @ W).astype(np.float64) for W, _, om in above)
+    M[np.diag_indices_from(M)] += gamma + skip
+    Minv = np.linalg.solve(M, np.eye(M.shape[0]))  # releases the GIL, as in ridge_consensus_moments
+    return Wa.astype(np.float32), gb.astype(np.float32), Minv.astype(np.float32)
+
+
+def copy_average(copies):
+    """``W̄ = Σ ω W_c``, ``b̄ = Σ ω b_c`` (float64 sums, float32)."""
+    Wb = sum(om * W.astype(np.float64) for W, _, om in copies)
+    bb = sum(om * b.astype(np.float64) for _, b, om in copies)
+    return Wb.astype(np.float32), bb.astype(np.float32)
+
+
+def consensus_step(copies, duals):
+    """``θ = mean_c (θ̃_c + U_c)`` over the copies of one weight layer (float64 sum, float32)."""
+    acc = sum(np.asarray(t, np.float64) + np.asarray(u, np.float64) for t, u in zip(copies, duals))
+    return (acc / len(copies)).astype(np.float32)
+
+
+def dual_step(dual, copy, theta):
+    """Scaled dual ascent of one copy: ``U + θ̃ - θ``."""
+    return (np.asarray(dual, np.float32) + (copy - theta)).astype(np.float32)
+
+
+def multiplier_step(lam, z, a, a_prev, W, b, residual):
+    """``Λ + z - a_prev Wᵀ - b`` with the global weights; returns it and the squared residuals
+    of the z constraint and of the activation constraint."""
+    p = a_prev @ W.T
+    out = np.empty_like(lam)
+    rz, ra = multiplier_block(lam, z, p, b, a, a_prev, residual, out)
+    return out, rz, ra
+
+
+# ---------------------------------------------------------------------------- one sweep
+
+def consensus_sweep(S, executor, ops=None):
+    """One consensus sweep of the network step, in place on the state ``S``.
+
+    ``ops``: the module whose ``local_solve``, ``block_update`` and ``multiplier_step`` run the
+    tasks: this one (numpy arrays, the default) or :mod:`vdsh_numba.gpu_consensus` (device
+    arrays in ``A``, ``Z``, ``Lam``, ``B``; the weights, copies and duals stay on the host).
+
+    ``S``: ``Ws``, ``bs`` (L + 1 global weight layers, the last the output), ``U`` (dict
+    ``(m, j) -> (U_W, u_b)``), ``A`` (L + 1), ``Z`` (L + 1, ``Z[0]`` None), ``Lam`` (L), ``B``
+    (float32 codes), ``beta``, ``gamma``, ``eta``, ``rho``, ``skip_weight``, ``residual``
+    (``is_residual`` of each hidden weight layer), ``local`` ("split" or "through").
+    Returns the squared residuals: z constraints, activation constraints, consensus
+    (``Σ ||θ̃ - θ||²`` over all copies, weights and biases) and the change of θ.
+    """
+    Ws, bs, U, A, Z, Lam = S["Ws"], S["bs"], S["U"], S["A"], S["Z"], S["Lam"]
+    ops = ops or sys.modules[__name__]
+    L = len(Ws) - 1
+    beta, gamma, eta, rho = S["beta"], S["gamma"], S["eta"], S["rho"]
+    res = S["residual"]
+    through = S["local"] == "through"
+    if S["local"] not in ("split", "through"):
+        raise ValueError(f"train.local must be 'split' or 'through', got {S['local']!r}")
+    if S["order"] not in ("local_first", "aux_first"):
+        raise ValueError(f"train.order must be 'local_first' or 'aux_first', got {S['order']!r}")
+
+    def spec(m, j):
+        om = 1.0 / len(owners(j, L))
+        UW, ub = U[(m, j)]
+        c = beta if j < L else 1.0
+        Zt, Lt = (Z[j + 1], Lam[j]) if j < L else (S["B"], None)
+        return (A[j], Zt, Lt, om * c, om * rho, Ws[j] - UW, bs[j] - ub)
+
+    def copies_of(j):
+        om = 1.0 / len(owners(j, L))
+        return [(copies[(m, j)][0], copies[(m, j)][1], om) for m in owners(j, L)]
+
+    def local_step():
+        # 1. local problems, independent, from the previous iterate
+        probs = [({"lo": spec(m, m), "hi": spec(m, m + 1), "eta": eta, "through": through,
+                   "residual_mid": res[m]},) for m in range(L)]
+        out = executor.map(ops.local_solve, probs)
+        for m, (lo, hi) in enumerate(out):
+            copies[(m, m)], copies[(m, m + 1)] = lo, hi
+
+    def aux_step():
+        # 2. auxiliary variables, two colours (the top layer's first), each colour in parallel
+        for colour in (0, 1):
+            hs = [h for h in range(1, L + 1) if (L - h) % 2 == colour]
+            blks = []
+            for h in hs:
+                top = h == L
+                blks.append(({"a_prev": A[h - 1], "z": Z[h], "lam": Lam[h - 1],
+                              "below": copies_of(h - 1), "above": copies_of(h),
+                              "T_z": S["B"] if top else Z[h + 1], "T_lam": None if top else Lam[h],
+                              "coef": 1.0 if top else beta,
+                              "a_next": None if top else A[h + 1], "z_next": None if top else Z[h + 1],
+                              "skip": S["skip_weight"] * gamma if (not top and res[h]) else 0.0,
+                              "residual": res[h - 1], "beta": beta, "gamma": gamma},))
+            for h, (a, z) in zip(hs, executor.map(ops.block_update, blks)):
+                A[h], Z[h] = a, z
+
+    copies = S["copies"]  # filled in place by local_step; kept for the next sweep
+    if S["order"] == "local_first":
+        local_step()
+        aux_step()
+    else:  # the same cycle entered at step 2: the auxiliary step uses the previous sweep's copies
+        aux_step()
+        local_step()
+
+    # 3. consensus, 4. duals
+    rc = dtheta = 0.0
+    for j in range(L + 1):
+        own = owners(j, L)
+        W = consensus_step([copies[(m, j)][0] for m in own], [U[(m, j)][0] for m in own])
+        b = consensus_step([copies[(m, j)][1] for m in own], [U[(m, j)][1] for m in own])
+        dtheta += float(((W - Ws[j]).astype(np.float64) ** 2).sum() + ((b - bs[j]).astype(np.float64) ** 2).sum())
+        Ws[j], bs[j] = W, b
+        for m in own:
+            tW, tb = copies[(m, j)]
+            rc += float(((tW - W).astype(np.float64) ** 2).sum() + ((tb - b).astype(np.float64) ** 2).sum())
+            U[(m, j)] = (dual_step(U[(m, j)][0], tW, W), dual_step(U[(m, j)][1], tb, b))
+    out = executor.map(ops.multiplier_step, [(Lam[j], Z[j + 1], A[j + 1], A[j], Ws[j], bs[j], res[j])
+                                         for j in range(L)])
+    rz = ra = 0.0
+    for j, (lam, rz_j, ra_j) in enumerate(out):
+        Lam[j] = lam
+        rz += rz_j
+        ra += ra_j
+    return {"rz": rz, "ra": ra, "consensus": rc, "dtheta": dtheta}
+
+
+# ---------------------------------------------------------------------------- stand-alone driver
+
+def classifier_step(B, Y, lam_G):
+    """``G = (BᵀB + n λ_G I)⁻¹ BᵀY`` (docs §4 step 3)."""
+    k = B.shape[1]
+    return np.linalg.solve(B.T @ B + B.shape[0] * lam_G * np.eye(k), B.T @ Y)
+
+
+def init_consensus(X, Y, depth, width, bits, seed, o):
+    """Gradient-free start: random first layer (std init_scale/sqrt(d)), zero residual layers
+    (He-random on a plain net), class codewords as codes, ``G`` and the output layer in closed
+    form, zero duals and multipliers. Returns the state ``S`` of :func:`consensus_sweep` plus
+    ``G``, ``Bd`` (float64 codes)."""
+    rng = np.random.default_rng(seed)
+    d = X.shape[1]
+    Ws = [(rng.standard_normal((width, d)) * (o["init_scale"] / np.sqrt(d))).astype(np.float32)]
+    for _ in range(1, depth):
+        Ws.append(np.zeros((width, width), np.float32) if o["residual"] else
+                  (rng.standard_normal((width, width)) * np.sqrt(2.0 / width)).astype(np.float32))
+    bs = [np.zeros(width, np.float32) for _ in range(depth)]
+    Bd = np.where(Y @ class_codebook(Y.shape[1], bits, rng) >= 0, 1.0, -1.0)
+    G = classifier_step(Bd, Y, o["lam_G"])
+    a_top = forward(X, Ws, bs, np.zeros((bits, width), np.float32), np.zeros(bits, np.float32),
+                    o["residual"], keep=True)[1][-1]
+    Wo, bo = ridge_consensus(a_top, Bd.astype(np.float32), 1.0, o["rho"], 0.0, None, None)
+    Ws.append(Wo)
+    bs.append(bo)
+    L = depth
+    U = {(m, j): (np.zeros_like(Ws[j]), np.zeros_like(bs[j])) for j in range(L + 1) for m in owners(j, L)}
+    copies = {(m, j): (Ws[j].copy(), bs[j].copy()) for j in range(L + 1) for m in owners(j, L)}
+    S = {"Ws": Ws, "bs": bs, "U": U, "copies": copies, "order": o["order"],
+         "Lam": [np.zeros((X.shape[0], width), np.float32) for _ in range(L)], "A": None, "Z": None, "B": Bd.astype(np.float32), "beta": o["beta"], "gamma": o["gamma"],
+         "eta": o["eta"], "rho": o["rho"], "skip_weight": o["skip_weight"], "local": o["local"],
+         "residual": [is_residual(o["residual"], j, Ws[j]) for j in range(L)]}
+    return S, G, Bd
+
+
+def fit_consensus(X, Y, depth, width, bits, seed=0, executor=None, **train):
+    """Train with the consensus scheme; returns ``(S, G, history)``.
+
+    ``X`` (n, d) float32 features, ``Y`` (n, C) one-hot labels. Every sweep: re-synchronise
+    the auxiliary variables with the forward pass (multipliers and consensus duals kept), code
+    step, classifier step, :func:`consensus_sweep`, penalty growth (the scaled consensus duals
+    rescaled by η_old/η_new). ``history`` logs the objective of docs §2 (at the forward pass of
+    the sweep's start, after the code and classifier steps) and the residuals after the sweep.
+    """
+    from .executors import SerialExecutor
+    unknown = set(train) - set(CONSENSUS_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown consensus training parameter(s) {sorted(unknown)}; "
+                         f"expected some of {sorted(CONSENSUS_DEFAULTS)}")
+    o = {**CONSENSUS_DEFAULTS, **train}
+    for name, v in (("depth", depth), ("width", width), ("bits", bits)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    executor = executor or SerialExecutor()
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    Y = np.asarray(Y, np.float64)
+    n = X.shape[0]
+    S, G, Bd = init_consensus(X, Y, depth, width, bits, seed, o)
+    L = depth
+    history = []
+    for it in range(int(o["sweeps"])):
+        t0 = time.perf_counter()
+        Uout, A, Z = forward(X, S["Ws"][:L], S["bs"][:L], S["Ws"][L], S["bs"][L], o["residual"], keep=True)
+        if not np.isfinite(Uout).all():
+            raise FloatingPointError(f"consensus training diverged at sweep {it + 1}: forward pass not finite")
+        if S["A"] is None or o["resync"]:
+            S["A"], S["Z"] = A, Z
+        admm.dcc_codes(Bd, Y @ G.T + o["nu"] * Uout, G @ G.T, int(o["dcc_passes"]))
+        G = classifier_step(Bd, Y, o["lam_G"])
+        S["B"] = Bd.astype(np.float32)
+        regW = float(sum((W.astype(np.float64) ** 2).sum() for W in S["Ws"]))
+        terms = objective_terms(o, float(((Y - Bd @ G) ** 2).sum() / n), G,
+                                float(((Bd - Uout) ** 2).sum() / n), regW)
+        r = consensus_sweep(S, executor)
+        for key in ("rz", "ra", "consensus"):
+            if not np.isfinite(r[key]):
+                raise FloatingPointError(f"consensus training diverged at sweep {it + 1}: {key} not finite")
+        history.append({"iteration": it + 1, "seconds": time.perf_counter() - t0, **terms,
+                        "primal_z": float(np.sqrt(r["rz"] / n)), "primal_a": float(np.sqrt(r["ra"] / n)),
+                        "consensus": float(np.sqrt(r["consensus"])), "dtheta": float(np.sqrt(r["dtheta"])),
+                        "beta": S["beta"], "gamma": S["gamma"], "eta": S["eta"]})
+        g = o["penalty_growth"]
+        S["beta"] = min(S["beta"] * g, o["beta"] * o["penalty_max"])
+        S["gamma"] = min(S["gamma"] * g, o["gamma"] * o["penalty_max"])
+        eta_new = min(S["eta"] * g, o["eta"] * o["penalty_max"])
+        if eta_new != S["eta"]:
+            s = np.float32(S["eta"] / eta_new)
+            S["U"] = {key: (u[0] * s, u[1] * s) for key, u in S["U"].items()}
+            S["eta"] = eta_new
+    S["G"] = G
+    S["Bd"] = Bd
+    return S, G, history
