@@ -11,7 +11,7 @@ state (a forward pass of the initial network, codes, zero duals) and runs ``--sw
 steps; the median seconds per step is printed, with the ratio 1 thread / 2 threads and the load
 average (a ratio measured at a load above 0.5 per core is marked unreliable). The weights the
 two pools end with are compared bitwise (same arithmetic, any placement). The anchor is one
-sweep of the sequential trainer (vdsh_numba.model.VDSH, ``first_width = width``, BLAS and Numba
+sweep of the sequential trainer (vdsh_numba.VDSH, ``first_width = width``, BLAS and Numba
 single-threaded), whose network step is the same amount of dense work done top-down.
 """
 import argparse
@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from vdsh_numba import consensus as cs  # noqa: E402
 from vdsh_numba.executors import ThreadExecutor  # noqa: E402
-from vdsh_numba.model import VDSH, forward  # noqa: E402
+from vdsh_numba.vdsh import VDSH, forward  # noqa: E402
 
 
 def start_state(n, d, depth, width, bits, seed, local):

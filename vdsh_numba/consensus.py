@@ -1,6 +1,6 @@
 """VDSH's consensus scheme: local weight copies per two-layer substructure (docs/algorithm.md §10).
 
-The sequential scheme (:mod:`vdsh_numba.model`, docs §4) updates layer after layer, top-down.
+The sequential scheme (:mod:`vdsh_numba.vdsh`, docs §4) updates layer after layer, top-down.
 Here every two-layer substructure ``m`` (weight layers ``m`` and ``m + 1``; the top one holds
 the output layer) keeps its own copy ``θ̃_m`` of the weights it touches, tied to the global
 weights ``θ`` by consensus constraints with scaled duals ``U``. One sweep of the network step:
@@ -37,7 +37,8 @@ import numpy as np
 from numba import njit
 
 from . import admm
-from .model import class_codebook, forward, objective_terms
+from .vdsh import forward
+from .vdsh.solves import class_codebook, objective_terms
 
 __all__ = ["CONSENSUS_DEFAULTS", "owners", "is_residual", "ridge_consensus", "local_solve",
            "block_update", "consensus_step", "dual_step", "multiplier_step", "consensus_sweep",

@@ -12,7 +12,7 @@ from numba import cuda
 
 from vdsh_numba import consensus as cs, gpu_consensus
 from vdsh_numba.executors import SerialExecutor
-from vdsh_numba.model import forward
+from vdsh_numba.vdsh import forward
 
 
 def _state(local, residual):
