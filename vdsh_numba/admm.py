@@ -12,7 +12,40 @@ import numpy as np
 from numba import njit, prange
 
 __all__ = ["bias_act", "z_update", "dual_update", "a_rhs", "dcc_codes", "sq_dist", "a_residual",
-           "shift_target"]
+           "shift_target", "phi", "z_min", "a_rhs_value"]
+
+
+# Per-entry arithmetic, inlined into the kernels below and into the serial, nogil kernels of
+# vdsh_numba.consensus: one definition of each update for both schemes.
+@njit(cache=True, inline="always")
+def phi(z, a_prev, residual):
+    """A layer's activation from its pre-activation: ``relu(z) (+ a_prev if residual)``."""
+    r = z if z > 0.0 else 0.0
+    if residual:
+        r += a_prev
+    return r
+
+
+@njit(cache=True, inline="always")
+def z_min(t, m, beta, gamma):
+    """``argmin_z gamma (t - relu z)^2 + beta (z - m)^2``: the better of the z >= 0 and z <= 0
+    candidates (ties to z >= 0)."""
+    zp = (gamma * t + beta * m) / (gamma + beta)
+    if zp < 0.0:
+        zp = 0.0
+    fp = gamma * (t - zp) ** 2 + beta * (zp - m) ** 2
+    zn = m if m < 0.0 else 0.0
+    fn = gamma * t * t + beta * (zn - m) ** 2
+    return zp if fp <= fn else zn
+
+
+@njit(cache=True, inline="always")
+def a_rhs_value(q, coef_q, gamma, z_l, a_prev, residual_l, skip_coef, a_next, z_next):
+    """One entry of the ``a_l`` right-hand side (see :func:`a_rhs`)."""
+    v = coef_q * q + gamma * phi(z_l, a_prev, residual_l)
+    if skip_coef != 0.0:
+        v += skip_coef * (a_next - (z_next if z_next > 0.0 else 0.0))
+    return v
 
 
 @njit(parallel=True, cache=True, fastmath=False)
@@ -26,10 +59,7 @@ def bias_act(p, b, a_prev, residual, z_out, a_out):
         for j in range(w):
             z = p[i, j] + b[j]
             z_out[i, j] = z
-            r = z if z > 0.0 else 0.0
-            if residual:
-                r += a_prev[i, j]
-            a_out[i, j] = r
+            a_out[i, j] = phi(z, a_prev[i, j], residual)
 
 
 @njit(parallel=True, cache=True)
@@ -44,14 +74,7 @@ def z_update(a, a_prev, p, b, lam, beta, gamma, residual, z_out):
     for i in prange(n):
         for j in range(w):
             t = a[i, j] - a_prev[i, j] if residual else a[i, j]
-            m = p[i, j] + b[j] - lam[i, j]
-            zp = (gamma * t + beta * m) / (gamma + beta)
-            if zp < 0.0:
-                zp = 0.0
-            fp = gamma * (t - zp) ** 2 + beta * (zp - m) ** 2
-            zn = m if m < 0.0 else 0.0
-            fn = gamma * t * t + beta * (zn - m) ** 2
-            z_out[i, j] = zp if fp <= fn else zn
+            z_out[i, j] = z_min(t, p[i, j] + b[j] - lam[i, j], beta, gamma)
 
 
 @njit(parallel=True, cache=True)
@@ -89,15 +112,8 @@ def a_rhs(q, coef_q, a_next, z_next, skip_coef, a_prev, z_l, gamma, residual_l, 
     n, w = q.shape
     for i in prange(n):
         for j in range(w):
-            zl = z_l[i, j]
-            phi = zl if zl > 0.0 else 0.0
-            if residual_l:
-                phi += a_prev[i, j]
-            v = coef_q * q[i, j] + gamma * phi
-            if skip_coef != 0.0:
-                zn = z_next[i, j]
-                v += skip_coef * (a_next[i, j] - (zn if zn > 0.0 else 0.0))
-            out[i, j] = v
+            out[i, j] = a_rhs_value(q[i, j], coef_q, gamma, z_l[i, j], a_prev[i, j], residual_l,
+                                    skip_coef, a_next[i, j], z_next[i, j])
 
 
 @njit(parallel=True, cache=True)
@@ -108,11 +124,7 @@ def a_residual(a, a_prev, z, residual):
     for i in prange(n):
         s = 0.0
         for j in range(w):
-            zz = z[i, j]
-            phi = zz if zz > 0.0 else 0.0
-            if residual:
-                phi += a_prev[i, j]
-            d = a[i, j] - phi
+            d = a[i, j] - phi(z[i, j], a_prev[i, j], residual)
             s += d * d
         acc[i] = s
     return acc.sum()

@@ -37,6 +37,7 @@ import numpy as np
 from numba import njit
 
 from . import admm
+from .admm import a_rhs_value, phi, z_min
 from .vdsh import forward
 from .vdsh.solves import class_codebook, objective_terms
 
@@ -79,21 +80,8 @@ def is_residual(residual, j, W):
 
 # ---------------------------------------------------------------------------- nogil kernels
 # Serial and nogil: they run inside tasks, several at once on a thread pool (admm's kernels are
-# prange-parallel and hold the GIL). The scalar z minimiser is admm.z_update's; the engine
-# should make both call one scalar function.
-
-@njit(nogil=True, cache=True, inline="always")
-def z_scalar(t, m, beta, gamma):
-    """``argmin_z gamma (t - relu z)^2 + beta (z - m)^2``: the better of the z >= 0 and
-    z <= 0 candidates (ties to z >= 0)."""
-    zp = (gamma * t + beta * m) / (gamma + beta)
-    if zp < 0.0:
-        zp = 0.0
-    fp = gamma * (t - zp) ** 2 + beta * (zp - m) ** 2
-    zn = m if m < 0.0 else 0.0
-    fn = gamma * t * t + beta * (zn - m) ** 2
-    return zp if fp <= fn else zn
-
+# prange-parallel and hold the GIL). The per-entry arithmetic is admm's (phi, z_min,
+# a_rhs_value), inlined here as in admm's kernels: one definition for both schemes.
 
 @njit(nogil=True, cache=True)
 def z_block(a, a_prev, p, lam, beta, gamma, residual, out):
@@ -103,7 +91,7 @@ def z_block(a, a_prev, p, lam, beta, gamma, residual, out):
     for i in range(n):
         for j in range(w):
             t = a[i, j] - a_prev[i, j] if residual else a[i, j]
-            out[i, j] = z_scalar(t, p[i, j] - lam[i, j], beta, gamma)
+            out[i, j] = z_min(t, p[i, j] - lam[i, j], beta, gamma)
 
 
 @njit(nogil=True, cache=True)
@@ -112,15 +100,8 @@ def a_rhs_block(q, coef, gamma, z, a_prev, residual, skip, a_next, z_next, out):
     n, w = q.shape
     for i in range(n):
         for j in range(w):
-            zz = z[i, j]
-            phi = zz if zz > 0.0 else 0.0
-            if residual:
-                phi += a_prev[i, j]
-            v = coef * q[i, j] + gamma * phi
-            if skip != 0.0:
-                zn = z_next[i, j]
-                v += skip * (a_next[i, j] - (zn if zn > 0.0 else 0.0))
-            out[i, j] = v
+            out[i, j] = a_rhs_value(q[i, j], coef, gamma, z[i, j], a_prev[i, j], residual, skip,
+                                    a_next[i, j], z_next[i, j])
 
 
 @njit(nogil=True, cache=True)
@@ -129,11 +110,7 @@ def act_block(p, b, a_prev, residual, a_out):
     n, w = p.shape
     for i in range(n):
         for j in range(w):
-            z = p[i, j] + b[j]
-            r = z if z > 0.0 else 0.0
-            if residual:
-                r += a_prev[i, j]
-            a_out[i, j] = r
+            a_out[i, j] = phi(p[i, j] + b[j], a_prev[i, j], residual)
 
 
 @njit(nogil=True, cache=True)
@@ -148,11 +125,7 @@ def multiplier_block(lam, z, p, b, a, a_prev, residual, lam_out):
             r = z[i, j] - p[i, j] - b[j]
             lam_out[i, j] = lam[i, j] + r
             rz += r * r
-            zz = z[i, j]
-            phi = zz if zz > 0.0 else 0.0
-            if residual:
-                phi += a_prev[i, j]
-            d = a[i, j] - phi
+            d = a[i, j] - phi(z[i, j], a_prev[i, j], residual)
             ra += d * d
     return rz, ra
 
