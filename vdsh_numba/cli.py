@@ -16,10 +16,6 @@ method_opt = click.option("--method", required=True, help="hashing method (one o
 bits_opt = click.option("--bits", required=True, type=int, help="code length (one of params.yaml's bits)")
 
 
-def _run(fn, params_file, *args):
-    run_stage(fn, params_file, *args)
-
-
 @click.group()
 def main():
     """VDSH: very deep supervised hashing trained by layer-wise ADMM (Numba + DVC)."""
@@ -29,14 +25,14 @@ def main():
 @params_opt
 def download(params_file):
     """Load the raw dataset (digits: bundled; mnist: IDX files in data_dir, else downloaded)."""
-    _run(pipeline.download.run, params_file)
+    run_stage(pipeline.download.run, params_file)
 
 
 @main.command()
 @params_opt
 def features(params_file):
     """Split queries / database / training per class and standardize the features."""
-    _run(pipeline.features.run, params_file)
+    run_stage(pipeline.features.run, params_file)
 
 
 @main.command()
@@ -45,7 +41,7 @@ def features(params_file):
 @bits_opt
 def train(params_file, method, bits):
     """Fit METHOD at BITS on the training items and save the model (.npz)."""
-    _run(pipeline.train.run, params_file, method, bits)
+    run_stage(pipeline.train.run, params_file, method, bits)
 
 
 @main.command()
@@ -54,7 +50,7 @@ def train(params_file, method, bits):
 @bits_opt
 def encode(params_file, method, bits):
     """Packed codes of queries and database by a forward pass of the trained model."""
-    _run(pipeline.encode.run, params_file, method, bits)
+    run_stage(pipeline.encode.run, params_file, method, bits)
 
 
 @main.command()
@@ -63,14 +59,14 @@ def encode(params_file, method, bits):
 @bits_opt
 def evaluate(params_file, method, bits):
     """Hamming ranking of the database for every query; mAP, tie-aware mAP, P@H<=2, PR curve."""
-    _run(pipeline.evaluate.run, params_file, method, bits)
+    run_stage(pipeline.evaluate.run, params_file, method, bits)
 
 
 @main.command()
 @params_opt
 def report(params_file):
     """Aggregate every method x code length into reports/ (metrics.json, results.md, plots)."""
-    _run(pipeline.report.run, params_file)
+    run_stage(pipeline.report.run, params_file)
 
 
 @main.command()
@@ -104,7 +100,7 @@ def compare(params_file, dataset, data_dir, methods, bits_list, out_dir, work_di
             raise ParamsError(f"--bits must be comma-separated integers, got {bits_list!r}") from None
         run_comparison(p, methods, bits, dataset=dataset, data_dir=data_dir, out_dir=out_dir,
                        work_dir=work_dir, resume=resume, command=cmd)
-    _run(go, params_file)
+    run_stage(go, params_file)
 
 
 @main.group()
@@ -140,7 +136,7 @@ def study_run(params_file, spec, out_dir, work_root, dry_run, only):
                 click.echo(f"{r['method']} {r['bits']} bits seed {r['seed']} {r['setting']}")
             return
         run_study(s, p, out_dir=out_dir, work_root=work_root)
-    _run(go, params_file)
+    run_stage(go, params_file)
 
 
 @study.command("figure")

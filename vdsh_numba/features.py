@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .datasets import DATASETS
 from .gist import gist
 
 __all__ = ["gist", "split_indices", "Standardizer", "build_features",
@@ -43,8 +44,7 @@ def resolve_protocol(dataset: str, protocol: dict) -> dict:
     out["validation"] = bool(out.get("validation", False))
     if out.get("name") == "test-train":  # the official split: no per-class counts
         return {**out, "queries_per_class": None, "train_per_class": None}
-    from .datasets import DATASETS  # the per-dataset ``auto`` values
-    spec = DATASETS.get(dataset)
+    spec = DATASETS.get(dataset)  # the per-dataset ``auto`` values
     for k, v in (spec.protocol if spec is not None else {}).items():
         if out.get(k, "auto") in ("auto", None):
             out[k] = v

@@ -26,6 +26,7 @@ is skipped, so an interrupted study resumes from its finished runs. ``summarise`
 from __future__ import annotations
 
 import contextlib
+import csv
 import datetime
 import hashlib
 import itertools
@@ -156,7 +157,6 @@ def _commit():
 
 
 def read_rows(csv_path) -> list:
-    import csv
     csv_path = Path(csv_path)
     if not csv_path.exists():
         return []
@@ -185,7 +185,6 @@ def _append(csv_path, row):
 
 
 def _append_unlocked(csv_path, row):
-    import csv
     rows = [{k: r.get(k, "") for k in (*ROW_KEYS, *STAMP_KEYS)}  # rows of older versions: blanks
             for r in read_rows(csv_path)] + [{k: row[k] for k in (*ROW_KEYS, *STAMP_KEYS)}]
     with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as f:
@@ -349,7 +348,6 @@ def retrieval_figure(csv_path, methods, bits, seed, out_png, *, work_root=".stud
                 ax.set_xlabel(str(int(dd)), fontsize=7, labelpad=1)
     ax = fig.add_subplot(gs[:, -3:])
     for m, d, r in zip(methods, runs, picked):
-        import csv
         with open(d / "pr.csv", newline="") as f:
             pr = list(csv.DictReader(f))
         ax.plot([float(x["recall"]) for x in pr], [float(x["precision"]) for x in pr], "o-", ms=3,
