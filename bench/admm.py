@@ -22,7 +22,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from vdsh_numba.vdsh import VDSH  # noqa: E402
+from vdsh_numba.methods.vdsh import VDSH  # noqa: E402
 
 
 def sweep_seconds(n, d, depth, width, sweeps, bits=32, seed=0, first_width=0):

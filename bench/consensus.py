@@ -1,4 +1,4 @@
-"""Seconds per consensus sweep (the network step, vdsh_numba.consensus.consensus_sweep) with a
+"""Seconds per consensus sweep (the network step, vdsh_numba.methods.vdsh.consensus.consensus_sweep) with a
 pool of 1 vs 2 threads, and the sequential scheme's sweep on the same problem as an anchor.
 
     NUMBA_NUM_THREADS=1 python bench/consensus.py               # depth 16, width 256, n 2000
@@ -23,9 +23,9 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from vdsh_numba import consensus as cs  # noqa: E402
-from vdsh_numba.executors import ThreadExecutor  # noqa: E402
-from vdsh_numba.vdsh import VDSH, forward  # noqa: E402
+from vdsh_numba.methods.vdsh import consensus as cs  # noqa: E402
+from vdsh_numba.methods.vdsh.executors import ThreadExecutor  # noqa: E402
+from vdsh_numba.methods.vdsh import VDSH, forward  # noqa: E402
 
 
 def start_state(n, d, depth, width, bits, seed, local):
@@ -55,7 +55,7 @@ def digits_table(sweeps=20):
     and last sweep and the mAP of 300 held-out queries against the 1,000 training codes."""
     from sklearn.datasets import load_digits
     from vdsh_numba.codes import pack_codes
-    from vdsh_numba.metrics import mean_average_precision
+    from vdsh_numba.search.metrics import mean_average_precision
     d = load_digits()
     X = d.data.astype(np.float32)
     X = (X - X.mean(0)) / (X.std(0) + 1e-6)
@@ -175,8 +175,8 @@ def main():
     print(f"weights bitwise equal (1 vs 2 threads): {same}")
     if a.gpu:
         from numba import cuda
-        from vdsh_numba import gpu_consensus
-        from vdsh_numba.executors import SerialExecutor
+        from vdsh_numba.methods.vdsh import gpu_consensus
+        from vdsh_numba.methods.vdsh.executors import SerialExecutor
         G = copy.deepcopy(S0)
         G["A"] = [cuda.to_device(x) for x in S0["A"]]
         G["Z"] = [None] + [cuda.to_device(x) for x in S0["Z"][1:]]

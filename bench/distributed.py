@@ -42,7 +42,7 @@ def queries(nq, seed):
 
 
 def single_process(n, nq, k, repeats, seed):
-    from vdsh_numba.hamming import HammingIndex
+    from vdsh_numba.search.hamming import HammingIndex
     idx = HammingIndex(64)
     for s in range(0, n, BLOCK * 10):
         idx.add(gen(s, min(n, s + BLOCK * 10), seed))
@@ -69,7 +69,7 @@ def main():
         t, D, I = single_process(a.n, a.nq, a.k, a.repeats, a.seed)
         print(json.dumps({"seconds": t, "D": D[:5].tolist(), "I": I[:5].tolist()}))
         return
-    from vdsh_numba.distributed import ShardedHammingIndex, local_cluster
+    from vdsh_numba.search.distributed import ShardedHammingIndex, local_cluster
     q = queries(a.nq, a.seed)
     res = {}
     for workers in (1, 2):

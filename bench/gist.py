@@ -1,4 +1,4 @@
-"""Benchmark: vdsh_numba.gist on CIFAR-10-sized input (60,000 RGB 32 x 32 images by default).
+"""Benchmark: vdsh_numba.data.gist on CIFAR-10-sized input (60,000 RGB 32 x 32 images by default).
 
 Budget (issue 8): 60,000 images in <= 300 s on the 2-core build machine. Anchors measured in
 the same run, on a subset of the same images:
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests import naive  # noqa: E402
-from vdsh_numba.gist import _to_gray_255, gabor_bank, gist, prefilter  # noqa: E402
+from vdsh_numba.data.gist import _to_gray_255, gabor_bank, gist, prefilter  # noqa: E402
 
 BUDGET_S = 300.0
 

@@ -11,7 +11,7 @@ the script runs under numba's simulator in a few minutes (tests/cuda/test_bench_
 * ``mnist``: VDSH with the default params.yaml (depth, width, train.*: first_width 1024 ->
   width 256, 60 sweeps) on MNIST (the t10k images in ``--data``, protocol standard: 1,000
   queries, 9,000 database, 5,000 training), ``--bits`` (32), trained with ``backend="cuda"``
-  and with ``backend="cpu"``: mAP (vdsh_numba.metrics.evaluate_codes, whole ranking) and
+  and with ``backend="cpu"``: mAP (vdsh_numba.search.metrics.evaluate_codes, whole ranking) and
   training seconds of each, and how many training codes agree.
 * ``admm``: seconds of one ADMM sweep (depth 16 x width 1024, 10,000 samples) on both
   backends (the CUDA figure is the second sweep: the first compiles), the GEMM rate inside the
@@ -74,7 +74,7 @@ def synthetic(n, d, classes, seed):
 
 
 def vdsh(backend, **kw):
-    from vdsh_numba.vdsh import VDSH
+    from vdsh_numba.methods.vdsh import VDSH
     return VDSH(backend=backend, **kw)
 
 
@@ -87,7 +87,7 @@ def timed_fit(backend, X, y, **kw):
 # --------------------------------------------------------------------------------------- steps
 def smoke(r, a):
     from numba import cuda
-    from vdsh_numba import admm, gpu_admm
+    from vdsh_numba.methods.vdsh import admm, gpu_admm
     require_cuda()
     r.save("device", "simulator" if simulated() else str(cuda.get_current_device().name))
     r.save("gemm_path", "cupy/cuBLAS" if cupy_or_none() is not None else "numba tiled shared-memory")
@@ -111,8 +111,8 @@ def smoke(r, a):
 
 
 def mnist_features(data_dir, seed):
-    from vdsh_numba.datasets import load_mnist
-    from vdsh_numba.features import build_features, protocol_indices, resolve_protocol
+    from vdsh_numba.data.datasets import load_mnist
+    from vdsh_numba.data.features import build_features, protocol_indices, resolve_protocol
     rd = load_mnist(data_dir, progress=False, download=False)
     proto = resolve_protocol("mnist", {"name": "standard"})
     if TINY:
@@ -128,7 +128,7 @@ def mnist_features(data_dir, seed):
 
 
 def mnist(r, a):
-    from vdsh_numba.metrics import evaluate_codes
+    from vdsh_numba.search.metrics import evaluate_codes
     from vdsh_numba.params import load_params
     require_cuda()
     p = load_params(ROOT / "params.yaml")
@@ -150,7 +150,7 @@ def mnist(r, a):
 
 def gemm_rate(n, repeats=3):
     from numba import cuda
-    from vdsh_numba.vdsh import cuda_ops
+    from vdsh_numba.methods.vdsh import cuda_ops
     rng = np.random.default_rng(0)
     A = cuda.to_device(rng.standard_normal((n, n)).astype(np.float32))
     B = cuda.to_device(rng.standard_normal((n, n)).astype(np.float32))
@@ -192,7 +192,7 @@ class GemmMeter:
 
 
 def admm_sweep(r, a):
-    from vdsh_numba.vdsh import cuda_ops
+    from vdsh_numba.methods.vdsh import cuda_ops
     require_cuda()
     n, d, L, w = (60, 16, 3, 8) if TINY else (10_000, 512, 16, 1024)
     rate = gemm_rate(32 if TINY else 8192)
@@ -218,7 +218,7 @@ def admm_sweep(r, a):
 
 
 def hamming(r, a):
-    from vdsh_numba.hamming import HammingIndex
+    from vdsh_numba.search.hamming import HammingIndex
     require_cuda()
     rng = np.random.default_rng(1)
     n_db, nq, k = (300, 6, 10) if TINY else (1_000_000, 2_000, 1000)

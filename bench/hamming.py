@@ -32,8 +32,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vdsh_numba import metrics  # noqa: E402
-from vdsh_numba.hamming import HammingIndex, popcount64  # noqa: E402
+from vdsh_numba.search import metrics  # noqa: E402
+from vdsh_numba.search.hamming import HammingIndex, popcount64  # noqa: E402
 
 NCPU = os.cpu_count() or 1
 THREADS = [1]        # threads of this run (set in main)

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from vdsh_numba import HammingIndex, metrics  # noqa: E402
+from vdsh_numba import HammingIndex
+from vdsh_numba.search import metrics  # noqa: E402
 
 
 def status(key):

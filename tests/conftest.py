@@ -19,7 +19,7 @@ def mnist_dir():
 @pytest.fixture(scope="session")
 def fashion_dir():
     """Debian's dataset-fashion-mnist (.ci/run installs it); a missing file is a failure."""
-    from vdsh_numba.datasets import FASHION_MNIST_FILES, FASHION_MNIST_SYSTEM_DIR
+    from vdsh_numba.data.datasets import FASHION_MNIST_FILES, FASHION_MNIST_SYSTEM_DIR
     missing = [s for s in FASHION_MNIST_FILES if not (FASHION_MNIST_SYSTEM_DIR / f"{s}.gz").exists()]
     if missing:
         pytest.fail(f"Fashion-MNIST files {missing} are expected in {FASHION_MNIST_SYSTEM_DIR}: "

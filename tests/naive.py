@@ -194,7 +194,7 @@ def precision_recall_at_k(q, db, ql, dl, bits, k):
     return float(np.mean(P)), float(np.mean(Rc))
 
 # --- baselines ---
-# Loop-by-loop references for vdsh_numba.baselines (each mirrors one equation of a paper;
+# Loop-by-loop references for vdsh_numba.methods.baselines (each mirrors one equation of a paper;
 # see docs/baselines.md). Signs follow the packing rule: +1 where the value > 0, else -1.
 
 def _sgn(v):
@@ -507,7 +507,7 @@ def stable_sort_by_distance(dist, idx):
     return [d for d, _ in out], [i for _, i in out]
 
 
-# --- consensus scheme (vdsh_numba.consensus) ---
+# --- consensus scheme (vdsh_numba.methods.vdsh.consensus) ---
 def ridge_consensus(A, T, c, r, eta, V, v):
     """``argmin c/n ||T - A W^T - 1 b^T||^2 + r ||W||^2 + eta ||W - V||^2 + eta ||b - v||^2``
     by least squares on the stacked system (float64 lstsq; no normal equations)."""

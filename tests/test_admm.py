@@ -1,11 +1,11 @@
-"""Every Numba kernel of vdsh_numba.admm against the plain numpy version in tests/naive.py,
+"""Every Numba kernel of vdsh_numba.methods.vdsh.admm against the plain numpy version in tests/naive.py,
 plus: VDSH learns (sklearn digits, naive mAP) and save/load gives identical codes."""
 import numpy as np
 import pytest
 
 import naive
-from vdsh_numba import admm
-from vdsh_numba.vdsh import VDSH, TRAIN_DEFAULTS, forward
+from vdsh_numba.methods.vdsh import admm
+from vdsh_numba.methods.vdsh import VDSH, TRAIN_DEFAULTS, forward
 
 RNG = np.random.default_rng(0)
 
@@ -100,7 +100,7 @@ def test_forward_matches_naive():
 @pytest.fixture(scope="module")
 def digits():
     from sklearn.datasets import load_digits
-    from vdsh_numba.features import build_features
+    from vdsh_numba.data.features import build_features
     d = load_digits()
     return build_features(d.images, d.target, 16, 20, 100, 0)
 

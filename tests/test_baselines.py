@@ -7,10 +7,10 @@ import pytest
 import scipy.linalg
 
 import naive
-from vdsh_numba import base
-from vdsh_numba.base import METHODS, label_matrix, load_model
-from vdsh_numba.baselines import dcwh, dpsh, dtsh, itq, mlp, sdh, tie_ap, vdsh_backprop
-from vdsh_numba.baselines._common import signs
+from vdsh_numba.methods import base
+from vdsh_numba.methods.base import METHODS, label_matrix, load_model
+from vdsh_numba.methods.baselines import dcwh, dpsh, dtsh, itq, mlp, sdh, tie_ap, vdsh_backprop
+from vdsh_numba.methods.baselines._common import signs
 
 DEEP = ["dpsh", "dtsh", "dcwh", "tie_ap", "classifier", "vdsh_backprop", "vdsh_backprop_residual"]
 ALL = ["lsh", "itq", "sdh"] + DEEP
@@ -283,7 +283,7 @@ def build(name, bits=8, seed=0, **over):
 
 @pytest.mark.parametrize("name", ALL)
 def test_method_end_to_end(name, tmp_path, monkeypatch):
-    # the registry is complete once vdsh_numba.baselines is imported; skip importing the
+    # the registry is complete once vdsh_numba.methods.baselines is imported; skip importing the
     # VDSH model module, which lives on another branch
     monkeypatch.setattr(base, "ensure_registry", lambda: None)
     X, y = blobs(20, 3, 8)
@@ -392,7 +392,7 @@ def test_residual_init_keeps_the_forward_scale_at_depth():
 # --- the classifier sanity row (Sablayrolles et al. 2017) -------------------------------------
 
 def test_classifier_cross_entropy_gradcheck(rng):
-    from vdsh_numba.baselines.classifier import softmax_cross_entropy
+    from vdsh_numba.methods.baselines.classifier import softmax_cross_entropy
     U = rng.standard_normal((6, 4))
     Y = label_matrix(rng.integers(0, 4, 6), 4)
     _, dU = softmax_cross_entropy(U, Y)

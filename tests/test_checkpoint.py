@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vdsh_numba.vdsh import VDSH, TrainingDiverged
+from vdsh_numba.methods.vdsh import VDSH, TrainingDiverged
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = dict(depth=3, width=32, seed=0)
@@ -19,8 +19,8 @@ CHILD = r"""
 import sys, time
 import numpy as np
 from sklearn.datasets import load_digits
-from vdsh_numba.features import build_features
-from vdsh_numba.vdsh import VDSH
+from vdsh_numba.data.features import build_features
+from vdsh_numba.methods.vdsh import VDSH
 d = load_digits()
 F = build_features(d.images, d.target, 16, 20, 100, 0)
 ck, out, sweeps, every, pause = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
@@ -38,7 +38,7 @@ m.save(out)
 @pytest.fixture(scope="module")
 def digits():
     from sklearn.datasets import load_digits
-    from vdsh_numba.features import build_features
+    from vdsh_numba.data.features import build_features
     d = load_digits()
     return build_features(d.images, d.target, 16, 20, 100, 0)
 

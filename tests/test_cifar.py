@@ -13,10 +13,11 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
-from vdsh_numba import datasets, pipeline
+from vdsh_numba.data import datasets
+from vdsh_numba import pipeline
 from vdsh_numba.pipeline import Layout
 from vdsh_numba.pipeline.common import load_output
-from vdsh_numba.datasets import DataError, load_cifar10
+from vdsh_numba.data.datasets import DataError, load_cifar10
 from vdsh_numba.params import ParamsError, validate_params
 
 PER_BATCH = 40  # 5 x 40 training + 40 test images: 24 per class
@@ -176,16 +177,16 @@ def small_params(**over):
 
 def fit_encode_evaluate(params):
     """A quick VDSH fit on the features stage's output, codes for queries and database, and the
-    evaluator when vdsh_numba.metrics exists (written on another branch)."""
-    from vdsh_numba.base import make_method
+    evaluator when vdsh_numba.search.metrics exists (written on another branch)."""
+    from vdsh_numba.methods.base import make_method
     F = load_output(Layout().features, "features")
     model = make_method("vdsh", 8, params).fit(F["X_train"], F["y_train"])
     q, db = model.encode(F["X_query"]), model.encode(F["X_db"])
     assert q.shape == (F["X_query"].shape[0], 1) and db.shape == (F["X_db"].shape[0], 1) and q.dtype == np.uint8
     try:
-        from vdsh_numba.metrics import evaluate_codes
+        from vdsh_numba.search.metrics import evaluate_codes
     except ImportError:
-        return None  # evaluate step skipped: vdsh_numba.metrics is not on this branch
+        return None  # evaluate step skipped: vdsh_numba.search.metrics is not on this branch
     scalars, _ = evaluate_codes(q, db, F["y_query"], F["y_db"], 8, radius=2, topk=None)
     assert 0.0 <= scalars["map"] <= 1.0
     return scalars

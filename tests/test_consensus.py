@@ -1,12 +1,12 @@
-"""The consensus scheme (vdsh_numba.consensus): every local solve against a stacked least-squares
+"""The consensus scheme (vdsh_numba.methods.vdsh.consensus): every local solve against a stacked least-squares
 reference in tests/naive.py, the consensus and dual steps against their formulas, bitwise-equal
 weights on serial / 2 threads / 2 Dask workers, and the residuals falling on sklearn digits."""
 import numpy as np
 import pytest
 
 import naive
-from vdsh_numba import consensus as cs
-from vdsh_numba.executors import DaskExecutor, SerialExecutor, ThreadExecutor, make_executor
+from vdsh_numba.methods.vdsh import consensus as cs
+from vdsh_numba.methods.vdsh.executors import DaskExecutor, SerialExecutor, ThreadExecutor, make_executor
 
 RNG = np.random.default_rng(1)
 
@@ -138,7 +138,7 @@ def test_serial_threads_dask_bitwise_equal():
     finally:
         ex.close()
     _assert_bitwise(S1, S2)
-    from vdsh_numba.distributed import local_cluster
+    from vdsh_numba.search.distributed import local_cluster
     cluster, client = local_cluster(n_workers=2, threads_per_worker=1)
     try:
         ex = DaskExecutor(client, timeout=60, scatter_bytes=1024)  # the aux arrays scattered, weights inline

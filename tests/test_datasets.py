@@ -5,7 +5,7 @@ import shutil
 import numpy as np
 import pytest
 
-from vdsh_numba.datasets import DataError, load_dataset, load_mnist, read_idx
+from vdsh_numba.data.datasets import DataError, load_dataset, load_mnist, read_idx
 
 
 def test_mnist_test_set_from_shared(mnist_dir):

@@ -9,8 +9,8 @@ import pytest
 
 distributed = pytest.importorskip("distributed", reason="CI installs dask[distributed]: see .ci/run")
 
-from vdsh_numba.distributed import ShardedHammingIndex, ShardedSearchError, local_cluster, merge_topk  # noqa: E402
-from vdsh_numba.hamming import HammingIndex  # noqa: E402
+from vdsh_numba.search.distributed import ShardedHammingIndex, ShardedSearchError, local_cluster, merge_topk  # noqa: E402
+from vdsh_numba.search.hamming import HammingIndex  # noqa: E402
 from tests import naive  # noqa: E402
 
 
@@ -133,7 +133,7 @@ def test_restart_loses_shards_and_says_so(client):
 def test_sharded_metrics_equal_single_machine(client, multi, topk):
     """Every key of evaluate_codes, and only those, equal on one machine and on 4 shards (one
     empty, boundaries inside ties); the main ones also against the naive references."""
-    from vdsh_numba.metrics import evaluate_codes
+    from vdsh_numba.search.metrics import evaluate_codes
     rng = np.random.default_rng(5)
     bits = 16
     db = rng.integers(0, 256, (1500, 2), dtype=np.uint8)

@@ -1,8 +1,8 @@
 """The shape of the VDSH engine (issue 14): one loop, two twin op modules, no cycles.
 
-* ``vdsh_numba.vdsh.cpu_ops`` and ``cuda_ops`` export the same names with the same signatures
+* ``vdsh_numba.methods.vdsh.cpu_ops`` and ``cuda_ops`` export the same names with the same signatures
   (the engine calls only those), as ``admm.py`` / ``gpu_admm.py`` do;
-* the modules of ``vdsh_numba.vdsh`` import each other without a cycle and without private names;
+* the modules of ``vdsh_numba.methods.vdsh`` import each other without a cycle and without private names;
 * the update order is a parameter of the loop: a second one inherits checkpointing and history.
 
 The numerical checks of the engine are tests/test_admm.py, tests/test_checkpoint.py (CPU) and
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vdsh_numba.vdsh import VDSH, cpu_ops, engine
+from vdsh_numba.methods.vdsh import VDSH, cpu_ops, engine
 
 PKG = Path(engine.__file__).parent
 
@@ -24,7 +24,7 @@ def _sig(f):
 
 
 def test_cpu_and_cuda_ops_are_twins():
-    from vdsh_numba.vdsh import cuda_ops  # importing needs no GPU
+    from vdsh_numba.methods.vdsh import cuda_ops  # importing needs no GPU
     assert cpu_ops.__all__ == cuda_ops.__all__
     for name in cpu_ops.__all__:
         a, b = getattr(cpu_ops, name), getattr(cuda_ops, name)
@@ -42,7 +42,7 @@ def test_engine_uses_only_the_twin_interface():
 
 
 def _imports(path):
-    """(module names imported from inside vdsh_numba.vdsh, names imported) of one file."""
+    """(module names imported from inside vdsh_numba.methods.vdsh, names imported) of one file."""
     mods, names = set(), []
     for n in ast.walk(ast.parse(path.read_text())):
         if isinstance(n, ast.ImportFrom) and n.level >= 1:
@@ -89,7 +89,7 @@ def test_update_order_is_pluggable(tmp_path):
 
     m = VDSH(4, depth=2, width=6, first_width=0, sweeps=3)
     Xc = m._clip(np.ascontiguousarray(X, dtype=np.float32))
-    from vdsh_numba.base import label_matrix
+    from vdsh_numba.methods.base import label_matrix
     hist = []
     r = engine.train(cpu_ops, Xc, label_matrix(y), depth=2, width=6, bits=4, seed=0,
                      o={**m.train, "checkpoint_every": 1}, history=hist, checkpoint_path=tmp_path / "c.npz",

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import yaml
 
-from vdsh_numba import datasets, pipeline
+from vdsh_numba.data import datasets
+from vdsh_numba import pipeline
 from vdsh_numba.pipeline import Layout
 from vdsh_numba.pipeline.common import load_output
-from vdsh_numba.datasets import DataError, load_fashion_mnist
-from vdsh_numba.features import protocol_indices, resolve_protocol
+from vdsh_numba.data.datasets import DataError, load_fashion_mnist
+from vdsh_numba.data.features import protocol_indices, resolve_protocol
 from vdsh_numba.params import ParamsError, validate_params
 
 from tests.conftest import ROOT

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.preprocessing import StandardScaler
 
-from vdsh_numba.features import Standardizer, build_features, resolve_protocol, split_indices
+from vdsh_numba.data.features import Standardizer, build_features, resolve_protocol, split_indices
 
 
 def test_split_per_class_and_disjoint():

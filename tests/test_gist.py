@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from tests import naive
-from vdsh_numba import features
-from vdsh_numba.gist import gabor_bank, gist, gist_dim
+from vdsh_numba.data import features
+from vdsh_numba.data.gist import gabor_bank, gist, gist_dim
 
 
 def grating(f, phi, n=32, phase=0.3):

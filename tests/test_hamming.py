@@ -6,7 +6,7 @@ from hypothesis.extra.numpy import arrays
 
 from tests import naive
 from vdsh_numba import HammingIndex, config, pack_codes, unpack_codes
-from vdsh_numba.hamming import DIST_PAD
+from vdsh_numba.search.hamming import DIST_PAD
 
 faiss = pytest.importorskip("faiss")
 
@@ -69,7 +69,7 @@ def sub_block_tiles(monkeypatch):
     """Tiles of two full sub-blocks and a ragged tail, chunks that split tiles: inputs of
     a few hundred rows go through the vectorised sub-block path, the row-by-row tail,
     the tile sweep and the streaming merge."""
-    from vdsh_numba.hamming import SUB_ROWS
+    from vdsh_numba.search.hamming import SUB_ROWS
     monkeypatch.setattr(config, "TILE_ROWS", 2 * SUB_ROWS + 2)
     monkeypatch.setattr(config, "CHUNK_ROWS", 300)
     monkeypatch.setattr(config, "SPLIT_MEMORY_BLOCKS", True)
@@ -274,9 +274,9 @@ def test_package_export():
 # --------------------------------------------------------------------------- vector primitives
 
 def test_mask_intrinsics_match_numpy():
-    """The 64-lane masks and tzcnt of vdsh_numba.hamming against numpy bit by bit."""
+    """The 64-lane masks and tzcnt of vdsh_numba.search.hamming against numpy bit by bit."""
     from numba import njit
-    from vdsh_numba.hamming import below_mask64, trailing_zeros64, xor_popcount_below_mask64
+    from vdsh_numba.search.hamming import below_mask64, trailing_zeros64, xor_popcount_below_mask64
 
     @njit
     def masks(dist, words, row, x, t):

@@ -134,7 +134,7 @@ def test_encoding_a_memmap_database_stays_under_a_cap(tmp_path):
     np.save(tmp_path / "ref.npy", ref)
     r = _python(CAPPED.format(path=str(tmp_path / "X.npy")) + f"""
     from vdsh_numba import pipeline
-    from vdsh_numba.base import load_model
+    from vdsh_numba.methods.base import load_model
     m = load_model({str(tmp_path / "m.npz")!r})
     ref = np.load({str(tmp_path / "ref.npy")!r})
     pipeline.encode.encode_rows(m, db[:100])                 # compile before the cap
@@ -161,7 +161,7 @@ def test_metrics_of_a_memmap_database_stay_under_a_cap(db_file, tmp_path):
     labels.flush()
     del labels
     r = _python(CAPPED.format(path=str(path)) + f"""
-    from vdsh_numba import metrics
+    from vdsh_numba.search import metrics
     y = np.load({str(tmp_path / "y.npy")!r}, mmap_mode="r")
     q = np.ascontiguousarray(db[[3, 999_999, 1_500_000, 7]]); yq = np.array([y[3], 4, y[1_500_000], 9], np.uint8)
     ref_ap, ref_p2, ref_p100 = [], [], []

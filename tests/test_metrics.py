@@ -1,9 +1,10 @@
-"""vdsh_numba.metrics against tests/naive.py, brute force over tie orderings, and scikit-learn."""
+"""vdsh_numba.search.metrics against tests/naive.py, brute force over tie orderings, and scikit-learn."""
 import numpy as np
 import pytest
 
 from tests import naive
-from vdsh_numba import config, metrics as M, pack_codes
+from vdsh_numba import config, pack_codes
+from vdsh_numba.search import metrics as M
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,7 @@ from sklearn.datasets import load_digits
 from tests import naive
 from tests.conftest import ROOT
 from vdsh_numba import pipeline
-from vdsh_numba.datasets import DataError, load_dataset
+from vdsh_numba.data.datasets import DataError, load_dataset
 from vdsh_numba.params import ParamsError, validate_params
 from vdsh_numba.pipeline import Layout
 

@@ -9,8 +9,8 @@ from tests.test_cifar import fit_encode_evaluate, small_params
 from vdsh_numba import pipeline
 from vdsh_numba.pipeline import Layout
 from vdsh_numba.pipeline.common import load_output
-from vdsh_numba.datasets import DataError, load_nuswide
-from vdsh_numba.features import split_indices
+from vdsh_numba.data.datasets import DataError, load_nuswide
+from vdsh_numba.data.features import split_indices
 from vdsh_numba.params import ParamsError
 
 N, C = 300, 24

@@ -8,7 +8,8 @@ import numpy as np
 from hypothesis import given, settings, strategies as st
 
 from tests import naive
-from vdsh_numba import HammingIndex, config, metrics as M, pack_codes, unpack_codes
+from vdsh_numba import HammingIndex, config, pack_codes, unpack_codes
+from vdsh_numba.search import metrics as M
 
 SETTINGS = settings(max_examples=30, deadline=None)
 

@@ -19,8 +19,9 @@ import yaml
 from click.testing import CliRunner
 
 from tests.conftest import ROOT
-from vdsh_numba import HammingIndex, VDSH, cli, datasets, pack_codes
-from vdsh_numba import metrics as M
+from vdsh_numba import HammingIndex, VDSH, cli, pack_codes
+from vdsh_numba.data import datasets
+from vdsh_numba.search import metrics as M
 
 OUT_DIRS = ("data", "models", "codes", "reports")
 BASE = yaml.safe_load((ROOT / "params.yaml").read_text())

@@ -33,7 +33,7 @@ BLOCKS_PER_THREAD = 1
 #: ``(QUERY_BLOCK, n)`` float32 distance block in memory.
 QUERY_BLOCK = 64
 
-# --- the "cuda" backend (vdsh_numba.gpu_hamming, gpu_admm, vdsh/cuda_ops) ----------------------
+# --- the "cuda" backend (vdsh_numba.search.gpu_hamming, gpu_admm, vdsh/cuda_ops) ----------------------
 # Read by the host launchers only and passed to kernels as arguments or launch shapes, so
 # tests patch them small to make tiny inputs span several blocks.
 

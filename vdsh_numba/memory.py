@@ -60,7 +60,7 @@ def format_bytes(b) -> str:
 
 def check_training_memory(model, n, d, n_classes=10) -> int:
     """Raise ``MemoryError`` when ``model.training_bytes(n, d, n_classes)`` (each method's own
-    estimate, :class:`vdsh_numba.base.HashingModel`) exceeds :func:`available_bytes`.
+    estimate, :class:`vdsh_numba.methods.base.HashingModel`) exceeds :func:`available_bytes`.
 
     Returns the estimate. The message says what is needed, what is available (and which limit
     says so) and which parameters to lower (``model.memory_advice``).

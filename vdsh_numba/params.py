@@ -11,8 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from .datasets import DATASETS
-from .features import FEATURES, PROTOCOLS, SCALINGS
+from .data.datasets import DATASETS
+from .data.features import FEATURES, PROTOCOLS, SCALINGS
 
 __all__ = ["ParamsError", "load_params", "validate_params", "DATASET_NAMES", "BACKENDS", "MAX_BITS",
            "FEATURE_NAMES", "PROTOCOL_NAMES"]
@@ -68,14 +68,14 @@ def _choice(v, key, choices):
 
 
 def _methods():
-    from .base import METHODS, ensure_registry
+    from .methods.base import METHODS, ensure_registry
     ensure_registry()
     return sorted(METHODS)
 
 
 def validate_params(p: dict) -> dict:
     """Check the whole params dictionary; return it (unchanged) or raise :class:`ParamsError`."""
-    from .vdsh import TRAIN_DEFAULTS
+    from .methods.vdsh import TRAIN_DEFAULTS
     if not isinstance(p, dict):
         raise ParamsError(f"params.yaml must be a mapping of parameters, got {type(p).__name__}")
     top = {"dataset", "data_dir", "bits", "depth", "width", "seed", "methods", "backend",
@@ -175,7 +175,7 @@ def _check_baselines(sections, known):
         return
     if not isinstance(sections, dict):
         raise ParamsError("parameter 'baselines' must be a mapping of method -> options")
-    from .base import METHODS
+    from .methods.base import METHODS
     for m, section in sections.items():
         if m not in known:
             raise _unknown(m, known, "baselines.")

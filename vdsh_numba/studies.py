@@ -297,7 +297,7 @@ def retrieval_figure(csv_path, methods, bits, seed, out_png, *, work_root=".stud
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .hamming import HammingIndex
+    from .search.hamming import HammingIndex
     rows = read_rows(csv_path)
     name = Path(csv_path).stem
     picked = []

@@ -1,4 +1,4 @@
-"""Every kernel of vdsh_numba.gpu_admm against its CPU twin (vdsh_numba.admm) and tests/naive.py.
+"""Every kernel of vdsh_numba.methods.vdsh.gpu_admm against its CPU twin (vdsh_numba.methods.vdsh.admm) and tests/naive.py.
 
 Under the simulator the elementwise kernels reproduce the CPU bit for bit (same code, same
 types); on a GPU NVVM may contract multiply-adds into FMAs, hence the small tolerance there.
@@ -11,7 +11,8 @@ from numba import cuda
 from numba.core import config as numba_config
 
 from tests import naive
-from vdsh_numba import admm, config, gpu_admm
+from vdsh_numba.methods.vdsh import admm, gpu_admm
+from vdsh_numba import config
 
 SIM = bool(numba_config.ENABLE_CUDASIM)
 N, W = 13, 7  # 91 threads: 12 blocks of 8

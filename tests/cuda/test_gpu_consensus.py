@@ -1,4 +1,4 @@
-"""The consensus scheme's GPU tasks (vdsh_numba.gpu_consensus) against the CPU tasks: two network
+"""The consensus scheme's GPU tasks (vdsh_numba.methods.vdsh.gpu_consensus) against the CPU tasks: two network
 steps of consensus_sweep with ops=gpu_consensus give the CPU's weights, duals and multipliers.
 
 The device GEMM sums in another order than BLAS, hence a tolerance rather than bitwise equality;
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from numba import cuda
 
-from vdsh_numba import consensus as cs, gpu_consensus
-from vdsh_numba.executors import SerialExecutor
-from vdsh_numba.vdsh import forward
+from vdsh_numba.methods.vdsh import consensus as cs, gpu_consensus
+from vdsh_numba.methods.vdsh.executors import SerialExecutor
+from vdsh_numba.methods.vdsh import forward
 
 
 def _state(local, residual):

@@ -1,4 +1,4 @@
-"""GPU Hamming index (vdsh_numba.gpu_hamming) against the CPU index and tests/naive.py.
+"""GPU Hamming index (vdsh_numba.search.gpu_hamming) against the CPU index and tests/naive.py.
 
 Exact equality everywhere: the CUDA backend returns the CPU index's (D, I), ties by index.
 """
@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from tests import naive
-from vdsh_numba import config, gpu_hamming
-from vdsh_numba.hamming import HammingIndex
+from vdsh_numba import config
+from vdsh_numba.search import gpu_hamming
+from vdsh_numba.search.hamming import HammingIndex
 
 
 def _codes(rng, n, bits, levels=None):

@@ -1,6 +1,6 @@
 """VDSH trained with ``backend="cuda"`` (numba's simulator, or a GPU) against the CPU backend.
 
-One engine (vdsh_numba.vdsh.engine) runs both backends, so every training feature is exercised
+One engine (vdsh_numba.methods.vdsh.engine) runs both backends, so every training feature is exercised
 here on the CUDA ops: a wide first layer (first_width != width), a residual layer, a checkpoint
 every sweep, a fit interrupted after a sweep and resumed from its checkpoint, the final refit,
 and the divergence guard on a NaN injected into a device array.
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from vdsh_numba import config
-from vdsh_numba.vdsh import VDSH, TrainingDiverged, cpu_ops, cuda_ops
-from vdsh_numba.vdsh.engine import project
+from vdsh_numba.methods.vdsh import VDSH, TrainingDiverged, cpu_ops, cuda_ops
+from vdsh_numba.methods.vdsh.engine import project
 
 # first layer 12 units -> width 8 (layer 2 maps 12 -> 8), layer 3 residual; all dims <= 16, so
 # every simulated GEMM is one or two 16 x 16 tiles (the simulator's cost is per tile step)

@@ -19,7 +19,7 @@ M32, M64 = f32[:, ::1], f64[:, ::1]
 V32, V64 = f32[::1], f64[::1]
 
 SIGNATURES = {
-    "gpu_admm": {
+    "methods.vdsh.gpu_admm": {
         "_bias_act_kernel": [(M32, V32, M32, b1, M32, M32)],
         "_z_update_kernel": [(M32, M32, M32, V32, M32, f64, f64, b1, M32)],
         "_dual_update_kernel": [(M32, M32, M32, V32, V64)],
@@ -36,7 +36,7 @@ SIGNATURES = {
         "_gemm_kernel": [(M32, M32, M32, b1, b1, f64, f64, i64),
                          (f32[:, :], f32[:, :], M32, b1, b1, f64, f64, i64)],
     },
-    "gpu_hamming": {
+    "search.gpu_hamming": {
         "_hist_kernel": [(u64[:, ::1], u64[:, ::1], i64, i64, i32[:, :, ::1])],
         "_plan_kernel": [(i32[:, :, ::1], i64, b1, i32[::1], i64[::1])],
         "_select_kernel": [(u64[:, ::1], u64[:, ::1], i64, i32[::1], i64[::1], i64[::1],

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import json
 
-from ..datasets import DATASETS, DataError, check_raw, load_dataset
-from ..features import protocol_indices, resolve_protocol
+from ..data.datasets import DATASETS, DataError, check_raw, load_dataset
+from ..data.features import protocol_indices, resolve_protocol
 from .common import check_features_file, load_output
 from .layout import Layout
 

@@ -45,8 +45,8 @@ def check_finite(X, name) -> None:
 def check_features_file(F, where) -> None:
     """The loaded parts of the features file ``where``: finite features, valid labels, and every
     class among queries and database trained on."""
-    from ..base import check_labels
-    from ..features import check_split
+    from ..methods.base import check_labels
+    from ..data.features import check_split
     for part in ("query", "db", "train"):
         if f"X_{part}" in F:
             check_finite(F[f"X_{part}"], f"{where}: X_{part}")
@@ -59,7 +59,7 @@ def dask_client(params):
     ev = params.get("evaluate") or {}
     if ev.get("scheduler", "local") != "distributed":
         return None
-    from ..distributed import get_client
+    from ..search.distributed import get_client
     client, close = get_client(ev.get("address"))
     say(f"dask: {'scheduler ' + ev['address'] if ev.get('address') else 'LocalCluster'} "
         f"with {len(client.scheduler_info()['workers'])} workers")

@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 
-from ..datasets import check_raw, load_dataset
+from ..data.datasets import check_raw, load_dataset
 from ..io import save_npz
 from .common import say
 from .layout import Layout

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..base import load_model
+from ..methods.base import load_model
 from ..codes import code_bytes
 from ..io import save_npz
 from .common import ENCODE_ROWS, check_finite, dask_client, load_output, say
@@ -30,7 +30,7 @@ def run(params, method, bits, layout=Layout()):
         db = encode_rows(model, F["X_db"])
     else:  # the database shard by shard on the workers, the model broadcast once
         import dask.array as da
-        from ..distributed import encode_sharded
+        from ..search.distributed import encode_sharded
         client, close, shards = dask
         try:
             X = da.from_array(F["X_db"], chunks=(max(1, -(-F["X_db"].shape[0] // shards)), -1))

@@ -1,7 +1,7 @@
 """Stage ``evaluate``: the Hamming ranking of the database for every query and its metrics ->
 ``reports/eval/<method>_<bits>.json`` and the PR curve ``reports/eval/pr_<method>_<bits>.csv``.
 
-Both schedulers compute the metrics with :class:`vdsh_numba.metrics.Evaluation`, so the JSON has
+Both schedulers compute the metrics with :class:`vdsh_numba.search.metrics.Evaluation`, so the JSON has
 the same keys (``scheduler``/``shards`` are added for a distributed run). Evaluation runs on the
 CPU whatever ``backend`` says (``backend`` is the training/encoding backend, recorded as such)."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ import io
 import json
 
 from ..io import write_json, write_text
-from ..metrics import evaluate_codes
+from ..search.metrics import evaluate_codes
 from .common import dask_client, load_output, row_shards, say
 from .layout import Layout
 
@@ -28,7 +28,7 @@ def run(params, method, bits, layout=Layout()):
         scalars, pr = evaluate_codes(C["query"], C["db"], F["y_query"], F["y_db"], int(bits),
                                      radius=radius, topk=topk)
     else:  # the same metrics (same keys), the passes run on the shards: rankings merged exactly
-        from ..distributed import ShardedHammingIndex
+        from ..search.distributed import ShardedHammingIndex
         client, close, shards = dask
         try:
             index = ShardedHammingIndex(int(bits), client)

@@ -5,8 +5,8 @@ import json
 
 import numpy as np
 
-from ..datasets import check_raw
-from ..features import build_features, check_split, protocol_indices, resolve_protocol
+from ..data.datasets import check_raw
+from ..data.features import build_features, check_split, protocol_indices, resolve_protocol
 from ..io import save_npz
 from .common import load_output, say
 from .layout import Layout

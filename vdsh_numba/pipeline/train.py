@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 
-from ..base import make_method
+from ..methods.base import make_method
 from ..io import write_text
 from ..memory import check_training_memory
 from .common import check_features_file, load_output, say

@@ -2,7 +2,7 @@
 
 Every function here works on small host matrices (``w x w``, ``bits x w``, ``bits x C``) or on
 the initial parameters: the products over the samples that feed them are formed by a backend
-(:mod:`vdsh_numba.vdsh.cpu_ops` or :mod:`vdsh_numba.vdsh.cuda_ops`), the float64 factorisations
+(:mod:`vdsh_numba.methods.vdsh.cpu_ops` or :mod:`vdsh_numba.methods.vdsh.cuda_ops`), the float64 factorisations
 are done here, once, for both. ``docs/algorithm.md`` gives the equations.
 """
 from __future__ import annotations

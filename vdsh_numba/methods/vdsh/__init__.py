@@ -4,7 +4,7 @@
 * :mod:`.engine` -- the sweep loop (update order, penalty schedule, checkpoint/resume, divergence
   guard, final refit, history rows), written once for every backend;
 * :mod:`.cpu_ops` / :mod:`.cuda_ops` -- twin modules of array operations (same names, same
-  signatures): numpy/BLAS + :mod:`vdsh_numba.admm`, and cuBLAS/numba.cuda + :mod:`vdsh_numba.gpu_admm`;
+  signatures): numpy/BLAS + :mod:`vdsh_numba.methods.vdsh.admm`, and cuBLAS/numba.cuda + :mod:`vdsh_numba.methods.vdsh.gpu_admm`;
 * :mod:`.solves` -- the closed-form host solves and the initialisation; :mod:`.checkpoint`.
 """
 from .engine import TrainingDiverged

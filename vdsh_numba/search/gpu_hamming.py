@@ -1,8 +1,8 @@
-"""Exact Hamming search on the GPU: the ``numba.cuda`` twin of :mod:`vdsh_numba.hamming`.
+"""Exact Hamming search on the GPU: the ``numba.cuda`` twin of :mod:`vdsh_numba.search.hamming`.
 
-:class:`vdsh_numba.hamming.HammingIndex` with ``backend="cuda"`` calls :func:`search`,
+:class:`vdsh_numba.search.hamming.HammingIndex` with ``backend="cuda"`` calls :func:`search`,
 :func:`range_search` and :func:`histogram` here with the same query words and the same
-:class:`~vdsh_numba.hamming.CodeStore` its CPU kernels stream; results are exactly the CPU
+:class:`~vdsh_numba.search.hamming.CodeStore` its CPU kernels stream; results are exactly the CPU
 index's: ``(D, I)`` sorted by (distance, index), padding ``I = -1`` / ``D = int32 max``.
 
 Algorithm (two passes over the database, no comparison sort)
@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda, int32
 
-from . import config
+from .. import config
 
 __all__ = ["search", "range_search", "histogram", "device_words", "plan_segments"]
 
@@ -138,7 +138,7 @@ KERNELS = ("_hist_kernel", "_plan_kernel", "_select_kernel")
 def device_words(store):
     """The store's database as one device ``uint64 (ntotal, W)`` array, cached on the store.
 
-    Copied once after every :meth:`~vdsh_numba.hamming.CodeStore.add`; an ``np.memmap`` goes
+    Copied once after every :meth:`~vdsh_numba.search.hamming.CodeStore.add`; an ``np.memmap`` goes
     up chunk by chunk (``config.CHUNK_ROWS`` rows), never whole into host memory.
     """
     key = (len(store.blocks), store.ntotal)

@@ -1,16 +1,16 @@
 """The CPU backend of the VDSH engine: numpy/BLAS for the products, the ``@njit`` kernels of
-:mod:`vdsh_numba.admm` for everything elementwise or per sample.
+:mod:`vdsh_numba.methods.vdsh.admm` for everything elementwise or per sample.
 
-Twin of :mod:`vdsh_numba.vdsh.cuda_ops`: the same public names with the same signatures
+Twin of :mod:`vdsh_numba.methods.vdsh.cuda_ops`: the same public names with the same signatures
 (``tests/test_engine.py`` checks it). "Device" arrays are numpy arrays here; ``to_device`` and
-``to_host`` cost nothing. The engine (:mod:`vdsh_numba.vdsh.engine`) calls only what is listed
+``to_host`` cost nothing. The engine (:mod:`vdsh_numba.methods.vdsh.engine`) calls only what is listed
 in ``__all__``.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..admm import a_residual, a_rhs, bias_act, dcc_codes, dual_update, shift_target, sq_dist, z_update
+from .admm import a_residual, a_rhs, bias_act, dcc_codes, dual_update, shift_target, sq_dist, z_update
 
 __all__ = ["NAME", "to_device", "to_host", "empty", "zeros", "synchronize", "batch_rows", "gemm",
            "add_bias", "cast", "codes_rhs", "sign_agreement", "all_finite", "ridge_moments",
@@ -79,7 +79,7 @@ def all_finite(x):
 
 def ridge_moments(T, A):
     """``(A^T A, T^T A, mean(A, 0), mean(T, 0))`` as host arrays (means float64): what
-    :func:`vdsh_numba.vdsh.solves.ridge_from_moments` needs to fit ``T ~ A W^T + b``."""
+    :func:`vdsh_numba.methods.vdsh.solves.ridge_from_moments` needs to fit ``T ~ A W^T + b``."""
     muA = A.mean(axis=0, dtype=np.float64)
     muT = T.mean(axis=0, dtype=np.float64)
     return np.dot(A.T, A), np.dot(T.T, A), muA, muT

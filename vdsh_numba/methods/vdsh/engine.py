@@ -1,16 +1,16 @@
 """The VDSH training engine: one sweep loop for every backend.
 
 :func:`train` runs VDSH's layer-wise ADMM (``docs/algorithm.md`` section 4) with the array
-operations of a backend module ``ops`` -- :mod:`vdsh_numba.vdsh.cpu_ops` (numpy/BLAS and the
-``@njit`` kernels of :mod:`vdsh_numba.admm`) or :mod:`vdsh_numba.vdsh.cuda_ops` (cuBLAS or the
-``numba.cuda`` GEMM and the kernels of :mod:`vdsh_numba.gpu_admm`), twin modules with the same
+operations of a backend module ``ops`` -- :mod:`vdsh_numba.methods.vdsh.cpu_ops` (numpy/BLAS and the
+``@njit`` kernels of :mod:`vdsh_numba.methods.vdsh.admm`) or :mod:`vdsh_numba.methods.vdsh.cuda_ops` (cuBLAS or the
+``numba.cuda`` GEMM and the kernels of :mod:`vdsh_numba.methods.vdsh.gpu_admm`), twin modules with the same
 functions. Everything else exists once, here: the update order, the penalty schedule,
 checkpoint/resume, the divergence guard, the final refit, the wide first layer, the history rows.
 
 Where things live
 -----------------
 Host (numpy): the weights ``Ws``, ``bs``, ``Wo``, ``bo``, the classifier ``G``, every ``w x w``
-system and its float64 factorisation (:mod:`vdsh_numba.vdsh.solves`). Device (the backend's
+system and its float64 factorisation (:mod:`vdsh_numba.methods.vdsh.solves`). Device (the backend's
 arrays; numpy arrays on the CPU): the features, labels, codes ``B``, every layer's auxiliary
 ``a_h``, ``z_h`` and multipliers ``Lam_h``, the outputs ``U`` and the work buffers. Weights are
 copied to the device at the start of every sweep and after every update (``w x w`` each).
@@ -29,8 +29,7 @@ import time
 import numpy as np
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .solves import (classifier, initial_parameters, label_loss, objective_terms, ridge_from_moments,
-                     sym_inverse)
+from .solves import classifier, initial_parameters, label_loss, objective_terms, ridge_from_moments, sym_inverse
 
 __all__ = ["TrainingDiverged", "DenseTimer", "Workspace", "Run", "residual_flags", "forward", "ridge",
            "project", "layerwise_sweep", "train", "TrainResult"]
@@ -113,7 +112,7 @@ def ridge(ops, T, A, beta, rho, prox, W_old, dense=_plain):
     """``argmin_{W,b} beta/n ||T - A W^T - 1 b^T||^2 + rho ||W||^2 + prox ||W - W_old||^2``.
 
     ``T``, ``A`` device arrays; the moments come from the backend, the solve is
-    :func:`~vdsh_numba.vdsh.solves.ridge_from_moments` on the host. Returns host ``(W, b)``.
+    :func:`~vdsh_numba.methods.vdsh.solves.ridge_from_moments` on the host. Returns host ``(W, b)``.
     """
     moments = dense(ops.ridge_moments, T, A)
     return dense(ridge_from_moments, *moments, A.shape[0], beta, rho, prox, W_old)
@@ -349,21 +348,21 @@ def train(ops, X, Y, *, depth, width, bits, seed, o, history, checkpoint_path=No
     Parameters
     ----------
     ops : module
-        :mod:`vdsh_numba.vdsh.cpu_ops` or :mod:`vdsh_numba.vdsh.cuda_ops`.
+        :mod:`vdsh_numba.methods.vdsh.cpu_ops` or :mod:`vdsh_numba.methods.vdsh.cuda_ops`.
     X : ndarray float32 (n, d)
         Training features, already clipped, C-contiguous (host).
     Y : ndarray float64 (n, C)
-        Label matrix (:func:`vdsh_numba.base.label_matrix`).
+        Label matrix (:func:`vdsh_numba.methods.base.label_matrix`).
     depth, width, bits, seed : int
         The network and the seed of every random choice.
     o : dict
-        The training parameters (``vdsh_numba.vdsh.TRAIN_DEFAULTS`` keys).
+        The training parameters (``vdsh_numba.methods.vdsh.TRAIN_DEFAULTS`` keys).
     history : list
         Receives one dict per sweep (replaced by the checkpoint's rows on a resume).
     checkpoint_path, fingerprint : optional
         With ``o["checkpoint_every"] = N > 0`` the loop state is saved to ``checkpoint_path``
         every N sweeps and after the last; an existing file with the same ``fingerprint``
-        (:func:`vdsh_numba.vdsh.checkpoint.fingerprint`) is resumed from.
+        (:func:`vdsh_numba.methods.vdsh.checkpoint.fingerprint`) is resumed from.
     on_sweep : callable(it, Ws, bs, Wo, bo, G), optional
         Called after every sweep (after its checkpoint); may modify the host weights.
     update : callable(run, S, it) -> dict

@@ -1,7 +1,7 @@
 """Baseline hashing methods; importing this package registers them all.
 
 Classic, on fixed features: ``lsh``, ``itq``, ``sdh``. Deep, on the shared MLP of
-:mod:`vdsh_numba.baselines.mlp` (minibatch backprop with Adam): ``dpsh``, ``dtsh``, ``dcwh``,
+:mod:`vdsh_numba.methods.baselines.mlp` (minibatch backprop with Adam): ``dpsh``, ``dtsh``, ``dcwh``,
 ``tie_ap``, ``classifier`` (a classifier's class -> codeword: the sanity row), ``vdsh_backprop`` (and ``vdsh_backprop_residual``, the same with
 identity shortcuts by default). See docs/baselines.md.
 """

@@ -18,8 +18,8 @@ with the network subproblem split by auxiliary variables ``z_h``, ``a_h`` (every
 pre-activation and output for every sample) and scaled multipliers ``lam_h`` on ``z_h = W_h a_{h-1} + b_h``.
 
 The estimator holds the hyperparameters and the fitted state; the training loop is
-:func:`vdsh_numba.vdsh.engine.train`, the same for both backends, which get their array
-operations from :mod:`vdsh_numba.vdsh.cpu_ops` or :mod:`vdsh_numba.vdsh.cuda_ops`.
+:func:`vdsh_numba.methods.vdsh.engine.train`, the same for both backends, which get their array
+operations from :mod:`vdsh_numba.methods.vdsh.cpu_ops` or :mod:`vdsh_numba.methods.vdsh.cuda_ops`.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ import os
 
 import numpy as np
 
-from ..backend import check_backend
+from ...backend import check_backend
 from ..base import HashingModel, label_matrix, register
 from . import cpu_ops, engine
 from .checkpoint import fingerprint
@@ -126,7 +126,7 @@ class VDSH(HashingModel):
         return {"bits": int(self.bits), "depth": int(self.depth), "width": int(self.width),
                 "seed": int(self.seed), "backend": self.backend, **self.train}
 
-    # --- what the pipeline asks of a method (vdsh_numba.base.HashingModel) -----------------
+    # --- what the pipeline asks of a method (vdsh_numba.methods.base.HashingModel) -----------------
     memory_advice = ("width, depth or protocol.train_per_class (memory grows as n x depth x width "
                      "and depth x width^2)")
 
@@ -138,11 +138,11 @@ class VDSH(HashingModel):
         """One BLAS thread while ``n * width**2 < config.BLAS_SMALL_PRODUCT``: waking threads
         for small products costs more than it saves (digits, 1,000 x 256: 0.20 s per sweep with
         one OpenBLAS thread against 0.69 s with two)."""
-        from .. import config
+        from ... import config
         return None if n * self.width * self.width >= config.BLAS_SMALL_PRODUCT else 1
 
     def training_bytes(self, n, d, n_classes):
-        """Peak bytes that :func:`vdsh_numba.vdsh.engine.train` allocates (float32 unless said).
+        """Peak bytes that :func:`vdsh_numba.methods.vdsh.engine.train` allocates (float32 unless said).
 
         Per hidden layer and sample the auxiliary variables ``a``, ``z`` and the multipliers
         ``lam`` (``3 * depth`` arrays of ``n x width``), plus a second ``a``, ``z`` set while the

@@ -5,10 +5,10 @@ Sablayrolles, Douze, Usunier & Jégou, *How should we evaluate supervised hashin
 reaches a higher mAP than most supervised hashing methods under the usual protocols: a sanity row
 that a hashing method has to beat to claim it ranks better than a classifier.
 
-The classifier is the shared MLP of :mod:`vdsh_numba.baselines.mlp` (same depth, width and
+The classifier is the shared MLP of :mod:`vdsh_numba.methods.baselines.mlp` (same depth, width and
 Adam training as the deep baselines) with ``C`` outputs and softmax cross-entropy. The codewords
 are ``C`` random ``{-1, +1}`` words of ``bits`` bits, far apart in Hamming distance
-(:func:`vdsh_numba.vdsh.solves.class_codebook`, drawn from ``seed``). Every item of a predicted class
+(:func:`vdsh_numba.methods.vdsh.solves.class_codebook`, drawn from ``seed``). Every item of a predicted class
 gets the same code, so its Hamming ranking is by predicted class only (ties broken by index).
 """
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Every kernel works on C-contiguous ``float32`` arrays laid out ``(n_samples, width)`` and is
 ``@njit(parallel=True)`` over samples. Dense products (``A @ W.T``, Gram matrices, the
-per-layer solves) go through BLAS in :mod:`vdsh_numba.vdsh.cpu_ops`; what is here is everything
+per-layer solves) go through BLAS in :mod:`vdsh_numba.methods.vdsh.cpu_ops`; what is here is everything
 elementwise or per sample. ``docs/algorithm.md`` gives the equation each kernel computes and
 ``tests/naive.py`` a plain numpy version of each.
 """
@@ -16,7 +16,7 @@ __all__ = ["bias_act", "z_update", "dual_update", "a_rhs", "dcc_codes", "sq_dist
 
 
 # Per-entry arithmetic, inlined into the kernels below and into the serial, nogil kernels of
-# vdsh_numba.consensus: one definition of each update for both schemes.
+# vdsh_numba.methods.vdsh.consensus: one definition of each update for both schemes.
 @njit(cache=True, inline="always")
 def phi(z, a_prev, residual):
     """A layer's activation from its pre-activation: ``relu(z) (+ a_prev if residual)``."""

@@ -14,7 +14,7 @@ Backpropagation cannot optimise over ``B`` directly, so ``B`` is relaxed to ``BÌ
 
 so the full-batch value is the paper's objective over ``n`` with ``B âˆ’ U`` measured at the
 hard codes. ``residual=True`` adds identity shortcuts to the hidden layers (see
-:mod:`vdsh_numba.baselines.mlp`), matching the residual structure the ADMM VDSH uses.
+:mod:`vdsh_numba.methods.baselines.mlp`), matching the residual structure the ADMM VDSH uses.
 """
 from __future__ import annotations
 

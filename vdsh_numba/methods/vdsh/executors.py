@@ -6,7 +6,7 @@ depend on where it runs: the same tasks give bitwise-equal results on any execut
 (``tests/test_consensus.py``). ``fn`` must be a module-level function (Dask pickles it by name)
 that does not modify its arguments (a Dask worker gets copies; a thread does not).
 
-Used by :mod:`vdsh_numba.consensus` (the local problems of the consensus scheme).
+Used by :mod:`vdsh_numba.methods.vdsh.consensus` (the local problems of the consensus scheme).
 """
 from __future__ import annotations
 

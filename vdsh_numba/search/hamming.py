@@ -50,8 +50,8 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 from llvmlite import ir
 
-from . import config
-from .codes import code_bytes
+from .. import config
+from ..codes import code_bytes
 
 __all__ = ["HammingIndex", "popcount64", "check_codes", "CodeStore", "as_words",
            "n_blocks", "DIST_PAD"]
@@ -621,7 +621,7 @@ class HammingIndex:
         Code length, any ``bits >= 1``. Codes are ``uint8`` arrays of shape
         ``(n, ceil(bits / 8))`` in the bit order of :mod:`vdsh_numba.codes`.
     backend : {"cpu", "cuda"}
-        Kernel backend. ``"cuda"`` runs :mod:`vdsh_numba.gpu_hamming` (same results) and
+        Kernel backend. ``"cuda"`` runs :mod:`vdsh_numba.search.gpu_hamming` (same results) and
         raises ``RuntimeError`` naming what is missing where no GPU is usable.
 
     Attributes
@@ -644,7 +644,7 @@ class HammingIndex:
 
     def __init__(self, bits: int, backend: str = "cpu"):
         _check_bits(bits)
-        from .backend import check_backend
+        from ..backend import check_backend
         check_backend(backend)
         self.bits = int(bits)
         self.backend = backend
@@ -788,7 +788,7 @@ class HammingIndex:
         Notes
         -----
         This materialises ``nq * ntotal`` integers (no float matrix). Metrics do not
-        need it: :mod:`vdsh_numba.metrics` works from the per-distance histograms
+        need it: :mod:`vdsh_numba.search.metrics` works from the per-distance histograms
         (see :meth:`histogram`) and one streaming pass in index order.
         """
         if self.ntotal == 0:

@@ -5,15 +5,15 @@ imported by the rest of the package.
 
 * :func:`encode_sharded` encodes a database stored in chunks (a Dask array, or ``.npy``
   shards on disk) shard by shard on the workers, the trained model broadcast once.
-* :class:`ShardedHammingIndex` keeps one :class:`~vdsh_numba.hamming.HammingIndex` per
+* :class:`ShardedHammingIndex` keeps one :class:`~vdsh_numba.search.hamming.HammingIndex` per
   shard *on the workers*; a search runs each shard's Numba kernel where its data lives and
   merges the per-shard top-k lists by a tree reduction into exactly the ``(D, I)`` of one
   ``HammingIndex`` over the concatenated database (global indices, ties by ascending
   global index).
-* :meth:`ShardedHammingIndex.evaluate` runs the two passes of :mod:`vdsh_numba.metrics`
-  (:class:`~vdsh_numba.metrics.RankingPasses`) on every shard where it lives and merges them
+* :meth:`ShardedHammingIndex.evaluate` runs the two passes of :mod:`vdsh_numba.search.metrics`
+  (:class:`~vdsh_numba.search.metrics.RankingPasses`) on every shard where it lives and merges them
   with the same public functions: it returns exactly the keys and values of
-  :func:`~vdsh_numba.metrics.evaluate_codes` on the concatenated database.
+  :func:`~vdsh_numba.search.metrics.evaluate_codes` on the concatenated database.
 
 Every shard is created by a task (from data held by the scheduler, a file on disk or a
 generator function), so if a worker dies Dask recomputes its shards from their lineage: a
@@ -40,7 +40,7 @@ def _require_distributed():
     try:
         import distributed  # noqa: F401
     except ImportError as e:  # pragma: no cover
-        raise ImportError("vdsh_numba.distributed needs dask[distributed]: "
+        raise ImportError("vdsh_numba.search.distributed needs dask[distributed]: "
                           "pip install 'vdsh-numba[distributed]'") from e
 
 
@@ -87,7 +87,7 @@ def _task_hist(codes, labels, queries, qlabels, bits):
 
 def _task_rank_sums(codes, labels, queries, qlabels, bits, before, cutoffs, ndcg_k):
     """Pass 2 on one shard: sums at the global ranks (ties by global index) of its relevant
-    items; ``before`` = this shard's :func:`~vdsh_numba.metrics.shard_offsets`."""
+    items; ``before`` = this shard's :func:`~vdsh_numba.search.metrics.shard_offsets`."""
     passes = RankingPasses(queries, codes, qlabels, labels, bits, allow_empty=True)
     return passes.rank_sums(before[0], before[1], cutoffs, ndcg_k)
 
@@ -342,14 +342,14 @@ class ShardedHammingIndex:
         return self._guard(run)
 
     def evaluate(self, queries, query_labels, radius=2, topk=None):
-        """Every metric of :func:`vdsh_numba.metrics.evaluate_codes` on the concatenated
+        """Every metric of :func:`vdsh_numba.search.metrics.evaluate_codes` on the concatenated
         database (ties by global index): same keys, same values.
 
-        The two passes of :class:`~vdsh_numba.metrics.RankingPasses` run on each shard where
+        The two passes of :class:`~vdsh_numba.search.metrics.RankingPasses` run on each shard where
         it lives: the per-distance histograms, then, with the offsets they give
-        (:func:`~vdsh_numba.metrics.shard_offsets`), each shard's sums at its relevant items'
-        global ranks; :func:`~vdsh_numba.metrics.merge_ranking_stats` and
-        :meth:`~vdsh_numba.metrics.Evaluation.scores` finish on the client. Returns
+        (:func:`~vdsh_numba.search.metrics.shard_offsets`), each shard's sums at its relevant items'
+        global ranks; :func:`~vdsh_numba.search.metrics.merge_ranking_stats` and
+        :meth:`~vdsh_numba.search.metrics.Evaluation.scores` finish on the client. Returns
         ``(scalars, pr_curve)`` as ``evaluate_codes``.
         """
         queries = check_codes(queries, self.bits, "queries")
@@ -387,7 +387,7 @@ def encode_sharded(model, data, client, bits=None):
 
     Parameters
     ----------
-    model : fitted :class:`~vdsh_numba.base.HashingModel`, broadcast once to every worker.
+    model : fitted :class:`~vdsh_numba.methods.base.HashingModel`, broadcast once to every worker.
     data : dask.array.Array (rows chunked) or a list of ``.npy`` paths.
 
     Returns

@@ -14,7 +14,7 @@ queries (:func:`validation_indices`) and the rest, which is both the training se
 the test queries are not touched. Hyperparameters are chosen on this split (docs/protocols.md).
 
 Features: ``pixels`` (the raw values scaled to [0, 1]: pixels, or NUS-WIDE's published vectors)
-or ``gist`` (:func:`vdsh_numba.gist.gist`, 512-d), standardized with the *training* items'
+or ``gist`` (:func:`vdsh_numba.data.gist.gist`, 512-d), standardized with the *training* items'
 statistics only.
 """
 from __future__ import annotations

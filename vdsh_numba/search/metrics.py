@@ -35,7 +35,7 @@ import numpy as np
 from scipy.special import digamma
 from numba import njit, prange
 
-from . import config
+from .. import config
 from .hamming import CodeStore, as_words, check_codes, n_blocks, popcount64
 
 __all__ = ["mean_average_precision", "ndcg", "precision_at_k", "recall_at_k",
@@ -341,7 +341,7 @@ def _level_shift(nlev):
 class RankingPasses:
     """The two streaming passes of the metrics over one database, or over one shard of it.
 
-    A database held in shards (:class:`vdsh_numba.distributed.ShardedHammingIndex`) is
+    A database held in shards (:class:`vdsh_numba.search.distributed.ShardedHammingIndex`) is
     evaluated shard by shard with the very functions :func:`ranking_stats` uses on one
     machine: :meth:`histogram` on every shard, :func:`shard_offsets` of those histograms,
     :meth:`rank_sums` on every shard with its offsets, then :func:`merge_ranking_stats`
@@ -804,7 +804,7 @@ class Evaluation:
     index-order pass needs, and every score from the :class:`RankingStats` of the ranking.
 
     One evaluator for every path: :func:`evaluate_codes` (one machine) and
-    :meth:`vdsh_numba.distributed.ShardedHammingIndex.evaluate` (shards on a Dask cluster,
+    :meth:`vdsh_numba.search.distributed.ShardedHammingIndex.evaluate` (shards on a Dask cluster,
     merged by :func:`merge_ranking_stats`) both return :meth:`scores`, so the keys of
     ``reports/eval/*.json`` do not depend on ``evaluate.scheduler``.
 

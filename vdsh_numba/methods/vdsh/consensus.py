@@ -1,6 +1,6 @@
 """VDSH's consensus scheme: local weight copies per two-layer substructure (docs/algorithm.md §10).
 
-The sequential scheme (:mod:`vdsh_numba.vdsh`, docs §4) updates layer after layer, top-down.
+The sequential scheme (:mod:`vdsh_numba.methods.vdsh`, docs §4) updates layer after layer, top-down.
 Here every two-layer substructure ``m`` (weight layers ``m`` and ``m + 1``; the top one holds
 the output layer) keeps its own copy ``θ̃_m`` of the weights it touches, tied to the global
 weights ``θ`` by consensus constraints with scaled duals ``U``. One sweep of the network step:
@@ -15,7 +15,7 @@ weights ``θ`` by consensus constraints with scaled duals ``U``. One sweep of th
    constraints, ``Λ_h += z_h - W_h a_{h-1} - b_h`` (:func:`multiplier_step`).
 
 Every task of steps 1, 2 and 4 is a pure function of arrays, runs with single-threaded BLAS and
-only ``nogil`` Numba kernels, and is handed to an executor (:mod:`vdsh_numba.executors`):
+only ``nogil`` Numba kernels, and is handed to an executor (:mod:`vdsh_numba.methods.vdsh.executors`):
 serial, a pool of threads, or Dask workers give bitwise-equal weights.
 
 Indexing (0-based): hidden activations ``A[0] = X``, ``A[h]``, ``Z[h]`` (h = 1..L); weight layer
@@ -38,8 +38,8 @@ from numba import njit
 
 from . import admm
 from .admm import a_rhs_value, phi, z_min
-from .vdsh import forward
-from .vdsh.solves import class_codebook, objective_terms
+from . import forward
+from .solves import class_codebook, objective_terms
 
 __all__ = ["CONSENSUS_DEFAULTS", "owners", "is_residual", "ridge_consensus", "local_solve",
            "block_update", "consensus_step", "dual_step", "multiplier_step", "consensus_sweep",
@@ -268,7 +268,7 @@ def consensus_sweep(S, executor, ops=None):
     """One consensus sweep of the network step, in place on the state ``S``.
 
     ``ops``: the module whose ``local_solve``, ``block_update`` and ``multiplier_step`` run the
-    tasks: this one (numpy arrays, the default) or :mod:`vdsh_numba.gpu_consensus` (device
+    tasks: this one (numpy arrays, the default) or :mod:`vdsh_numba.methods.vdsh.gpu_consensus` (device
     arrays in ``A``, ``Z``, ``Lam``, ``B``; the weights, copies and duals stay on the host).
 
     ``S``: ``Ws``, ``bs`` (L + 1 global weight layers, the last the output), ``U`` (dict

@@ -1,6 +1,6 @@
-"""VDSH's layer-wise ADMM kernels on the GPU: the ``numba.cuda`` twin of :mod:`vdsh_numba.admm`.
+"""VDSH's layer-wise ADMM kernels on the GPU: the ``numba.cuda`` twin of :mod:`vdsh_numba.methods.vdsh.admm`.
 
-Every public function takes exactly the arguments of its :mod:`vdsh_numba.admm` twin (device
+Every public function takes exactly the arguments of its :mod:`vdsh_numba.methods.vdsh.admm` twin (device
 arrays -- numba ``DeviceNDArray`` or anything with ``__cuda_array_interface__``, e.g. CuPy --
 in place of numpy arrays) and computes the same thing; the reductions (:func:`dual_update`,
 :func:`a_residual`, :func:`sq_dist`, :func:`dcc_codes`) return the same Python scalars: one thread per sample sums
@@ -24,8 +24,8 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda, float32, float64
 
-from . import config
-from .backend import cupy_or_none
+from ... import config
+from ...backend import cupy_or_none
 
 __all__ = ["bias_act", "z_update", "dual_update", "shift_target", "a_rhs", "a_residual",
            "sq_dist", "dcc_codes", "gemm", "add_bias", "col_mean", "cast", "codes_rhs",
@@ -283,45 +283,45 @@ def _reduce(kernel, n, *args, dtype=np.float64):
 
 
 def bias_act(p, b, a_prev, residual, z_out, a_out):
-    """``z = p + b``, ``a = relu(z) (+ a_prev if residual)`` (twin of :func:`vdsh_numba.admm.bias_act`)."""
+    """``z = p + b``, ``a = relu(z) (+ a_prev if residual)`` (twin of :func:`vdsh_numba.methods.vdsh.admm.bias_act`)."""
     _bias_act_kernel[_grid(p.shape[0] * p.shape[1])](p, b, a_prev, bool(residual), z_out, a_out)
 
 
 def z_update(a, a_prev, p, b, lam, beta, gamma, residual, z_out):
-    """Entrywise ``z`` step (twin of :func:`vdsh_numba.admm.z_update`)."""
+    """Entrywise ``z`` step (twin of :func:`vdsh_numba.methods.vdsh.admm.z_update`)."""
     _z_update_kernel[_grid(p.shape[0] * p.shape[1])](a, a_prev, p, b, lam, float(beta), float(gamma),
                                                       bool(residual), z_out)
 
 
 def dual_update(lam, z, p, b):
-    """``lam += z - (p + b)``; returns ``sum((z - p - b)^2)`` (twin of :func:`vdsh_numba.admm.dual_update`)."""
+    """``lam += z - (p + b)``; returns ``sum((z - p - b)^2)`` (twin of :func:`vdsh_numba.methods.vdsh.admm.dual_update`)."""
     return float(_reduce(_dual_update_kernel, z.shape[0], lam, z, p, b))
 
 
 def shift_target(z, lam, b, out):
-    """``out = z + lam - b`` (twin of :func:`vdsh_numba.admm.shift_target`)."""
+    """``out = z + lam - b`` (twin of :func:`vdsh_numba.methods.vdsh.admm.shift_target`)."""
     _shift_target_kernel[_grid(z.shape[0] * z.shape[1])](z, lam, b, out)
 
 
 def a_rhs(q, coef_q, a_next, z_next, skip_coef, a_prev, z_l, gamma, residual_l, out):
-    """Right-hand side of the ``a_l`` normal equations (twin of :func:`vdsh_numba.admm.a_rhs`)."""
+    """Right-hand side of the ``a_l`` normal equations (twin of :func:`vdsh_numba.methods.vdsh.admm.a_rhs`)."""
     _a_rhs_kernel[_grid(q.shape[0] * q.shape[1])](q, float(coef_q), a_next, z_next, float(skip_coef),
                                                    a_prev, z_l, float(gamma), bool(residual_l), out)
 
 
 def a_residual(a, a_prev, z, residual):
-    """``sum((a - phi(a_prev, z))^2)`` (twin of :func:`vdsh_numba.admm.a_residual`)."""
+    """``sum((a - phi(a_prev, z))^2)`` (twin of :func:`vdsh_numba.methods.vdsh.admm.a_residual`)."""
     return float(_reduce(_a_residual_kernel, a.shape[0], a, a_prev, z, bool(residual)))
 
 
 def sq_dist(x, y):
-    """``sum((x - y)^2)``, float64 accumulation (twin of :func:`vdsh_numba.admm.sq_dist`)."""
+    """``sum((x - y)^2)``, float64 accumulation (twin of :func:`vdsh_numba.methods.vdsh.admm.sq_dist`)."""
     return float(_reduce(_sq_dist_kernel, x.shape[0], x, y))
 
 
 def dcc_codes(B, Q, S, passes):
     """Discrete cyclic coordinate descent per sample, in place; returns the bits flipped
-    (twin of :func:`vdsh_numba.admm.dcc_codes`)."""
+    (twin of :func:`vdsh_numba.methods.vdsh.admm.dcc_codes`)."""
     return int(_reduce(_dcc_codes_kernel, B.shape[0], B, Q, S, int(passes), dtype=np.int64))
 
 

@@ -1,14 +1,14 @@
 """The consensus scheme's tasks on the GPU: the ``numba.cuda`` twin of the three task functions
-of :mod:`vdsh_numba.consensus` (same names, same arguments, device arrays in place of numpy).
+of :mod:`vdsh_numba.methods.vdsh.consensus` (same names, same arguments, device arrays in place of numpy).
 
 ``local_solve``, ``block_update`` and ``multiplier_step`` take the training arrays (``A``, ``Z``,
 ``Lam``, the codes) as device arrays and the small ones (weights, copies, duals: ``w x w``) as
 numpy arrays, exactly as the sequential CUDA trainer splits the work: every product over the
-samples is :func:`vdsh_numba.gpu_admm.gemm` on the device, every elementwise step a kernel of
-:mod:`vdsh_numba.gpu_admm` (the sequential scheme's kernels: the consensus scheme needs no new
+samples is :func:`vdsh_numba.methods.vdsh.gpu_admm.gemm` on the device, every elementwise step a kernel of
+:mod:`vdsh_numba.methods.vdsh.gpu_admm` (the sequential scheme's kernels: the consensus scheme needs no new
 ones), and the ``w x w`` systems are solved on the host in float64 by the very functions the CPU
-tasks use (:func:`~vdsh_numba.consensus.ridge_consensus_moments`,
-:func:`~vdsh_numba.consensus.a_system`, :func:`~vdsh_numba.consensus.copy_average`).
+tasks use (:func:`~vdsh_numba.methods.vdsh.consensus.ridge_consensus_moments`,
+:func:`~vdsh_numba.methods.vdsh.consensus.a_system`, :func:`~vdsh_numba.methods.vdsh.consensus.copy_average`).
 
 Run a sweep on the device with ``consensus_sweep(S, SerialExecutor(), ops=gpu_consensus)``: the
 tasks are launched one after another on the default stream, each a set of device-wide kernels
@@ -39,7 +39,7 @@ def _target(Z, Lam):
 
 
 def _ridge(A, T, c, r, eta, V, v):
-    """Twin of :func:`vdsh_numba.consensus.ridge_consensus`: moments on the device, solve on the host."""
+    """Twin of :func:`vdsh_numba.methods.vdsh.consensus.ridge_consensus`: moments on the device, solve on the host."""
     d, k = A.shape[1], T.shape[1]
     SAA = ga.gemm(A, A, cuda.device_array((d, d), np.float32), transA=True)
     STA = ga.gemm(T, A, cuda.device_array((k, d), np.float32), transA=True)
@@ -51,7 +51,7 @@ def _ridge(A, T, c, r, eta, V, v):
 
 
 def local_solve(prob):
-    """Twin of :func:`vdsh_numba.consensus.local_solve` (``A``, ``Z``, ``Lam`` on the device)."""
+    """Twin of :func:`vdsh_numba.methods.vdsh.consensus.local_solve` (``A``, ``Z``, ``Lam`` on the device)."""
     eta = prob["eta"]
     A, Z, Lam, c, r, V, v = prob["lo"]
     lo = _ridge(A, _target(Z, Lam), c, r, eta, V, v)
@@ -65,7 +65,7 @@ def local_solve(prob):
 
 
 def block_update(blk):
-    """Twin of :func:`vdsh_numba.consensus.block_update` (the ``n x w`` arrays on the device)."""
+    """Twin of :func:`vdsh_numba.methods.vdsh.consensus.block_update` (the ``n x w`` arrays on the device)."""
     a_prev, z, lam = blk["a_prev"], blk["z"], blk["lam"]
     n, w = z.shape
     Wa, gb, Minv = a_system(blk["above"], blk["coef"], blk["gamma"], blk["skip"])
@@ -84,7 +84,7 @@ def block_update(blk):
 
 
 def multiplier_step(lam, z, a, a_prev, W, b, residual):
-    """Twin of :func:`vdsh_numba.consensus.multiplier_step` (returns a new device ``Λ``)."""
+    """Twin of :func:`vdsh_numba.methods.vdsh.consensus.multiplier_step` (returns a new device ``Λ``)."""
     p = ga.gemm(a_prev, _up(W), cuda.device_array(z.shape, np.float32), transB=True)
     out = cuda.device_array(lam.shape, np.float32)
     out.copy_to_device(lam)

@@ -13,8 +13,8 @@ import time
 
 import numpy as np
 
-from .codes import pack_codes
-from .io import save_npz
+from ..codes import pack_codes
+from ..io import save_npz
 
 __all__ = ["HashingModel", "register", "METHODS", "make_method", "load_model",
            "check_features", "check_labels", "label_matrix"]

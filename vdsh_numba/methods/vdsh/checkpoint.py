@@ -12,7 +12,7 @@ import zlib
 
 import numpy as np
 
-from ..io import save_npz
+from ...io import save_npz
 
 __all__ = ["fingerprint", "save_checkpoint", "load_checkpoint"]
 

@@ -1,8 +1,8 @@
 """The CUDA backend of the VDSH engine: cuBLAS through CuPy (or the tiled ``numba.cuda`` GEMM)
-for the products, the ``numba.cuda`` kernels of :mod:`vdsh_numba.gpu_admm` for everything
+for the products, the ``numba.cuda`` kernels of :mod:`vdsh_numba.methods.vdsh.gpu_admm` for everything
 elementwise or per sample.
 
-Twin of :mod:`vdsh_numba.vdsh.cpu_ops`: the same public names with the same signatures.
+Twin of :mod:`vdsh_numba.methods.vdsh.cpu_ops`: the same public names with the same signatures.
 "Device" arrays are numba ``DeviceNDArray``s. What crosses to the host: the moments of the
 local least-squares problems (``w x w``, ``bits x w``, ``bits x C`` matrices and column
 means, formed on the device in O(n w^2)) and the scalar sums of the reductions; the engine
@@ -16,9 +16,9 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-from .. import config
-from .. import gpu_admm as ga
-from ..gpu_admm import a_residual, a_rhs, bias_act, dcc_codes, dual_update, shift_target, sq_dist, z_update
+from ... import config
+from . import gpu_admm as ga
+from .gpu_admm import a_residual, a_rhs, bias_act, dcc_codes, dual_update, shift_target, sq_dist, z_update
 
 __all__ = ["NAME", "to_device", "to_host", "empty", "zeros", "synchronize", "batch_rows", "gemm",
            "add_bias", "cast", "codes_rhs", "sign_agreement", "all_finite", "ridge_moments",
@@ -90,7 +90,7 @@ def all_finite(x):
 
 def ridge_moments(T, A):
     """``(A^T A, T^T A, mean(A, 0), mean(T, 0))`` as host arrays (means float64), formed on the
-    device: what :func:`vdsh_numba.vdsh.solves.ridge_from_moments` needs to fit ``T ~ A W^T + b``."""
+    device: what :func:`vdsh_numba.methods.vdsh.solves.ridge_from_moments` needs to fit ``T ~ A W^T + b``."""
     w, m = A.shape[1], T.shape[1]
     muA = cuda.device_array(w, np.float64)
     muT = cuda.device_array(m, np.float64)

@@ -1,0 +1,1 @@
+"""Hashing methods: the registry and capabilities (base), the baselines, and VDSH."""

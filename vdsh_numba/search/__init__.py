@@ -1,0 +1,1 @@
+"""Hamming search and retrieval metrics (CPU kernels, CUDA twins, Dask shards)."""
