@@ -7,7 +7,6 @@ import pytest
 import scipy.linalg
 
 import naive
-from vdsh_numba.methods import base
 from vdsh_numba.methods.base import METHODS, label_matrix, load_model
 from vdsh_numba.methods.baselines import dcwh, dpsh, dtsh, itq, mlp, sdh, tie_ap, vdsh_backprop
 from vdsh_numba.methods.baselines._common import signs
@@ -283,9 +282,6 @@ def build(name, bits=8, seed=0, **over):
 
 @pytest.mark.parametrize("name", ALL)
 def test_method_end_to_end(name, tmp_path, monkeypatch):
-    # the registry is complete once vdsh_numba.methods.baselines is imported; skip importing the
-    # VDSH model module, which lives on another branch
-    monkeypatch.setattr(base, "ensure_registry", lambda: None)
     X, y = blobs(20, 3, 8)
     Xq, yq = blobs(5, 3, 8, seed=0, spread=0.3)
     m = build(name).fit(X, y)

@@ -46,8 +46,7 @@ _ORDER = ("vdsh", "lsh", "itq", "sdh", "dpsh", "dtsh", "dcwh", "tie_ap", "classi
 
 
 def _registered():
-    from .methods.base import METHODS, ensure_registry
-    ensure_registry()
+    from .methods import METHODS
     return [m for m in _ORDER if m in METHODS] + sorted(set(METHODS) - set(_ORDER))
 
 

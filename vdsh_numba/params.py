@@ -68,9 +68,8 @@ def _choice(v, key, choices):
 
 
 def _methods():
-    from .methods.base import METHODS, ensure_registry
-    ensure_registry()
-    return sorted(METHODS)
+    from .methods import method_names
+    return method_names()
 
 
 def validate_params(p: dict) -> dict:

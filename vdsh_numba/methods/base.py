@@ -19,6 +19,8 @@ from ..io import save_npz
 __all__ = ["HashingModel", "register", "METHODS", "make_method", "load_model",
            "check_features", "check_labels", "label_matrix"]
 
+#: name -> class; filled by :func:`register` when :mod:`vdsh_numba.methods` imports the methods
+#: (a package's ``__init__`` runs before any of its modules, so the registry is always full)
 METHODS: dict[str, type] = {}
 
 
@@ -31,19 +33,8 @@ def register(name):
     return deco
 
 
-def ensure_registry():
-    # importing these modules registers their methods
-    from . import vdsh  # noqa: F401  (vdsh)
-    try:
-        from . import baselines  # noqa: F401
-    except ImportError as e:  # pragma: no cover - only while a module is missing
-        if "baselines" not in str(e):
-            raise
-
-
 def make_method(name: str, bits: int, params: dict) -> "HashingModel":
     """Build method ``name`` for ``bits`` from the full params.yaml dictionary."""
-    ensure_registry()
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; expected one of {sorted(METHODS)}")
     return METHODS[name].from_params(bits, params)
@@ -51,7 +42,6 @@ def make_method(name: str, bits: int, params: dict) -> "HashingModel":
 
 def load_model(path) -> "HashingModel":
     """Load any saved model; the ``.npz`` records which method it is."""
-    ensure_registry()
     with np.load(path, allow_pickle=False) as f:
         d = {k: f[k] for k in f.files}
     name = str(d.pop("__method__"))
