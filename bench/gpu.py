@@ -129,7 +129,7 @@ def mnist_features(data_dir, seed):
 
 def mnist(r, a):
     from vdsh_numba.search.metrics import evaluate_codes
-    from vdsh_numba.params import load_params
+    from vdsh_numba.pipeline.params import load_params
     require_cuda()
     p = load_params(ROOT / "params.yaml")
     F = mnist_features(a.data, p["seed"])

@@ -272,11 +272,11 @@ def test_sdh_objective_decreases_over_b_steps():
 # --- every method end to end ------------------------------------------------------------------
 
 def build(name, bits=8, seed=0, **over):
-    params = {"seed": seed, "depth": 1, "width": 16, "baselines": {name: {}}}
+    params = {"seed": seed, "depth": 1, "width": 16, name: {}}
     if name in DEEP:
-        params["baselines"][name] = {"epochs": 8, "batch_size": 20, "lr": 1e-2, **over}
+        params[name] = {"epochs": 8, "batch_size": 20, "lr": 1e-2, **over}
     elif name == "sdh":
-        params["baselines"][name] = {"n_anchors": 20, **over}
+        params[name] = {"n_anchors": 20, **over}
     return METHODS[name].from_params(bits, params)
 
 
@@ -316,8 +316,7 @@ def test_vdsh_backprop_residual_and_ste():
     X, y = blobs(20, 3, 8)
     for over in ({"residual": True}, {"relax": "ste"}):
         params = {"seed": 0, "depth": 3, "width": 8,
-                  "baselines": {"vdsh_backprop": {"epochs": 20, "batch_size": 20, "lr": 1e-2,
-                                            **over}}}
+                  "vdsh_backprop": {"epochs": 20, "batch_size": 20, "lr": 1e-2, **over}}
         m = METHODS["vdsh_backprop"].from_params(8, params).fit(X, y)
         assert mean_ap(m.project(X), y, m.project(X), y) > 0.9
     with pytest.raises(ValueError, match="relax"):
@@ -326,20 +325,19 @@ def test_vdsh_backprop_residual_and_ste():
 
 def test_from_params_reads_sections_and_coerces():
     params = {"seed": 3, "depth": 4, "width": 32,
-              "baselines": {"sdh": {"nu": "1e-5", "n_anchors": 50},
-                            "dpsh": {"lam": 2, "epochs": 3}}}
+              "sdh": {"nu": "1e-5", "n_anchors": 50}, "dpsh": {"lam": 2, "epochs": 3}}
     s = METHODS["sdh"].from_params(16, params)
     assert (s.nu, s.n_anchors, s.seed, s.lam) == (1e-5, 50, 3, 1.0)
     d = METHODS["dpsh"].from_params(16, params)
     assert (d.depth, d.width, d.lam, d.epochs, d.seed) == (4, 32, 2.0, 3, 3)
     assert isinstance(d.lam, float)
-    assert METHODS["lsh"].from_params(8, {}).get_params() == {"bits": 8, "seed": 0}
+    assert METHODS["lsh"].from_params(8, {"seed": 0}).get_params() == {"bits": 8, "seed": 0}
     assert METHODS["vdsh_backprop_residual"].from_params(8, {}).residual is True
     assert METHODS["vdsh_backprop"].from_params(8, {}).residual is False
     with pytest.raises(ValueError, match="unknown key"):
-        METHODS["dtsh"].from_params(8, {"baselines": {"dtsh": {"depth": 3}}})
+        METHODS["dtsh"].from_params(8, {"dtsh": {"depth": 3}})
     with pytest.raises(TypeError, match="integer"):
-        METHODS["itq"].from_params(8, {"baselines": {"itq": {"n_iter": 2.5}}})
+        METHODS["itq"].from_params(8, {"itq": {"n_iter": 2.5}})
 
 
 def test_bad_hyperparameters_are_named():

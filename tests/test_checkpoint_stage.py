@@ -12,13 +12,13 @@ import yaml
 from tests.conftest import ROOT
 from vdsh_numba import pipeline
 from vdsh_numba.pipeline import Layout
-from vdsh_numba.params import validate_params
+from vdsh_numba.pipeline.params import validate_params
 
 
 def _params(tmp):
     p = validate_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
     p.update({"bits": [16], "depth": 3, "width": 32})
-    p["train"].update({"sweeps": 12, "checkpoint_every": 1, "first_width": 0})
+    p["vdsh"].update({"sweeps": 12, "checkpoint_every": 1, "first_width": 0})
     (tmp / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     return p
 

@@ -18,7 +18,7 @@ from vdsh_numba import pipeline
 from vdsh_numba.pipeline import Layout
 from vdsh_numba.pipeline.common import load_output
 from vdsh_numba.data.datasets import DataError, load_cifar10
-from vdsh_numba.params import ParamsError, validate_params
+from vdsh_numba.pipeline.params import ParamsError, validate_params
 
 PER_BATCH = 40  # 5 x 40 training + 40 test images: 24 per class
 
@@ -171,7 +171,7 @@ def test_downloaded_file_with_wrong_md5_is_deleted(tmp_path, monkeypatch):
 def small_params(**over):
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
     p.update({"bits": [8], "depth": 1, "width": 16, **over})
-    p["train"]["sweeps"] = 1
+    p["vdsh"]["sweeps"] = 1
     return validate_params(p)
 
 

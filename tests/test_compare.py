@@ -12,7 +12,7 @@ from tests import naive
 from tests.conftest import ROOT
 from vdsh_numba import cli, studies
 from vdsh_numba.compare import FLOORS, floor_check, resolve_methods
-from vdsh_numba.params import ParamsError
+from vdsh_numba.pipeline.params import ParamsError
 from vdsh_numba.pipeline import Layout
 
 BASE = yaml.safe_load((ROOT / "params.yaml").read_text())

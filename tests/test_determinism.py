@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import ROOT
 from tests.test_reliability import BASE, prepared, write_params  # noqa: F401 (fixture)
 
-RUN = ("from vdsh_numba import pipeline, params; p = params.load_params('params.yaml')\n"
+RUN = ("from vdsh_numba import pipeline; from vdsh_numba.pipeline.params import load_params; p = load_params('params.yaml')\n"
        "for b in p['bits']:\n"
        "    pipeline.train.run(p, 'vdsh', b); pipeline.encode.run(p, 'vdsh', b); pipeline.evaluate.run(p, 'vdsh', b)\n")
 
@@ -26,7 +26,7 @@ def _run(prepared_dir, dest, threads):
     dest.mkdir()
     shutil.copytree(prepared_dir / "data", dest / "data")
     p = {**BASE, "bits": [8, 24]}
-    p["train"] = {**BASE["train"], "sweeps": 4}
+    p["vdsh"] = {**BASE["vdsh"], "sweeps": 4}
     write_params(dest, p)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "NUMBA_NUM_THREADS": str(threads)}
     r = subprocess.run([sys.executable, "-c", RUN], cwd=dest, env=env, capture_output=True, text=True,

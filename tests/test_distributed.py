@@ -204,11 +204,11 @@ def test_pipeline_switch_distributed_equals_local(tmp_path, monkeypatch):
     from tests.conftest import ROOT
     from vdsh_numba import pipeline
     from vdsh_numba.pipeline import Layout
-    from vdsh_numba.params import validate_params
+    from vdsh_numba.pipeline.params import validate_params
 
     p = validate_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
     p.update({"bits": [16], "depth": 2, "width": 32})
-    p["train"]["sweeps"] = 3
+    p["vdsh"]["sweeps"] = 3
     p["evaluate"]["topk"] = 50                      # mAP@topk reaches both schedulers
     monkeypatch.chdir(tmp_path)
     pipeline.download.run(p)

@@ -16,7 +16,7 @@ from vdsh_numba.pipeline import Layout
 from vdsh_numba.pipeline.common import load_output
 from vdsh_numba.data.datasets import DataError, load_fashion_mnist
 from vdsh_numba.data.features import protocol_indices, resolve_protocol
-from vdsh_numba.params import ParamsError, validate_params
+from vdsh_numba.pipeline.params import ParamsError, validate_params
 
 from tests.conftest import ROOT
 

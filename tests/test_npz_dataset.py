@@ -10,7 +10,7 @@ from tests import naive
 from tests.conftest import ROOT
 from vdsh_numba import pipeline
 from vdsh_numba.data.datasets import DataError, load_dataset
-from vdsh_numba.params import ParamsError, validate_params
+from vdsh_numba.pipeline.params import ParamsError, validate_params
 from vdsh_numba.pipeline import Layout
 
 
@@ -18,7 +18,7 @@ def params(path, **over):
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
     p.update({"dataset": "npz", "data_dir": str(path), "bits": [8], "depth": 1, "width": 16,
               "methods": ["vdsh", "lsh"], **over})
-    p["train"] = {**p["train"], "sweeps": 3, "first_width": 0}
+    p["vdsh"] = {**p["vdsh"], "sweeps": 3, "first_width": 0}
     p["protocol"] = {**p["protocol"], **over.pop("protocol", {})} if "protocol" in over else \
         {**p["protocol"], "queries_per_class": 10, "train_per_class": 40}
     return validate_params(p)

@@ -11,7 +11,7 @@ from vdsh_numba.pipeline import Layout
 from vdsh_numba.pipeline.common import load_output
 from vdsh_numba.data.datasets import DataError, load_nuswide
 from vdsh_numba.data.features import split_indices
-from vdsh_numba.params import ParamsError
+from vdsh_numba.pipeline.params import ParamsError
 
 N, C = 300, 24
 CONCEPTS = sorted(["sky", "clouds", "person", "water", "animal", "grass", "buildings", "window", "plants",

@@ -27,7 +27,7 @@ def repo(tmp_path_factory):
     shutil.copy(ROOT / "dvc.yaml", d / "dvc.yaml")
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
     p.update({"bits": [8, 16], "depth": 2, "width": 32, "dataset": "digits"})
-    p["train"]["sweeps"] = 4
+    p["vdsh"]["sweeps"] = 4
     (d / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     (d / ".gitignore").write_text("__pycache__/\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "DVC_NO_ANALYTICS": "1",

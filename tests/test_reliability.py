@@ -26,7 +26,7 @@ from vdsh_numba.search import metrics as M
 OUT_DIRS = ("data", "models", "codes", "reports")
 BASE = yaml.safe_load((ROOT / "params.yaml").read_text())
 BASE.update({"bits": [8], "depth": 2, "width": 16, "dataset": "digits"})
-BASE["train"]["sweeps"] = 2
+BASE["vdsh"]["sweeps"] = 2
 ITEM = ["--method", "vdsh", "--bits", "8"]
 STAGES = {"download": [], "features": [], "train": ITEM, "encode": ITEM, "evaluate": ITEM,
           "report": [], "check": []}
@@ -206,9 +206,9 @@ BAD_PARAMS = [
     ({"features": "sift"}, "parameter 'features' is 'sift'"),
     ({"protocol.queries_per_class": 0}, "parameter 'protocol.queries_per_class' must be >= 1"),
     ({"protocol.name": "leave-one-out"}, "parameter 'protocol.name' is 'leave-one-out'"),
-    ({"train.sweeps": "many"}, "parameter 'train.sweeps' must be an integer"),
-    ({"train.residual": "yes"}, "parameter 'train.residual' must be true or false"),
-    ({"train.sweps": 3}, "unknown parameter 'train.sweps'; did you mean 'sweeps'?"),
+    ({"vdsh.sweeps": "many"}, "parameter 'vdsh.sweeps' must be an integer"),
+    ({"vdsh.residual": "yes"}, "parameter 'vdsh.residual' must be true or false"),
+    ({"vdsh.sweps": 3}, "unknown parameter 'vdsh.sweps'; did you mean 'sweeps'?"),
     ({"evaluate.radius": -1}, "parameter 'evaluate.radius' must be >= 0"),
 ]
 

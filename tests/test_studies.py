@@ -9,12 +9,12 @@ from tests import naive
 from tests.conftest import ROOT
 from vdsh_numba import pipeline, studies
 from vdsh_numba.pipeline import Layout
-from vdsh_numba.params import ParamsError
+from vdsh_numba.pipeline.params import ParamsError
 
-SPEC = {"name": "t", "base": {"dataset": "digits", "depth": 1, "width": 16, "train.sweeps": 2,
-                              "train.first_width": 0},
+SPEC = {"name": "t", "base": {"dataset": "digits", "depth": 1, "width": 16, "vdsh.sweeps": 2,
+                              "vdsh.first_width": 0},
         "methods": ["vdsh", "lsh"], "bits": [8], "seeds": [0, 1],
-        "grid": {"train.rho": [0.01, 0.1]}}
+        "grid": {"vdsh.rho": [0.01, 0.1]}}
 
 
 @pytest.fixture
@@ -23,12 +23,12 @@ def params():
 
 
 def test_overrides_are_dotted_and_validated(params):
-    p = studies.apply_overrides(params, {"train.rho": 0.5, "baselines.dtsh.lr": 0.01, "depth": 3,
+    p = studies.apply_overrides(params, {"vdsh.rho": 0.5, "dtsh.lr": 0.01, "depth": 3,
                                          "protocol.validation": True})
-    assert p["train"]["rho"] == 0.5 and p["baselines"]["dtsh"]["lr"] == 0.01 and p["depth"] == 3
-    assert p["protocol"]["validation"] is True and params["train"]["rho"] != 0.5  # a copy
+    assert p["vdsh"]["rho"] == 0.5 and p["dtsh"]["lr"] == 0.01 and p["depth"] == 3
+    assert p["protocol"]["validation"] is True and params["vdsh"]["rho"] != 0.5  # a copy
     with pytest.raises(ParamsError, match="did you mean 'rho'"):
-        studies.apply_overrides(params, {"train.rhoo": 1.0})
+        studies.apply_overrides(params, {"vdsh.rhoo": 1.0})
     with pytest.raises(ParamsError, match="no section 'evaluat'"):
         studies.apply_overrides(params, {"evaluat.radius": 1})
 
@@ -40,8 +40,8 @@ def test_study_rows_resume_and_summary(params, tmp_path, monkeypatch):
     rows = studies.run_study(spec, params, out_dir=out, work_root=work, say=lambda m: None)
     # vdsh: 2 settings x 2 seeds; lsh does not read train.rho: 1 run per seed
     assert sorted((r["method"], r["setting"], r["seed"]) for r in rows) == sorted(
-        [("vdsh", json.dumps({"train.rho": v}), str(s)) for v in (0.01, 0.1) for s in (0, 1)]
-        + [("lsh", json.dumps({"train.rho": 0.01}), str(s)) for s in (0, 1)])
+        [("vdsh", json.dumps({"vdsh.rho": v}), str(s)) for v in (0.01, 0.1) for s in (0, 1)]
+        + [("lsh", json.dumps({"vdsh.rho": 0.01}), str(s)) for s in (0, 1)])
     assert {r["split"] for r in rows} == {"test"} and {r["dataset"] for r in rows} == {"digits"}
     # the last run's row holds the evaluator's mAP of the codes it left: check it independently
     last = rows[-1]

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from . import pipeline
-from .params import ParamsError, load_params
+from .pipeline.params import ParamsError, load_params
 from .pipeline.entry import run_stage
 
 params_opt = click.option("--params", "params_file", default="params.yaml", show_default=True,
@@ -131,7 +131,7 @@ def study_run(params_file, spec, out_dir, work_root, dry_run, only):
                 raise ParamsError(f"--only {bad} not among the study's methods {s['methods']}")
             s = {**s, "methods": [m for m in s["methods"] if m in keep]}
         if dry_run:
-            p = {**p, "data_dir": str(Path(p["data_dir"]).resolve())}
+            p = {**p.source, "data_dir": str(Path(p["data_dir"]).resolve())}
             for r in pending_runs(s, p, Path(out_dir) / f"{s['name']}.csv")[1]:
                 click.echo(f"{r['method']} {r['bits']} bits seed {r['seed']} {r['setting']}")
             return
@@ -179,7 +179,7 @@ def check(params_file):
     except ParamsError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
-    click.echo(f"{params_file}: ok ({p['dataset']}, methods {p['methods']}, bits {p['bits']}, "
+    click.echo(f"{params_file}: ok ({p['dataset']}, methods {list(p['methods'])}, bits {list(p['bits'])}, "
                f"depth {p['depth']} x width {p['width']})")
     problems, checked = pipeline.check_data(p)
     for line in checked:

@@ -14,12 +14,11 @@ directory, atomically, once every fit has finished:
 """
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 from .io import atomic_path, write_text
-from .params import ParamsError, validate_params
+from .pipeline.params import Config, ParamsError, resolve_params, thaw
 
 __all__ = ["FLOORS", "FLOOR_TOLERANCE", "resolve_methods", "run_comparison", "floor_check",
            "COLUMNS"]
@@ -118,7 +117,7 @@ def run_comparison(params, methods="all", bits=None, *, dataset=None, data_dir=N
     from .pipeline import say as pipeline_say
     from .studies import run_study
     say = say or pipeline_say
-    p = json.loads(json.dumps(params))  # a deep copy
+    p = params.source if isinstance(params, Config) else thaw(params)  # the params as written
     if dataset is not None:
         p["dataset"] = dataset
     if data_dir is not None:
@@ -126,7 +125,7 @@ def run_comparison(params, methods="all", bits=None, *, dataset=None, data_dir=N
     p["data_dir"] = str(Path(p["data_dir"]).resolve())
     p["methods"] = resolve_methods(methods)
     p["bits"] = [int(b) for b in (bits if bits is not None else p["bits"])]
-    validate_params(p)  # every refusal before any work or output
+    cfg = resolve_params(p)  # every refusal before any work or output
     ds = p["dataset"]
     out_dir = Path(out_dir).resolve()
     work = Path(work_dir if work_dir is not None else Path(".compare") / ds).resolve()
@@ -148,8 +147,8 @@ def run_comparison(params, methods="all", bits=None, *, dataset=None, data_dir=N
             say(f"compare: {m} {b} bits mAP {row['map']:.4f} tie-aware {row['map_tie_aware']:.4f} "
                 f"P@H<=2 {row['precision_hamming2']:.4f} train {row['train_seconds']:.1f} s")
     meta = {"dataset": ds, "subset": r["subset"] or "full", **split, "depth": p["depth"],
-            "width": p["width"], "seed": p["seed"], "features": p.get("features", "pixels"),
-            "standardize": (p.get("protocol") or {}).get("standardize", "global"),
+            "width": p["width"], "seed": p["seed"], "features": cfg["features"],
+            "standardize": cfg["protocol"]["standardize"],
             "backend": p["backend"]}
     _write(rows, meta, out_dir, p, command)
     return rows

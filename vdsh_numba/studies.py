@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from .io import atomic_path, write_text
-from .params import ParamsError, validate_params
+from .pipeline.params import Config, ParamsError, resolve_params, thaw
 
 __all__ = ["load_study", "expand_runs", "pending_runs", "run_dir", "retrieval_figure", "apply_overrides", "run_study", "read_rows", "summarise",
            "ROW_KEYS", "METRIC_KEYS", "best_setting"]
@@ -74,23 +74,27 @@ def load_study(path) -> dict:
 
 
 def apply_overrides(params: dict, overrides: dict) -> dict:
-    """A deep copy of ``params`` with dotted keys set (``train.rho: 0.1``, ``baselines.dtsh.lr``).
+    """A deep copy of the params as written (``params.source`` of a resolved config) with
+    dotted keys set (``vdsh.rho: 0.1``, ``dtsh.lr: 0.003``), checked by resolving it.
 
-    Like ``dvc exp run -S``: the parent sections must exist (``baselines.<m>`` is created)."""
-    p = json.loads(json.dumps(params))
+    Like ``dvc exp run -S``: a method's section or ``protocol`` is created when params.yaml
+    leaves it out; any other missing section is an error."""
+    from .methods import METHODS
+    p = params.source if isinstance(params, Config) else thaw(params)
     for key, value in overrides.items():
         parts = key.split(".")
         node = p
         for i, part in enumerate(parts[:-1]):
             if part not in node or node[part] is None:
-                if parts[0] == "baselines" or parts[0] == "protocol":
+                if i == 0 and (part in METHODS or part == "protocol"):
                     node[part] = {}
                 else:
                     raise ParamsError(f"override {key!r}: params.yaml has no section "
                                       f"{'.'.join(parts[:i + 1])!r}")
             node = node[part]
         node[parts[-1]] = value
-    return validate_params(p)
+    resolve_params(p)  # every refusal before any work
+    return p
 
 
 def expand_runs(spec: dict, params: dict) -> list:
@@ -130,18 +134,22 @@ def pending_runs(spec: dict, params: dict, csv_path):
 
 
 def _fingerprint(p, method):
-    """What a run's result depends on: params less the sections other methods read (``train:``
-    is VDSH's, ``baselines.<m>`` method m's), so a knob of one method never reruns another."""
+    """What a run's result depends on: the resolved params (every default filled in) less the
+    other methods' sections, so a knob of one method never reruns another, and a changed
+    default reruns what it changes."""
     from . import __version__
-    keep = {k: v for k, v in p.items() if k not in ("train", "baselines", "methods")}
-    keep["own"] = p.get("train") if method == "vdsh" else (p.get("baselines") or {}).get(method)
+    from .methods import METHODS
+    cfg = resolve_params(p)
+    keep = {k: v for k, v in cfg.items() if k not in METHODS and k != "methods"}
+    keep["own"] = cfg[method]
     blob = json.dumps({"params": keep, "method": method, "version": __version__}, sort_keys=True,
                       default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _data_key(p):
-    keep = {k: p.get(k) for k in ("dataset", "data_dir", "seed", "protocol", "features")}
+    cfg = resolve_params(p)
+    keep = {k: cfg[k] for k in ("dataset", "data_dir", "seed", "protocol", "features")}
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -201,13 +209,15 @@ def run_study(spec: dict, params: dict, *, out_dir="reports/studies", work_root=
     say = say or pipeline.say
     name = spec["name"]
     out_dir, work_root = Path(out_dir).resolve(), Path(work_root).resolve()
-    params = {**params, "data_dir": str(Path(params["data_dir"]).resolve())}
+    params = params.source if isinstance(params, Config) else thaw(params)
+    params["data_dir"] = str(Path(params["data_dir"]).resolve())
     csv_path = out_dir / f"{name}.csv"
     runs, todo = pending_runs(spec, params, csv_path)
     commit = _commit()
     say(f"study {name}: {len(runs)} runs, {len(todo)} to run (the rest are in {csv_path} or repeat one)")
     for i, run in enumerate(todo):
-        p, m, b, fp = run["params"], run["method"], run["bits"], run["fingerprint"]
+        m, b, fp = run["method"], run["bits"], run["fingerprint"]
+        p = resolve_params(run["params"])
         work = work_root / name / _data_key(p)
         lay = pipeline.Layout(work)
         with _locked(work.parent / f".{work.name}.lock"):
@@ -224,12 +234,12 @@ def run_study(spec: dict, params: dict, *, out_dir="reports/studies", work_root=
         shutil.copyfile(lay.codes(m, b), keep / "codes.npz")
         shutil.copyfile(lay.pr(m, b), keep / "pr.csv")
         write_text(keep / "data_dir.txt", str(work) + "\n")
-        proto = p.get("protocol") or {}
+        proto = p["protocol"]
         row = {"study": name, "method": m, "dataset": p["dataset"],
-               "features": p.get("features", "pixels"), "protocol": proto.get("name", "standard"),
-               "split": "validation" if proto.get("validation") else "test",
+               "features": p["features"], "protocol": proto["name"],
+               "split": "validation" if proto["validation"] else "test",
                "depth": p["depth"], "width": p["width"],
-               "first_width": (p.get("train") or {}).get("first_width", 0), "bits": b,
+               "first_width": p["vdsh"]["first_width"], "bits": b,
                "seed": p["seed"], "setting": json.dumps(run["setting"], sort_keys=True),
                **{k: r[k] for k in METRIC_KEYS}, **{k: r[k] for k in ("n_query", "n_db", "n_train", "subset")},
                "commit": commit, "fingerprint": fp,

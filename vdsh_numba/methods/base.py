@@ -142,7 +142,12 @@ class HashingModel:
     # --- construction -------------------------------------------------------
     @classmethod
     def from_params(cls, bits: int, params: dict) -> "HashingModel":
-        return cls(bits=bits, seed=int(params.get("seed", 0)))
+        return cls(bits=bits, seed=int(params["seed"]))
+
+    @classmethod
+    def section_defaults(cls) -> dict:
+        """The knobs of the method's params.yaml section ``<method>:`` and their defaults."""
+        return {}
 
     def get_params(self) -> dict:
         return {"bits": int(self.bits), "seed": int(self.seed)}

@@ -4,9 +4,10 @@ from __future__ import annotations
 import json
 
 from ..data.datasets import DATASETS, DataError, check_raw, load_dataset
-from ..data.features import protocol_indices, resolve_protocol
+from ..data.features import protocol_indices
 from .common import check_features_file, load_output
 from .layout import Layout
+from .params import as_config
 
 __all__ = ["check_data"]
 
@@ -26,6 +27,7 @@ def check_data(params, layout=Layout()):
     checked : list of str
         What was checked, or skipped and why.
     """
+    params = as_config(params)
     problems, checked = [], []
     raw, RAW, FEATURES = None, layout.raw, layout.features
     if RAW.exists():
@@ -44,7 +46,7 @@ def check_data(params, layout=Layout()):
     if raw is not None:
         try:
             check_raw(raw["images"], raw["labels"], info, where)
-            proto = resolve_protocol(params["dataset"], params.get("protocol") or {})
+            proto = params["protocol"]
             q, db, tr = protocol_indices(raw["labels"], proto, info, params["seed"])
             checked.append(f"{where}: {len(raw['labels'])} items; protocol "
                            f"{proto.get('name', 'standard')} gives {len(q)} queries, {len(db)} "

@@ -56,14 +56,14 @@ def check_features_file(F, where) -> None:
 
 def dask_client(params):
     """``(client, close, shards)`` when ``evaluate.scheduler`` is ``distributed``, else ``None``."""
-    ev = params.get("evaluate") or {}
-    if ev.get("scheduler", "local") != "distributed":
+    ev = params["evaluate"]
+    if ev["scheduler"] != "distributed":
         return None
     from ..search.distributed import get_client
-    client, close = get_client(ev.get("address"))
-    say(f"dask: {'scheduler ' + ev['address'] if ev.get('address') else 'LocalCluster'} "
+    client, close = get_client(ev["address"])
+    say(f"dask: {'scheduler ' + ev['address'] if ev['address'] else 'LocalCluster'} "
         f"with {len(client.scheduler_info()['workers'])} workers")
-    return client, close, int(ev.get("shards", 4))
+    return client, close, ev["shards"]
 
 
 def row_shards(n, shards):

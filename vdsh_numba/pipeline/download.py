@@ -9,11 +9,13 @@ from ..data.datasets import check_raw, load_dataset
 from ..io import save_npz
 from .common import say
 from .layout import Layout
+from .params import as_config
 
 __all__ = ["run"]
 
 
 def run(params, layout=Layout()):
+    params = as_config(params)
     rd = load_dataset(params["dataset"], params["data_dir"], progress=True)
     check_raw(rd.images, rd.labels, rd.info, f"{params['dataset']} in {params['data_dir']}")
     if rd.info.get("subset") == "test-only":

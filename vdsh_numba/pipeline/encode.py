@@ -8,6 +8,7 @@ from ..codes import code_bytes
 from ..io import save_npz
 from .common import ENCODE_ROWS, check_finite, dask_client, load_output, say
 from .layout import Layout
+from .params import as_config
 
 __all__ = ["run", "encode_rows"]
 
@@ -21,6 +22,7 @@ def encode_rows(model, X):
 
 
 def run(params, method, bits, layout=Layout()):
+    params = as_config(params)
     F = load_output(layout.features, "features", ("X_query", "X_db"))
     for part in ("X_query", "X_db"):
         check_finite(F[part], f"{layout.features}: {part}")

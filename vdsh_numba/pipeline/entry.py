@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..params import ParamsError, load_params
+from .params import ParamsError, load_params
 
 __all__ = ["run_stage", "stage_main", "check_item", "REFUSED"]
 
@@ -17,9 +17,9 @@ REFUSED = (ParamsError, FileNotFoundError, ValueError, TypeError, MemoryError)
 def check_item(p, method, bits):
     """``--method``/``--bits`` must be one of params.yaml's (the stages' outputs are named by them)."""
     if method not in p["methods"]:
-        raise ParamsError(f"--method {method!r} is not one of params.yaml's methods {p['methods']}")
+        raise ParamsError(f"--method {method!r} is not one of params.yaml's methods {list(p['methods'])}")
     if bits not in p["bits"]:
-        raise ParamsError(f"--bits {bits} is not one of params.yaml's bits {p['bits']}")
+        raise ParamsError(f"--bits {bits} is not one of params.yaml's bits {list(p['bits'])}")
 
 
 def run_stage(fn, params_file, *args):

@@ -14,15 +14,16 @@ from ..io import write_json, write_text
 from ..search.metrics import evaluate_codes
 from .common import dask_client, load_output, row_shards, say
 from .layout import Layout
+from .params import as_config
 
 __all__ = ["run"]
 
 
 def run(params, method, bits, layout=Layout()):
+    params = as_config(params)
     F = load_output(layout.features, "features")
     C = load_output(layout.codes(method, bits), "encode")
-    ev = params.get("evaluate") or {}
-    radius, topk = int(ev.get("radius", 2)), ev.get("topk")
+    radius, topk = params["evaluate"]["radius"], params["evaluate"]["topk"]
     dask = dask_client(params)
     if dask is None:
         scalars, pr = evaluate_codes(C["query"], C["db"], F["y_query"], F["y_db"], int(bits),

@@ -6,20 +6,21 @@ import json
 import numpy as np
 
 from ..data.datasets import check_raw
-from ..data.features import build_features, check_split, protocol_indices, resolve_protocol
+from ..data.features import build_features, check_split, protocol_indices
 from ..io import save_npz
 from .common import load_output, say
 from .layout import Layout
+from .params import as_config
 
 __all__ = ["run"]
 
 
 def run(params, layout=Layout()):
+    params = as_config(params)
     raw = load_output(layout.raw, "download")
     info = json.loads(str(raw["info"]))
     check_raw(raw["images"], raw["labels"], info, str(layout.raw))
-    proto = resolve_protocol(params["dataset"], params.get("protocol") or {})
-    kind = params.get("features", "pixels")
+    proto, kind = params["protocol"], params["features"]
     idx = protocol_indices(raw["labels"], proto, info, params["seed"])
     F = build_features(raw["images"], raw["labels"], info["max_value"], proto["queries_per_class"],
                        proto["train_per_class"], params["seed"], features=kind, indices=idx,

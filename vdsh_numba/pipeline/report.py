@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..io import atomic_path, read_json, write_json, write_text
 from .layout import Layout
+from .params import as_config
 
 __all__ = ["run", "KEYS"]
 
@@ -30,6 +31,7 @@ def _collect(params, layout):
 
 
 def run(params, layout=Layout()):
+    params = as_config(params)
     import pandas as pd
     out = layout.reports
     res, curves = _collect(params, layout)

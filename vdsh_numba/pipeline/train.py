@@ -10,11 +10,13 @@ from ..io import write_text
 from ..memory import check_training_memory
 from .common import check_features_file, load_output, say
 from .layout import Layout
+from .params import as_config
 
 __all__ = ["run"]
 
 
 def run(params, method, bits, layout=Layout()):
+    params = as_config(params)
     from threadpoolctl import threadpool_limits
     F = load_output(layout.features, "features", ("X_train", "y_train", "y_query", "y_db"))
     check_features_file(F, layout.features)

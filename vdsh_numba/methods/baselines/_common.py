@@ -2,8 +2,8 @@
 
 Each baseline's ``__init__`` keyword arguments *are* its hyperparameters (scikit-learn
 convention). :class:`ParamsMixin` builds a model from the full params.yaml dictionary
-(``depth``, ``width`` and ``seed`` from the top level, everything else from
-``baselines.<method>``, defaults from the ``__init__`` signature) and returns the same
+(``depth``, ``width`` and ``seed`` from the top level, everything else from the method's
+own section ``<method>:``, defaults from the ``__init__`` signature) and returns the same
 keywords from ``get_params``.
 """
 from __future__ import annotations
@@ -47,29 +47,29 @@ class ParamsMixin:
         return {k: p.default for k, p in sig.parameters.items() if k not in ("self", "bits")}
 
     @classmethod
-    def hyperparameters(cls) -> list:
-        """The keys a ``baselines.<method>`` section may hold (``depth``/``width``/``seed`` are
-        top-level)."""
-        return sorted(set(cls._hyper_defaults()) - set(TOP_LEVEL))
+    def section_defaults(cls) -> dict:
+        """The keys the method's section ``<method>:`` may hold, with their defaults
+        (``depth``/``width``/``seed`` are top-level)."""
+        return {k: d for k, d in cls._hyper_defaults().items() if k not in TOP_LEVEL}
 
     @classmethod
     def from_params(cls, bits: int, params: dict):
         """Build from the full params.yaml dict: ``depth``/``width``/``seed`` from the top
-        level, the rest from ``baselines.<method_name>`` (missing keys take the defaults)."""
+        level, the rest from the section ``<method_name>:`` (missing keys take the defaults)."""
         defaults = cls._hyper_defaults()
-        section = (params.get("baselines") or {}).get(cls.method_name) or {}
+        section = params.get(cls.method_name) or {}
         if not isinstance(section, dict):
-            raise TypeError(f"baselines.{cls.method_name} must be a mapping, got {section!r}")
+            raise TypeError(f"{cls.method_name} must be a mapping, got {section!r}")
         unknown = sorted(set(section) - (set(defaults) - set(TOP_LEVEL)))
         if unknown:
             allowed = sorted(set(defaults) - set(TOP_LEVEL))
-            raise ValueError(f"baselines.{cls.method_name}: unknown key(s) {unknown}; "
+            raise ValueError(f"{cls.method_name}: unknown key(s) {unknown}; "
                              f"expected some of {allowed} (depth, width, seed are top-level)")
         kw = {}
         for k, d in defaults.items():
             src = params if k in TOP_LEVEL else section
             if k in src:
-                kw[k] = _coerce(k if k in TOP_LEVEL else f"baselines.{cls.method_name}.{k}",
+                kw[k] = _coerce(k if k in TOP_LEVEL else f"{cls.method_name}.{k}",
                                 src[k], d)
         return cls(bits=bits, **kw)
 

@@ -118,9 +118,16 @@ class VDSH(HashingModel):
 
     @classmethod
     def from_params(cls, bits, params):
-        return cls(bits=bits, depth=int(params.get("depth", 2)), width=int(params.get("width", 256)),
-                   seed=int(params.get("seed", 0)), backend=params.get("backend", "cpu"),
-                   progress=True, **(params.get("train") or {}))
+        """Build from params: ``depth``, ``width``, ``seed``, ``backend`` from the top level, the
+        training knobs from the section ``vdsh:`` (missing keys: ``TRAIN_DEFAULTS``)."""
+        return cls(bits=bits, depth=int(params["depth"]), width=int(params["width"]),
+                   seed=int(params["seed"]), backend=params["backend"],
+                   progress=True, **(params.get("vdsh") or {}))
+
+    @classmethod
+    def section_defaults(cls):
+        """The knobs of the section ``vdsh:`` and their defaults (``TRAIN_DEFAULTS``)."""
+        return dict(TRAIN_DEFAULTS)
 
     def get_params(self):
         return {"bits": int(self.bits), "depth": int(self.depth), "width": int(self.width),
