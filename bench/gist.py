@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests import naive  # noqa: E402
-from vdsh_numba.data.gist import _to_gray_255, gabor_bank, gist, prefilter  # noqa: E402
+from vdsh_numba.data.gist import to_gray_255, gabor_bank, gist, prefilter  # noqa: E402
 
 BUDGET_S = 300.0
 
@@ -43,7 +43,7 @@ def plain_gist(images, batch_size=128):
     out = np.empty((n, 512), np.float32)
     w = os.cpu_count()
     for s in range(0, n, batch_size):
-        x = prefilter(_to_gray_255(images[s:s + batch_size]), 4.0, w)
+        x = prefilter(to_gray_255(images[s:s + batch_size]), 4.0, w)
         F = scipy.fft.fft2(np.pad(x, ((0, 0), (be, be), (be, be)), mode="symmetric").astype(np.float32), workers=w)
         for k in range(G.shape[0]):
             y = np.abs(scipy.fft.ifft2(F * G[k], workers=w))[:, be:be + H, be:be + W]

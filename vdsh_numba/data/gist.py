@@ -34,7 +34,7 @@ import numba
 import numpy as np
 import scipy.fft
 
-__all__ = ["gist", "gabor_bank", "prefilter", "GIST_DEFAULTS", "gist_dim"]
+__all__ = ["to_gray_255", "gist", "gabor_bank", "prefilter", "GIST_DEFAULTS", "gist_dim"]
 
 #: LMgist's defaults (``param.orientationsPerScale``, ``numberBlocks``, ``fc_prefilt``,
 #: ``boundaryExtension``)
@@ -210,7 +210,7 @@ def _validate(images):
         raise ValueError("images contain NaN or Inf")
 
 
-def _to_gray_255(batch):
+def to_gray_255(batch):
     """LMgist: ``mean(img, 3)``, then ``img - min``, ``255 * img / max`` per image (a constant
     image stays 0 instead of LMgist's NaN)."""
     x = np.asarray(batch, dtype=np.float64)
@@ -256,7 +256,7 @@ def gist(images, *, orientations_per_scale=(8, 8, 8, 8), n_blocks=4, fc_prefilt=
     from tqdm import tqdm
     with tqdm(total=n, unit="img", desc="gist", disable=not progress, file=sys.stderr) as bar:
         for s in range(0, n, batch_size):
-            x = prefilter(_to_gray_255(images[s:s + batch_size]), fc_prefilt, workers)
+            x = prefilter(to_gray_255(images[s:s + batch_size]), fc_prefilt, workers)
             x = np.pad(x, ((0, 0), (be, be), (be, be)), mode="symmetric").astype(np.float32)
             F = scipy.fft.fft2(x, workers=workers)                       # complex64 (B, Hp, Wp)
             B = x.shape[0]
