@@ -119,22 +119,23 @@ def words_below_mask64(typingctx, tiles, col, qw, q, t, nw):
 
     def codegen(context, builder, signature, args):
         st = signature.args
-        d = _words_dist_vector(context, builder, st, args)
+        d = _words_dist_vector(context, builder, st, args, 5)
         return builder.bitcast(builder.icmp_unsigned("<", d, _splat64(builder, args[4])),
                                ir.IntType(64))
 
     return types.uint64(tiles, col, qw, q, t, nw), codegen
 
 
-def _words_dist_vector(context, builder, st, args):
+def _words_dist_vector(context, builder, st, args, inw):
     """IR: ``<64 x i64>`` of ``sum_w popcount(tiles[w, col + i] ^ qw[q, w])``, ``i < 64``,
-    for intrinsics whose first arguments are ``(tiles, col, qw, q)`` and last ``nw``."""
+    for intrinsics whose first arguments are ``(tiles, col, qw, q)`` and argument ``inw``
+    is ``nw``."""
     i64 = ir.IntType(64)
     vty = ir.VectorType(i64, 64)
     a = context.make_array(st[0])(context, builder, args[0])
     b = context.make_array(st[2])(context, builder, args[2])
     L = cgutils.unpack_tuple(builder, a.shape, 2)[1]
-    W = context.cast(builder, args[-1], st[-1], types.intp)
+    W = context.cast(builder, args[inw], st[inw], types.intp)
     c = context.cast(builder, args[1], st[1], types.intp)
     qi = context.cast(builder, args[3], st[3], types.intp)
     ctpop = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty]),
@@ -157,19 +158,24 @@ KEY_SHIFT = 40
 KEY_MASK = (1 << KEY_SHIFT) - 1
 
 
-def _compress_store(builder, vals, m, base, p):
+def _compress_store(builder, vals, m, base, p, always=None):
     """IR: store the lanes of ``<64 x i64> vals`` where ``m`` is set at ``base + p``,
     ``base + p + 1``, ... (64 entries from ``p`` may be overwritten); returns how many.
 
     Eight 8-lane register compresses (``vpcompressq``), each stored whole at a position
     computed from the mask directly (no serial chain): a compress straight to memory is
     microcoded on AMD Zen 4 (30x slower here), and a 64-lane compress is scalarised by
-    LLVM's legaliser. Skipped when no lane is set: a sub-block without a candidate (the
-    common case once the bound is tight) costs only the compare.
+    LLVM's legaliser. Skipped when no lane is set (a sub-block without a candidate, the
+    common case once the bound is tight, costs only the compare) unless ``always`` (an
+    ``i1``, or ``None``) is set: where most sub-blocks have a candidate, a branch that is
+    mispredicted on a third of them costs more than the compresses it saves.
     """
     i64 = ir.IntType(64)
     m64 = builder.bitcast(m, i64)
-    with builder.if_then(builder.icmp_unsigned("!=", m64, ir.Constant(i64, 0))):
+    go = builder.icmp_unsigned("!=", m64, ir.Constant(i64, 0))
+    if always is not None:
+        go = builder.or_(go, always)
+    with builder.if_then(go):
         _compress_groups(builder, vals, m, m64, base, p)
     return builder.ctpop(m64)
 
@@ -218,13 +224,14 @@ def compress_distance64(typingctx, keys, start, d, out, pos):
 
 
 @intrinsic
-def compress_below64(typingctx, tiles, col, qw, q, t, kout, pos, idx0, nw):
+def compress_below64(typingctx, tiles, col, qw, q, t, kout, pos, idx0, nw, dense):
     """Append the keys of the sub-block's rows below ``t`` to ``kout``; returns how many.
 
     With ``d[i]`` the distances of :func:`words_below_mask64`, every ``i < 64`` with
     ``d[i] < t`` writes, in order, ``kout[pos + j] = (d[i] << KEY_SHIFT) | (idx0 + i)``
     (``j`` counting from 0). ``kout``: C-contiguous ``uint64``; the 64 entries from
-    ``pos`` on may be overwritten. ``nw`` as in :func:`words_below_mask64`. Branch-free: eight 8-lane register compresses
+    ``pos`` on may be overwritten. ``nw`` as in :func:`words_below_mask64`. ``dense``
+    (bool): compress even an empty mask, branch-free (see :func:`_compress_store`). Branch-free: eight 8-lane register compresses
     (``vpcompressq`` on AVX-512) each stored whole, the next group's store starting
     where the kept lanes end. A loop over the mask's set bits cost 15 ns per candidate
     here (mispredicted branches); a compress straight to memory is microcoded on AMD
@@ -235,7 +242,7 @@ def compress_below64(typingctx, tiles, col, qw, q, t, kout, pos, idx0, nw):
             and isinstance(q, types.Integer) and t == types.uint64
             and kout == types.Array(types.uint64, 1, "C")
             and isinstance(pos, types.Integer) and isinstance(idx0, types.Integer)
-            and isinstance(nw, types.Integer)):
+            and isinstance(nw, types.Integer) and isinstance(dense, types.Boolean)):
         return None
 
     def codegen(context, builder, signature, args):
@@ -243,16 +250,17 @@ def compress_below64(typingctx, tiles, col, qw, q, t, kout, pos, idx0, nw):
         vty = ir.VectorType(i64, 64)
         mty = ir.VectorType(i1, 64)
         st = signature.args
-        d = _words_dist_vector(context, builder, st, args)
+        d = _words_dist_vector(context, builder, st, args, 8)
         m = builder.icmp_unsigned("<", d, _splat64(builder, args[4]))
         ka = context.make_array(st[5])(context, builder, args[5])
         p = context.cast(builder, args[6], st[6], types.intp)
         base = context.cast(builder, args[7], st[7], types.int64)
         idx = builder.add(_splat64(builder, base), ir.Constant(vty, list(range(64))))
         key = builder.or_(builder.shl(d, _splat64(builder, ir.Constant(i64, KEY_SHIFT))), idx)
-        return _compress_store(builder, key, m, ka.data, p)
+        dense_ = context.cast(builder, args[9], st[9], types.boolean)
+        return _compress_store(builder, key, m, ka.data, p, dense_)
 
-    return types.uint64(tiles, col, qw, q, t, kout, pos, idx0, nw), codegen
+    return types.uint64(tiles, col, qw, q, t, kout, pos, idx0, nw, dense), codegen
 
 
 @njit(inline="always")
@@ -428,14 +436,15 @@ def _compact(ck, hist, q, c, k):
 
 
 @njit(inline="always")
-def _sweep(tv, off, full, qw, q, ck, hist, c, t, k, idx0, nw):
+def _sweep(tv, off, full, qw, q, ck, hist, c, t, k, idx0, nw, dense):
     """The full sub-blocks of a tile for query ``q``: returns the new ``(c, t)``."""
     C = ck.shape[1] - SUB_ROWS
     kq = ck[q]
     for s in range(0, full, SUB_ROWS):
         if c > C - SUB_ROWS and c > k:       # room for a whole sub-block
             c, t = _compact(ck, hist, q, c, k)
-        c += np.int64(compress_below64(tv, off + s, qw, q, np.uint64(t), kq, c, idx0 + s, nw))
+        c += np.int64(compress_below64(tv, off + s, qw, q, np.uint64(t), kq, c, idx0 + s, nw,
+                                       dense))
     return c, t
 
 
@@ -444,7 +453,7 @@ def _topk_chunk(qw, dbw, base, ck, state, k, tile, nblocks):
     """Sweep database rows ``dbw`` (global indices ``base ..``) into every query's candidates.
 
     Per query ``q``: ``ck[q]`` buffers candidate keys (see :data:`KEY_SHIFT`) in index
-    order, ``state[q] = (count, t)``; a row is a candidate only if its distance is below
+    order, ``state[q] = (count, t, appended in the previous tile)``; a row is a candidate only if its distance is below
     the bound ``t``. ``t`` starts at ``bits + 1`` or at an estimate (see
     :func:`sample_bounds`) and only tightens, when a buffer of ``C >= k + SUB_ROWS``
     entries (or at least every row; ``SUB_ROWS`` more allocated) lacks room for a whole
@@ -471,14 +480,18 @@ def _topk_chunk(qw, dbw, base, ck, state, k, tile, nblocks):
             for q in range(q0, q1):
                 c = state[q, 0]
                 t = state[q, 1]
+                c0 = c
+                # dense: the query's previous tile had a candidate per two sub-blocks or more
+                dense = 2 * state[q, 2] * SUB_ROWS > full
                 if W == 1:             # a constant word count: LLVM unrolls the word loop
-                    c, t = _sweep(tv, off, full, qw, q, ck, hist, c, t, k, base + t0, 1)
+                    c, t = _sweep(tv, off, full, qw, q, ck, hist, c, t, k, base + t0, 1, dense)
                 elif W == 2:
-                    c, t = _sweep(tv, off, full, qw, q, ck, hist, c, t, k, base + t0, 2)
+                    c, t = _sweep(tv, off, full, qw, q, ck, hist, c, t, k, base + t0, 2, dense)
                 elif W == 4:
-                    c, t = _sweep(tv, off, full, qw, q, ck, hist, c, t, k, base + t0, 4)
+                    c, t = _sweep(tv, off, full, qw, q, ck, hist, c, t, k, base + t0, 4, dense)
                 else:
-                    c, t = _sweep(tv, off, full, qw, q, ck, hist, c, t, k, base + t0, W)
+                    c, t = _sweep(tv, off, full, qw, q, ck, hist, c, t, k, base + t0, W, dense)
+                state[q, 2] = max(0, c - c0)
                 for j in range(full, t1 - t0):       # the tile's last rows, one by one
                     d = _col_dist(tv, off + j, qw, q)
                     if d < np.uint64(t):
@@ -727,7 +740,7 @@ def topk_words(qw, store, k, estimate=True):
     C = min(n, 2 * k + SUB_ROWS + min(2 * k, config.TOPK_BUFFER_EXTRA))
     ck = np.empty((nq, C + SUB_ROWS), dtype=np.uint64)   # room for one sub-block's stores
     nb = n_blocks(nq)
-    state = np.zeros((nq, 2), dtype=np.int64)    # (count, bound t)
+    state = np.zeros((nq, 3), dtype=np.int64)    # (count, bound t, appended in last tile)
     bounds = sample_bounds(qw, store, k, nb) if estimate else None
     state[:, 1] = 64 * W + 1 if bounds is None else bounds
     tile = max(1, config.TILE_ROWS // W)
