@@ -617,6 +617,26 @@ def _histogram_chunk(qw, dbw, counts):
 
 
 @njit(parallel=True, cache=True)
+def _scatter_chunk(qw, dbw, base, pos, D, I):
+    """Full ranking (``k >= n``): every chunk row at its place in ``D``/``I``.
+
+    ``pos[q, d]`` is the next position of distance ``d`` in query ``q``'s ranking (the
+    running sums of the histogram of :func:`_histogram_chunk`, advanced chunk by chunk):
+    rows go in index order, so ties stay in index order. No candidate buffer: the
+    output is written once.
+    """
+    nq, W = qw.shape
+    for q in prange(nq):
+        for j in range(dbw.shape[0]):
+            d = np.uint64(_distance(qw, q, dbw, j)) if W > 1 else \
+                popcount64(dbw[np.uint64(j), 0] ^ qw[q, 0])
+            p = pos[q, d]
+            D[q, np.uint64(p)] = np.int32(d)
+            I[q, np.uint64(p)] = base + j
+            pos[q, d] = p + 1
+
+
+@njit(parallel=True, cache=True)
 def _range_chunk(qw, dbw, radius, base, cursor, D, I, tile, nblocks):
     """Count (``D`` empty) or write (``D``, ``I`` sized) the chunk rows within ``radius``.
 
@@ -733,8 +753,18 @@ def topk_words(qw, store, k, estimate=True):
     """
     nq, W = qw.shape
     n = store.ntotal
-    D = np.empty((nq, k), dtype=np.int32)         # every entry written by _topk_finish
+    D = np.empty((nq, k), dtype=np.int32)         # every entry written
     I = np.empty((nq, k), dtype=np.int64)
+    if k >= n:                  # every row is in the result: a counting sort, no buffer
+        counts = np.zeros((nq, 64 * W + 1), dtype=np.int64)
+        for _, words in store.chunks(config.CHUNK_ROWS):
+            _histogram_chunk(qw, words, counts)
+        pos = np.cumsum(counts, axis=1) - counts
+        for base, words in store.chunks(config.CHUNK_ROWS):
+            _scatter_chunk(qw, words, base, pos, D, I)
+        D[:, n:] = DIST_PAD                     # faiss's padding when fewer than k
+        I[:, n:] = -1
+        return D, I
     # candidate buffer per query: >= k + SUB_ROWS (or every row); the extra room
     # makes compactions rare (each costs O(C)), capped to keep memory O(nq * k)
     C = min(n, 2 * k + SUB_ROWS + min(2 * k, config.TOPK_BUFFER_EXTRA))
