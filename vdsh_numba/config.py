@@ -21,7 +21,7 @@ SPLIT_MEMORY_BLOCKS = False
 TILE_ROWS = 16384
 
 #: Top-k: candidate buffer entries per query beyond ``2k + 64`` (at most ``2k`` more;
-#: 12 bytes each). A full buffer is compacted in O(buffer); with room for the few
+#: 8 bytes each). A full buffer is compacted in O(buffer); with room for the few
 #: thousand candidates a top-1000 of random codes takes in, it is hardly ever full.
 TOPK_BUFFER_EXTRA = 4096
 

@@ -809,9 +809,10 @@ class HammingIndex:
     ``np.memmap`` as it is; searches stream a memmap in chunks of
     :data:`vdsh_numba.config.CHUNK_ROWS` rows, so the extra memory of a search is
     O(nq * k + chunk), never O(nq * n) (candidate buffers of at most
-    ``2k + 64 + min(2k, config.TOPK_BUFFER_EXTRA)`` entries of 12 bytes per query; none
-    when ``k >= ntotal``: the results are the buffers). Top-k and rankings use a counting sort over
-    the ``bits + 1`` possible distances (O(n) per query); ties are broken by ascending
+    ``2k + 128 + min(2k, config.TOPK_BUFFER_EXTRA)`` keys of 8 bytes per query; none
+    when ``k >= ntotal``: a counting sort writes the results directly). Top-k and rankings
+    sort by distance over the ``bits + 1`` possible distances (O(n) per query, no
+    comparison sort); ties are broken by ascending
     database index, so ``search`` returns exactly faiss's distances and, once ties are
     resolved by index, the same indices.
     """
