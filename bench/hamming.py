@@ -12,7 +12,9 @@ and, measured directly over the measurement's own interval, the CPU time that OT
 processes used: the machine's busy time from ``/proc/stat`` (user, nice, system, irq,
 softirq, steal jiffies) minus this process's own CPU time (``os.times``: user +
 system, all its threads, numba's and faiss's included), divided by the wall-clock
-interval, in cores. A measurement is marked UNRELIABLE when other processes used
+interval, in cores (every measurement lasts at least ``MIN_WINDOW`` = 1 s, repeating
+the calls past ``--repeats`` if needed, so that the tick counters resolve it). A
+measurement is marked UNRELIABLE when other processes used
 more than 0.5 of a core per core on average (``others > 0.5 * cores``): they took
 time from one side of the comparison. The load average is printed for information
 only: it counts the benchmark's own threads (a 2-thread run on 2 cores reads about 2
@@ -126,19 +128,28 @@ def load_note(s0, s1):
 CLOCK = time.perf_counter
 
 
+#: Shortest measurement window (s): /proc/stat and os.times count in clock ticks (1/100 s),
+#: so a window of 1 s resolves the other processes' share to about 0.02 cores.
+MIN_WINDOW = 1.0
+
+
 def timed(fns, repeats):
-    """Medians of interleaved repeats of every function; first calls apart."""
+    """Medians of interleaved repeats of every function; first calls apart. Repeats go
+    on past ``repeats`` (at most 20x) until the window lasts ``MIN_WINDOW`` seconds."""
     firsts = []
     for fn in fns:
         t = CLOCK()
         fn()
         firsts.append(CLOCK() - t)
     ts = [[] for _ in fns]
-    for _ in range(repeats):
+    start = time.perf_counter()
+    r = 0
+    while r < repeats or (time.perf_counter() - start < MIN_WINDOW and r < 20 * repeats):
         for i, fn in enumerate(fns):
             t = CLOCK()
             fn()
             ts[i].append(CLOCK() - t)
+        r += 1
     return [statistics.median(x) for x in ts], firsts
 
 
@@ -168,7 +179,7 @@ def main(argv=None):
     nq = 1000
     n_small, n_big = (5900, 100_000) if args.quick else (59_000, 1_000_000)
     print(f"numba {numba.__version__} ({numba.get_num_threads()} threads), faiss {faiss.__version__} "
-          f"({args.threads} threads), medians of {args.repeats}, random codes, {NCPU} cores, "
+          f"({args.threads} threads), medians of >= {args.repeats} (more to fill a {MIN_WINDOW:.0f} s window), random codes, {NCPU} cores, "
           f"{'process CPU time' if args.cpu_time else 'wall clock'}; "
           f"UNRELIABLE = other processes above {0.5 * NCPU:.1f} cores during the measurement")
     results = {}
