@@ -765,6 +765,9 @@ def topk_words(qw, store, k, estimate=True):
         D[:, n:] = DIST_PAD                     # faiss's padding when fewer than k
         I[:, n:] = -1
         return D, I
+    if n > KEY_MASK or 64 * W >= 1 << (64 - KEY_SHIFT):
+        raise ValueError(f"top-k keys hold indices below 2**{KEY_SHIFT} and distances below "
+                         f"2**{64 - KEY_SHIFT}: got {n} codes of {64 * W} padded bits")
     # candidate buffer per query: >= k + SUB_ROWS (or every row); the extra room
     # makes compactions rare (each costs O(C)), capped to keep memory O(nq * k)
     C = min(n, 2 * k + SUB_ROWS + min(2 * k, config.TOPK_BUFFER_EXTRA))
