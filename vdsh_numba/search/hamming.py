@@ -775,8 +775,10 @@ def topk_words(qw, store, k, estimate=True):
     nb = n_blocks(nq)
     state = np.zeros((nq, 3), dtype=np.int64)    # (count, bound t, appended in last tile)
     bounds = sample_bounds(qw, store, k, nb) if estimate else None
-    state[:, 1] = 64 * W + 1 if bounds is None else bounds
     tile = max(1, config.TILE_ROWS // W)
+    state[:, 1] = 64 * W + 1 if bounds is None else bounds
+    if bounds is not None:      # about this many rows of a tile lie below the estimate:
+        state[:, 2] = tile * k // n             # the first tile's dense/sparse choice
     for base, words in store.chunks(config.CHUNK_ROWS):
         _topk_chunk(qw, words, base, ck, state, k, tile, nb)
     _topk_finish(ck, state, D, I, 64 * W + 1, config.TOPK_PASS_BINS, nb)
