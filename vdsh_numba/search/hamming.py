@@ -156,6 +156,7 @@ def _words_dist_vector(context, builder, st, args, inw):
 #: index) order. Indices below ``2**40``, distances below ``2**24`` (codes up to 16M bits).
 KEY_SHIFT = 40
 KEY_MASK = (1 << KEY_SHIFT) - 1
+_NO_KEY = np.uint64(0xFFFFFFFFFFFFFFFF)     # pads key arrays: no distance matches it
 
 
 def _compress_store(builder, vals, m, base, p, always=None):
@@ -197,14 +198,16 @@ def _compress_groups(builder, vals, m, m64, base, p):
 
 
 @intrinsic
-def compress_distance64(typingctx, keys, start, d, out, pos):
+def compress_distance64(typingctx, keys, start, d, out, pos, below):
     """Append ``keys[start + i]``, ``i < 64``, whose distance ``key >> KEY_SHIFT`` is ``d``
-    to ``out`` from ``pos`` on (in order; 64 entries from ``pos`` may be overwritten);
-    returns how many. ``keys``, ``out``: C-contiguous ``uint64``; ``start + 64 <= len(keys)``.
+    (``below``: is less than ``d``) to ``out`` from ``pos`` on (in order; 64 entries from
+    ``pos`` may be overwritten); returns how many. ``keys``, ``out``: C-contiguous
+    ``uint64``; ``start + 64 <= len(keys)``.
     """
     arr1 = types.Array(types.uint64, 1, "C")
     if not (keys == arr1 and out == arr1 and isinstance(start, types.Integer)
-            and d == types.uint64 and isinstance(pos, types.Integer)):
+            and d == types.uint64 and isinstance(pos, types.Integer)
+            and isinstance(below, types.Boolean)):
         return None
 
     def codegen(context, builder, signature, args):
@@ -217,10 +220,12 @@ def compress_distance64(typingctx, keys, start, d, out, pos):
         p = context.cast(builder, args[4], st[4], types.intp)
         v = builder.load(builder.bitcast(builder.gep(ka.data, [s0]), vty.as_pointer()), align=8)
         dv = builder.lshr(v, _splat64(builder, ir.Constant(i64, KEY_SHIFT)))
-        m = builder.icmp_unsigned("==", dv, _splat64(builder, args[2]))
+        dd = _splat64(builder, args[2])
+        m = builder.select(context.cast(builder, args[5], st[5], types.boolean),
+                           builder.icmp_unsigned("<", dv, dd), builder.icmp_unsigned("==", dv, dd))
         return _compress_store(builder, v, m, oa.data, p)
 
-    return types.uint64(keys, start, d, out, pos), codegen
+    return types.uint64(keys, start, d, out, pos, below), codegen
 
 
 @intrinsic
@@ -539,9 +544,11 @@ def _topk_finish(ck, state, D, I, nbins, pass_bins, nblocks):
     collected (at the k-th smallest distance only the first ones are kept, as in
     faiss's tie rule by index). Two ways, the same result:
 
-    * few distances (at most ``pass_bins`` between the smallest and the bound): one
-      vector pass over the keys per distance (:func:`compress_distance64`, 64 keys per
-      step, no scattered writes, no dependency chain);
+    * few distances (fewer than ``pass_bins`` between the smallest and the largest): the
+      keys below the largest distance picked out first (that distance, next to the
+      bound, holds many keys and few are kept), then one vector pass over them per
+      distance and, if needed, one for the largest (:func:`compress_distance64`, 64 keys
+      per step, no scattered writes, no dependency chain);
     * otherwise a stable counting sort by distance (one scalar pass to count, one to
       scatter, dropped candidates to a spare slot).
 
@@ -558,6 +565,7 @@ def _topk_finish(ck, state, D, I, nbins, pass_bins, nblocks):
         for q in range(q0, q1):
             width = max(width, state[q, 0])
         tmp = np.empty(width + SUB_ROWS + 1, np.uint64)
+        low = np.empty(width + 2 * SUB_ROWS, np.uint64)
         hist = np.empty(nbins, np.int64)
         pos = np.empty(nbins, np.int64)
         for q in range(q0, q1):
@@ -566,18 +574,31 @@ def _topk_finish(ck, state, D, I, nbins, pass_bins, nblocks):
             kq = ck[q]
             if nout > 0:
                 mn = kq[0]
+                mx = kq[0]
                 for i in range(c):
                     mn = min(mn, kq[np.uint64(i)])
+                    mx = max(mx, kq[np.uint64(i)])
                 dmin = mn >> shift
-                if state[q, 1] - np.int64(dmin) <= pass_bins:
+                dtop = mx >> shift
+                if np.int64(dtop - dmin) < pass_bins:
                     for i in range(c, c + SUB_ROWS):
-                        kq[i] = np.uint64(0xFFFFFFFFFFFFFFFF)
+                        kq[i] = _NO_KEY
+                    # the keys below the top distance first (the top one, the bound's
+                    # neighbour, holds many keys and few of them are kept)
+                    na = 0
+                    for s in range(0, c, SUB_ROWS):
+                        na += np.int64(compress_distance64(kq, s, dtop, low, na, True))
+                    for i in range(na, na + SUB_ROWS):
+                        low[i] = _NO_KEY
                     p = 0
                     d = dmin
-                    while p < nout:
-                        for s in range(0, c, SUB_ROWS):
-                            p += np.int64(compress_distance64(kq, s, d, tmp, p))
+                    while p < nout and d < dtop:
+                        for s in range(0, na, SUB_ROWS):
+                            p += np.int64(compress_distance64(low, s, d, tmp, p, False))
                         d += np.uint64(1)
+                    if p < nout:
+                        for s in range(0, c, SUB_ROWS):
+                            p += np.int64(compress_distance64(kq, s, dtop, tmp, p, False))
                 else:
                     tk, below = _kth(ck, q, c, nout, hist)
                     acc = 0
