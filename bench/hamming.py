@@ -7,9 +7,19 @@ compilation or cache loading, is reported apart). Prints ratios (faiss time / ou
 loop summing ``popcount(q ^ x)`` over the same queries and database ("plain loop"),
 no top-k; the top-k kernels' rates are printed as a fraction of it.
 
-Every measurement prints the 1-minute load average before and after it; a ratio
-measured at a load above 0.5 per core is marked UNRELIABLE (other processes took
-time from one side of the comparison).
+Reliability: every measurement prints the 1-minute load average before and after it
+and, measured directly over the measurement's own interval, the CPU time that OTHER
+processes used: the machine's busy time from ``/proc/stat`` (user, nice, system, irq,
+softirq, steal jiffies) minus this process's own CPU time (``os.times``: user +
+system, all its threads, numba's and faiss's included), divided by the wall-clock
+interval, in cores (every measurement lasts at least ``MIN_WINDOW`` = 1 s, repeating
+the calls past ``--repeats`` if needed, so that the tick counters resolve it). A
+measurement is marked UNRELIABLE when other processes used
+more than 0.5 of a core per core on average (``others > 0.5 * cores``): they took
+time from one side of the comparison. The load average is printed for information
+only: it counts the benchmark's own threads (a 2-thread run on 2 cores reads about 2
+after a minute by itself), so a rule on it could never pass. Where ``/proc/stat`` is
+missing the rule falls back to the load average (above 0.5 per core: UNRELIABLE).
 
     python bench/hamming.py [--repeats 5] [--threads 2] [--quick] [--cpu-time]
 
@@ -36,7 +46,6 @@ from vdsh_numba.search import metrics  # noqa: E402
 from vdsh_numba.search.hamming import HammingIndex, popcount64  # noqa: E402
 
 NCPU = os.cpu_count() or 1
-THREADS = [1]        # threads of this run (set in main)
 
 
 @numba.njit(parallel=True, cache=True)
@@ -56,40 +65,91 @@ def plain_popcount_loop(qw, dbt, out):
         out[q] = s
 
 
+@numba.njit(parallel=True, cache=True)
+def write_output(D, I):
+    """The output alone: every ``(distance, index)`` pair of a top-k written once."""
+    for q in numba.prange(D.shape[0]):
+        for i in range(D.shape[1]):
+            D[q, i] = i
+            I[q, i] = i
+
+
 def load():
     return os.getloadavg()[0]
 
 
-def load_note(l0, l1):
-    """``load a -> b`` and UNRELIABLE when either is above 0.5 per core.
+def _busy_seconds():
+    """Seconds of CPU time the whole machine has spent busy since boot, or ``None``."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    v = [int(x) for x in fields[1:9]]       # user nice system idle iowait irq softirq steal
+    busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
+    return busy / os.sysconf("SC_CLK_TCK")
 
-    The 1-minute load average counts this benchmark's own threads too (after a minute
-    of a 2-thread run on 2 cores it reads about 2 by itself, so by this rule such a run
-    is never reliable); the note adds ``others >= load - threads`` (a lower bound on
-    the load of other processes) as information.
-    """
-    worst = max(l0, l1)
-    flag = f"  UNRELIABLE (load > {0.5 * NCPU:.1f} = 0.5/core)" if worst > 0.5 * NCPU else ""
-    others = max(0.0, worst - THREADS[0])
-    return f"[load {l0:.2f} -> {l1:.2f}, others >= {others:.2f}]{flag}", worst <= 0.5 * NCPU
+
+def snapshot():
+    """``(wall, machine busy s, own CPU s, load)`` at one instant."""
+    t = os.times()
+    return time.perf_counter(), _busy_seconds(), t.user + t.system, load()
+
+
+def others_cores(s0, s1):
+    """CPU used by other processes between two snapshots, in cores (``None`` if unknown)."""
+    wall = s1[0] - s0[0]
+    if s0[1] is None or s1[1] is None or wall <= 0:
+        return None
+    return max(0.0, ((s1[1] - s0[1]) - (s1[2] - s0[2])) / wall)
+
+
+def load_note(s0, s1):
+    """``[load a -> b, others c cores]`` and UNRELIABLE when other processes used more than
+    0.5 of a core per core over the interval (see the module docstring); the load
+    average decides only where ``/proc/stat`` is missing."""
+    l0, l1 = s0[3], s1[3]
+    other = others_cores(s0, s1)
+    if other is None:
+        worst = max(l0, l1)
+        ok = worst <= 0.5 * NCPU
+        why = f"load > {0.5 * NCPU:.1f}"
+        txt = "others n/a"
+    else:
+        ok = other <= 0.5 * NCPU
+        why = f"others > {0.5 * NCPU:.1f} cores"
+        txt = f"others {other:.2f} cores"
+    flag = "" if ok else f"  UNRELIABLE ({why})"
+    return f"[load {l0:.2f} -> {l1:.2f}, {txt}]{flag}", ok
 
 
 CLOCK = time.perf_counter
 
 
+#: Shortest measurement window (s): /proc/stat and os.times count in clock ticks (1/100 s),
+#: so a window of 1 s resolves the other processes' share to about 0.02 cores.
+MIN_WINDOW = 1.0
+
+
 def timed(fns, repeats):
-    """Medians of interleaved repeats of every function; first calls apart."""
+    """Medians of interleaved repeats of every function; first calls apart. Repeats go
+    on past ``repeats`` (at most 20x) until the window lasts ``MIN_WINDOW`` seconds."""
     firsts = []
     for fn in fns:
         t = CLOCK()
         fn()
         firsts.append(CLOCK() - t)
     ts = [[] for _ in fns]
-    for _ in range(repeats):
+    start = time.perf_counter()
+    r = 0
+    while r < repeats or (time.perf_counter() - start < MIN_WINDOW and r < 20 * repeats):
         for i, fn in enumerate(fns):
             t = CLOCK()
             fn()
             ts[i].append(CLOCK() - t)
+        r += 1
     return [statistics.median(x) for x in ts], firsts
 
 
@@ -114,15 +174,14 @@ def main(argv=None):
     global CLOCK
     CLOCK = time.process_time if args.cpu_time else time.perf_counter
     numba.set_num_threads(args.threads)
-    THREADS[0] = args.threads
     faiss.omp_set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
     nq = 1000
     n_small, n_big = (5900, 100_000) if args.quick else (59_000, 1_000_000)
     print(f"numba {numba.__version__} ({numba.get_num_threads()} threads), faiss {faiss.__version__} "
-          f"({args.threads} threads), medians of {args.repeats}, random codes, {NCPU} cores, "
+          f"({args.threads} threads), medians of >= {args.repeats} (more to fill a {MIN_WINDOW:.0f} s window), random codes, {NCPU} cores, "
           f"{'process CPU time' if args.cpu_time else 'wall clock'}; "
-          f"UNRELIABLE = load above {0.5 * NCPU:.1f}")
+          f"UNRELIABLE = other processes above {0.5 * NCPU:.1f} cores during the measurement")
     results = {}
 
     def data(bits, n):
@@ -143,9 +202,9 @@ def main(argv=None):
         return ours, theirs
 
     def compare(key, name, ours, theirs, check):
-        l0 = load()
+        s0 = snapshot()
         (t_ours, t_faiss), (first, _) = timed([ours, theirs], args.repeats)
-        note, ok = load_note(l0, load())
+        note, ok = load_note(s0, snapshot())
         check()
         results[key] = (t_ours, t_faiss, ok)
         print(f"{name:<40} ours {t_ours * 1e3:8.1f} ms (first {first * 1e3:7.1f})  faiss "
@@ -154,14 +213,28 @@ def main(argv=None):
     def plain(key, q, db):
         qw, dbt = words(q), np.ascontiguousarray(words(db).T)
         out = np.empty(nq, dtype=np.uint64)
-        l0 = load()
+        s0 = snapshot()
         (t,), _ = timed([lambda: plain_popcount_loop(qw, dbt, out)], args.repeats)
-        note, ok = load_note(l0, load())
+        note, ok = load_note(s0, snapshot())
         results[key] = (t, ok)
         rate = nq * db.shape[0] / t / 1e9
         print(f"{'  plain loop, same data':<40} {t * 1e3:8.1f} ms = {rate:5.2f} G distances/s  {note}",
               flush=True)
         return t
+
+    def floor(key, k, t_plain):
+        """The output's own cost: fresh ``D``/``I`` of ``nq x k`` written once (no search).
+        Plain loop + this is a floor no top-k can go under."""
+        s0 = snapshot()
+        (t,), _ = timed([lambda: write_output(np.empty((nq, k), np.int32),
+                                              np.empty((nq, k), np.int64))], args.repeats)
+        note, ok = load_note(s0, snapshot())
+        t_o = results[key][0]
+        print(f"{'  output alone (D, I allocated + written)':<40} {t * 1e3:8.1f} ms  {note}", flush=True)
+        print(f"{'  plain loop + output':<40} {(t_plain + t) * 1e3:8.1f} ms = {t_plain / (t_plain + t):.2f} "
+              f"of the plain loop's rate at best; the kernel is at {(t_plain + t) / t_o:.2f} of that floor",
+              flush=True)
+        results[key + "_floor"] = (t, ok)
 
     def topk(bits, n, k):
         """Ours vs faiss (bits % 8 == 0) and vs the plain loop on the same data."""
@@ -171,9 +244,9 @@ def main(argv=None):
         if bits % 8:                                   # faiss needs whole bytes: ours alone
             ours = HammingIndex(bits)
             ours.add(db)
-            l0 = load()
+            s0 = snapshot()
             (t_ours,), (first,) = timed([lambda: ours.search(q, k)], args.repeats)
-            note, ok = load_note(l0, load())
+            note, ok = load_note(s0, snapshot())
             results[key] = (t_ours, float("nan"), ok)
             print(f"{name:<40} ours {t_ours * 1e3:8.1f} ms (first {first * 1e3:7.1f})  (no faiss: "
                   f"bits % 8 != 0)  {note}", flush=True)
@@ -190,6 +263,8 @@ def main(argv=None):
         frac = t_plain / results[key][0]
         print(f"{'  top-k kernel / plain loop':<40} {frac:8.2f} of the plain loop's rate", flush=True)
         results[key + "_frac"] = frac
+        if k >= 100:
+            floor(key, k, t_plain)
         if bits % 8 == 0:
             return q, db, ours, theirs
 
@@ -240,7 +315,7 @@ def main(argv=None):
     def line(label, value, target, ok_value, reliable):
         mark = "OK" if ok_value else "MISSED"
         print(f"  {label:<44} {value:<22} (target {target}) {mark}"
-              f"{'' if reliable else '  [UNRELIABLE: load]'}")
+              f"{'' if reliable else '  [UNRELIABLE: other processes]'}")
 
     print("\ntargets:")
     for key, label in ((f"top1000_64_{n_small}", f"top-1000 over {n_small}, 64 bits"),

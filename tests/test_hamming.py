@@ -49,7 +49,9 @@ def test_padding_bits_are_zero():
 # --------------------------------------------------------------------------- search
 
 @pytest.mark.parametrize("bits", BITS)
-def test_search_matches_naive(bits, small_chunks):
+@pytest.mark.parametrize("pass_bins", [0, 10**6])
+def test_search_matches_naive(bits, pass_bins, small_chunks, monkeypatch):
+    monkeypatch.setattr(config, "TOPK_PASS_BINS", pass_bins)   # counting sort / vector passes
     rng = np.random.default_rng(bits)
     db, q = random_codes(rng, 40, bits), random_codes(rng, 6, bits)
     index = HammingIndex(bits)
@@ -274,27 +276,92 @@ def test_package_export():
 # --------------------------------------------------------------------------- vector primitives
 
 def test_mask_intrinsics_match_numpy():
-    """The 64-lane masks and tzcnt of vdsh_numba.search.hamming against numpy bit by bit."""
+    """The 64-lane word masks and tzcnt of vdsh_numba.search.hamming against numpy bit by bit."""
     from numba import njit
-    from vdsh_numba.search.hamming import below_mask64, trailing_zeros64, xor_popcount_below_mask64
+    from vdsh_numba.search.hamming import trailing_zeros64, words_below_mask64
 
     @njit
-    def masks(dist, words, row, x, t):
-        return below_mask64(dist, t), xor_popcount_below_mask64(words, row, x, t)
+    def mask(tiles, col, qw, q, t):
+        return words_below_mask64(tiles, col, qw, q, t, qw.shape[1])
 
     @njit
     def tz(v):
         return trailing_zeros64(v)
 
     rng = np.random.default_rng(7)
-    words = rng.integers(0, 2**63, (200, 1), dtype=np.uint64)
-    words |= rng.integers(0, 2, (200, 1), dtype=np.uint64) << np.uint64(63)   # top bits too
-    for row, t, x in [(0, 30, 0), (3, 33, 12345), (136, 64, 2**64 - 1), (100, 0, 7), (17, 65, 99)]:
-        dist = rng.integers(0, 70, 64).astype(np.uint64)
-        m1, m2 = masks(dist, words, row, np.uint64(x), np.uint64(t))
-        want1 = sum(1 << i for i in range(64) if dist[i] < t)
-        pops = [bin(int(words[row + i, 0]) ^ x).count("1") for i in range(64)]
-        want2 = sum(1 << i for i in range(64) if pops[i] < t)
-        assert int(m1) == want1 and int(m2) == want2
+    for W in (1, 2, 3, 5):
+        tiles = rng.integers(0, 2**63, (W, 200), dtype=np.uint64)
+        tiles |= rng.integers(0, 2, (W, 200), dtype=np.uint64) << np.uint64(63)   # top bits too
+        qw = rng.integers(0, 2**63, (4, W), dtype=np.uint64)
+        qw[2] = 2**64 - 1
+        qw[3] = 0
+        for col, t, q in [(0, 30 * W, 0), (3, 33 * W, 1), (136, 64 * W, 2), (100, 0, 3),
+                          (17, 64 * W + 1, 0), (9, 1, 3)]:
+            m = mask(tiles, col, qw, q, np.uint64(t))
+            pops = [sum(bin(int(tiles[w, col + i]) ^ int(qw[q, w])).count("1") for w in range(W))
+                    for i in range(64)]
+            assert int(m) == sum(1 << i for i in range(64) if pops[i] < t)
     for v in (1, 2, 6, 1 << 40, 2**63, 2**64 - 1):
         assert int(tz(np.uint64(v))) == (v & -v).bit_length() - 1
+
+
+@pytest.fixture
+def sampled(monkeypatch):
+    """Estimate starting bounds on a small sample even for small inputs; small tiles."""
+    from vdsh_numba.search.hamming import SUB_ROWS
+    monkeypatch.setattr(config, "TOPK_SAMPLE_ROWS", 4 * SUB_ROWS)
+    monkeypatch.setattr(config, "TOPK_SAMPLE_MIN", 1)
+    monkeypatch.setattr(config, "TILE_ROWS", 3 * SUB_ROWS + 5)
+
+
+@pytest.mark.parametrize("bits", [12, 64, 128, 200])
+@pytest.mark.parametrize("pass_bins", [0, 10**6])
+def test_search_with_estimated_bounds_matches_naive(bits, pass_bins, sampled, monkeypatch):
+    """The sampled starting bound is used (and tight enough for most queries): same
+    results as the naive (distance, index) order, with ties."""
+    from vdsh_numba.search import hamming
+    calls = []
+    real = hamming.topk_words
+    monkeypatch.setattr(hamming, "topk_words",
+                        lambda qw, store, k, estimate=True: calls.append(estimate) or
+                        real(qw, store, k, estimate))
+    monkeypatch.setattr(config, "TOPK_PASS_BINS", pass_bins)   # counting sort / vector passes
+    rng = np.random.default_rng(bits + 1)
+    db = random_codes(rng, 3000, bits)
+    db[1000:1300] = db[0]                          # a block of ties
+    q = random_codes(rng, 9, bits)
+    q[0] = db[0]
+    index = HammingIndex(bits)
+    index.add(db)
+    for k in (60, 400):
+        bounds = hamming.sample_bounds(index._queries(q), index._store, k, 1)
+        assert bounds is not None and np.all(bounds < bits + 1)
+        D, I = index.search(q, k)
+        Dn, In = naive.search(q, db, bits, k)
+        np.testing.assert_array_equal(D, Dn)
+        np.testing.assert_array_equal(I, In)
+    assert calls[0] is True
+
+
+def test_search_estimate_too_tight_is_redone(sampled, monkeypatch):
+    """A first block full of copies of the query makes the sample's bound 1, which holds
+    fewer than k rows of the whole database: those queries are searched again."""
+    from vdsh_numba.search import hamming
+    calls = []
+    real = hamming.topk_words
+    monkeypatch.setattr(hamming, "topk_words",
+                        lambda qw, store, k, estimate=True: calls.append(estimate) or
+                        real(qw, store, k, estimate))
+    rng = np.random.default_rng(3)
+    bits = 64
+    q = random_codes(rng, 3, bits)
+    first = np.repeat(q[:1], 256, axis=0)
+    rest = random_codes(rng, 3000, bits)
+    index = HammingIndex(bits)
+    index.add(first)
+    index.add(rest)
+    D, I = index.search(q, 500)
+    Dn, In = naive.search(q, np.concatenate([first, rest]), bits, 500)
+    np.testing.assert_array_equal(D, Dn)
+    np.testing.assert_array_equal(I, In)
+    assert calls == [True, False]

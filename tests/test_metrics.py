@@ -333,3 +333,41 @@ def test_evaluation_checks_its_arguments():
     st = M.ranking_stats(q, db, ql, dl, 12, cutoffs=[20])
     with pytest.raises(ValueError, match="cover 20 items, this evaluation was planned for 21"):
         M.Evaluation(21).scores(st)
+
+
+@pytest.mark.parametrize("bits,multi", CASES)
+def test_one_pass_path_matches_naive(bits, multi, monkeypatch):
+    """A database in one piece with single labels takes the one-pass kernel (both passes
+    in one sweep); the metrics still match the naive references, and multi-label data
+    still takes the two passes."""
+    monkeypatch.setattr(config, "SPLIT_MEMORY_BLOCKS", False)
+    monkeypatch.setattr(config, "CHUNK_ROWS", 1 << 18)
+    results = []
+    real = M.RankingPasses.one_pass
+
+    def spy(self, *args):
+        out = real(self, *args)
+        results.append(out)
+        return out
+
+    monkeypatch.setattr(M.RankingPasses, "one_pass", spy)
+    test_map_index_ties_matches_naive(bits, multi)
+    test_ndcg_precision_recall_match_naive(bits, multi)
+    test_evaluate_codes_agrees_with_the_single_metrics(bits, multi)
+    assert results and all((r is None) == multi for r in results)
+
+
+@pytest.mark.parametrize("bits", [5, 64, 70, 130])
+def test_one_pass_equals_the_two_passes(bits, monkeypatch):
+    """Histograms equal and sums bitwise equal: the same items summed in the same order."""
+    monkeypatch.setattr(config, "SPLIT_MEMORY_BLOCKS", False)
+    monkeypatch.setattr(config, "CHUNK_ROWS", 1 << 18)
+    rng = np.random.default_rng(bits)
+    q, db, ql, dl = make(rng, 9, 301, bits, False, n_classes=4)
+    passes = M.RankingPasses(q, db, ql, dl, bits)
+    cut = np.array([1, 10, 64, 300, 301])
+    hist, acc = passes.one_pass(cut, 50)
+    h2 = passes.histogram()
+    (ba, br), = M.shard_offsets([h2])
+    np.testing.assert_array_equal(hist, h2)
+    np.testing.assert_array_equal(acc, passes.rank_sums(ba, br, cut, 50))

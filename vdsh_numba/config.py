@@ -21,9 +21,19 @@ SPLIT_MEMORY_BLOCKS = False
 TILE_ROWS = 16384
 
 #: Top-k: candidate buffer entries per query beyond ``2k + 64`` (at most ``2k`` more;
-#: 12 bytes each). A full buffer is compacted in O(buffer); with room for the few
+#: 8 bytes each). A full buffer is compacted in O(buffer); with room for the few
 #: thousand candidates a top-1000 of random codes takes in, it is hardly ever full.
 TOPK_BUFFER_EXTRA = 4096
+
+#: Top-k: rows of the sample on which every query's starting bound is estimated
+#: (spread over the first block of the database; a multiple of 64), and the least
+#: expected number of top-k rows in it for the estimate to be made at all.
+TOPK_SAMPLE_ROWS = 2048
+TOPK_SAMPLE_MIN = 8
+
+#: Top-k: sort a query's candidates by one vector pass per distance when at most this
+#: many distances lie between the smallest and the bound, else by a counting sort.
+TOPK_PASS_BINS = 32
 
 #: Query blocks per kernel call, as a multiple of the numba thread count; each
 #: block owns one set of per-thread buffers. 1 = one block per thread (static split).

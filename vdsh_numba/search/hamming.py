@@ -13,29 +13,34 @@ backend adds same-signature twins); launch parameters live in
 Algorithms
 ----------
 * Popcount: LLVM's ``ctpop`` on ``uint64`` (``vpopcntq`` where the CPU has it).
-* Top-k, one sweep with a bound that only tightens. An ``np.memmap`` database is
-  streamed in chunks of ``config.CHUNK_ROWS`` rows (an in-memory one goes to the
-  kernel whole). ``prange`` runs over query blocks; each thread sweeps the rows one
-  tile (``config.TILE_ROWS`` 64-bit words) at a time for all its queries, so a tile is
-  read from cache by every query of the block. Per query and tile, ``SUB_ROWS`` = 64
-  rows at a time: a fixed-length popcount min-reduction (vectorised, no stores: the
-  cost of a plain popcount loop) decides whether any row of the sub-block can enter;
-  most sub-blocks stop there. Otherwise their distances go to a 64-entry buffer, one
-  64-lane compare gives a bit mask of the rows below the bound, and each set bit is a
-  candidate appended to the query's buffer (in index order) with its distance counted
-  in a per-query histogram. The bound ``t`` is the counting-sort bound: the smallest
-  distance whose cumulative count of buffered candidates reaches ``k``; a later row
-  at distance ``>= t`` cannot enter (``k`` rows with smaller indices beat it). A full
-  buffer (``2k + 64``; with ``k >= n`` the output arrays themselves) is compacted to
-  ``k``; at the end one stable counting sort per query over the ``bits + 1``
-  distances gives the exact (distance, index) order. No comparison sort anywhere.
-* Code widths: one to four 64-bit words (up to 256 bits; odd widths like 12 or 48 bits
-  are one zero-padded word) have their own spelled-out distance, and each width its
-  own vectorised sub-block loops (multi-word tiles are copied word-major). Wider codes
-  loop over their words inside the same sweep: exact, not vectorised.
-* Vector primitives are generic LLVM IR through numba intrinsics (``ctpop``, ``cttz``,
-  a ``<64 x i64>`` unsigned compare bitcast to ``i64``): AVX-512 instructions here,
-  legalised to whatever another target has.
+* Top-k, one sweep with a bound that only tightens. Each query first gets a starting
+  bound from a sample of ``config.TOPK_SAMPLE_ROWS`` rows (:func:`sample_bounds`: the
+  distance below which the sample holds the expected share of the top-k plus three
+  standard deviations), so that the sweep appends few rows beyond the final top-k; a
+  query whose estimate held fewer than ``k`` rows of the whole database is searched
+  again without it (exactness never depends on the estimate). An ``np.memmap``
+  database is streamed in chunks of ``config.CHUNK_ROWS`` rows (an in-memory one goes
+  to the kernel whole). ``prange`` runs over query blocks; each thread sweeps the rows
+  one tile (``config.TILE_ROWS`` 64-bit words, word-major) at a time for all its
+  queries, so a tile is read from cache by every query of the block. Per query and
+  tile, ``SUB_ROWS`` = 64 rows at a time, one branch-free vector expression
+  (:func:`compress_below64`): xor, popcount, compare with the bound, and the rows
+  below it appended as packed keys ``(distance << 40) | index`` by register
+  compresses (a sub-block without a candidate skips the compress). No histogram in
+  the sweep: a buffer (``2k + 64`` and some room; with ``k >= n`` every row) that
+  fills is compacted to ``k`` and the bound becomes their k-th smallest distance (a
+  later row at a distance ``>= t`` cannot enter: ``k`` rows with smaller indices beat
+  it). At the end the candidates (in index order) are collected distance by distance
+  (one vector pass over the keys per distance, when few distances are in play) or by
+  a stable counting sort: the exact (distance, index) order. No comparison sort.
+* Code widths: any number of 64-bit words (odd widths like 12 or 48 bits are one
+  zero-padded word); the vector expressions loop over the words, with the word count
+  a constant for 1, 2 and 4 words (LLVM unrolls), a runtime loop otherwise. Multi-word
+  tiles are copied word-major.
+* Vector primitives are generic LLVM IR through numba intrinsics (``ctpop`` on
+  ``<64 x i64>``, unsigned compares whose lane mask is bitcast to ``i64``,
+  ``llvm.experimental.vector.compress``): AVX-512 instructions here, legalised to
+  whatever another target has.
 * Indices in hot loops are cast to unsigned, which removes numba's negative-index
   wraparound test; with it LLVM does not vectorise the popcount loops (5x slower).
 * Range search: the same sweep with the fixed bound ``radius + 1``, twice (count, then
@@ -54,7 +59,7 @@ from .. import config
 from ..codes import code_bytes
 
 __all__ = ["HammingIndex", "popcount64", "check_codes", "CodeStore", "as_words",
-           "n_blocks", "DIST_PAD"]
+           "n_blocks", "DIST_PAD", "topk_words", "sample_bounds", "words_below_mask64"]
 
 #: Distance used to pad results when fewer than k items exist (faiss's convention).
 DIST_PAD = np.iinfo(np.int32).max
@@ -92,52 +97,175 @@ def trailing_zeros64(typingctx, x):
     return types.uint64(types.uint64), codegen
 
 
-@intrinsic
-def below_mask64(typingctx, dist, t):
-    """Bit ``i`` set where ``dist[i] < t``, ``i < 64`` (``dist``: C-contiguous ``uint64``
-    array of at least 64 entries, ``t``: ``uint64``), branch-free.
 
-    Generic LLVM IR: one unsigned compare of a 64-lane vector whose lane mask is
-    bitcast to an integer (8 ``vpcmpuq`` into mask registers on AVX-512; legalised to
-    whatever the target has elsewhere).
+@intrinsic
+def words_below_mask64(typingctx, tiles, col, qw, q, t, nw):
+    """Bit ``i`` set where ``sum_w popcount(tiles[w, col + i] ^ qw[q, w]) < t``, ``i < 64``.
+
+    ``tiles``: C-contiguous ``uint64 (W, L)``, database codes word-major (a single-word
+    database ``(n, 1)`` reshaped to ``(1, n)`` is one already), ``col + 64 <= L``;
+    ``qw``: C-contiguous ``uint64 (nq, W)``; ``t``: ``uint64``; ``nw``: ``W`` (pass a
+    constant, e.g. in a branch on ``W``, and LLVM unrolls the word loop). Generic LLVM IR: per word
+    one 64-lane vector load, xor with the query word, ``ctpop``, summed over the words;
+    one unsigned compare whose lane mask is bitcast to ``i64``. The distances are never
+    stored (AVX-512 here: ``vpopcntq`` and ``vpcmpuq`` into mask registers; legalised to
+    whatever another target has).
     """
-    if not (dist == types.Array(types.uint64, 1, "C") and t == types.uint64):
+    arr2 = types.Array(types.uint64, 2, "C")
+    if not (tiles == arr2 and qw == arr2 and isinstance(col, types.Integer)
+            and isinstance(q, types.Integer) and t == types.uint64
+            and isinstance(nw, types.Integer)):
         return None
 
     def codegen(context, builder, signature, args):
-        vty = ir.VectorType(ir.IntType(64), 64)
-        a = context.make_array(signature.args[0])(context, builder, args[0])
-        v = builder.load(builder.bitcast(a.data, vty.as_pointer()), align=8)
-        return builder.bitcast(builder.icmp_unsigned("<", v, _splat64(builder, args[1])),
+        st = signature.args
+        d = _words_dist_vector(context, builder, st, args, 5)
+        return builder.bitcast(builder.icmp_unsigned("<", d, _splat64(builder, args[4])),
                                ir.IntType(64))
 
-    return types.uint64(dist, t), codegen
+    return types.uint64(tiles, col, qw, q, t, nw), codegen
+
+
+def _words_dist_vector(context, builder, st, args, inw):
+    """IR: ``<64 x i64>`` of ``sum_w popcount(tiles[w, col + i] ^ qw[q, w])``, ``i < 64``,
+    for intrinsics whose first arguments are ``(tiles, col, qw, q)`` and argument ``inw``
+    is ``nw``."""
+    i64 = ir.IntType(64)
+    vty = ir.VectorType(i64, 64)
+    a = context.make_array(st[0])(context, builder, args[0])
+    b = context.make_array(st[2])(context, builder, args[2])
+    L = cgutils.unpack_tuple(builder, a.shape, 2)[1]
+    W = context.cast(builder, args[inw], st[inw], types.intp)
+    c = context.cast(builder, args[1], st[1], types.intp)
+    qi = context.cast(builder, args[3], st[3], types.intp)
+    ctpop = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty]),
+                                           "llvm.ctpop.v64i64")
+    acc = cgutils.alloca_once_value(builder, ir.Constant(vty, [0] * 64))
+    with cgutils.for_range(builder, W) as loop:
+        w = loop.index
+        p = builder.gep(a.data, [builder.add(builder.mul(w, L), c)])
+        v = builder.load(builder.bitcast(p, vty.as_pointer()), align=8)
+        x = builder.load(builder.gep(b.data, [builder.add(builder.mul(qi, W), w)]))
+        d = builder.call(ctpop, [builder.xor(v, _splat64(builder, x))])
+        builder.store(builder.add(builder.load(acc), d), acc)
+    return builder.load(acc)
+
+
+#: Candidates of the top-k are packed ``uint64`` keys ``(distance << KEY_SHIFT) | index``:
+#: one compress and one store per candidate, and the key order is the (distance,
+#: index) order. Indices below ``2**40``, distances below ``2**24`` (codes up to 16M bits).
+KEY_SHIFT = 40
+KEY_MASK = (1 << KEY_SHIFT) - 1
+_NO_KEY = np.uint64(0xFFFFFFFFFFFFFFFF)     # pads key arrays: no distance matches it
+
+
+def _compress_store(builder, vals, m, base, p, always=None):
+    """IR: store the lanes of ``<64 x i64> vals`` where ``m`` is set at ``base + p``,
+    ``base + p + 1``, ... (64 entries from ``p`` may be overwritten); returns how many.
+
+    Eight 8-lane register compresses (``vpcompressq``), each stored whole at a position
+    computed from the mask directly (no serial chain): a compress straight to memory is
+    microcoded on AMD Zen 4 (30x slower here), and a 64-lane compress is scalarised by
+    LLVM's legaliser. Skipped when no lane is set (a sub-block without a candidate, the
+    common case once the bound is tight, costs only the compare) unless ``always`` (an
+    ``i1``, or ``None``) is set: where most sub-blocks have a candidate, a branch that is
+    mispredicted on a third of them costs more than the compresses it saves.
+    """
+    i64 = ir.IntType(64)
+    m64 = builder.bitcast(m, i64)
+    go = builder.icmp_unsigned("!=", m64, ir.Constant(i64, 0))
+    if always is not None:
+        go = builder.or_(go, always)
+    with builder.if_then(go):
+        _compress_groups(builder, vals, m, m64, base, p)
+    return builder.ctpop(m64)
+
+
+def _compress_groups(builder, vals, m, m64, base, p):
+    """IR of :func:`_compress_store` for a non-empty mask."""
+    i1, i32, i64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
+    vty, mty = ir.VectorType(i64, 64), ir.VectorType(i1, 64)
+    v8, m8 = ir.VectorType(i64, 8), ir.VectorType(i1, 8)
+    cp = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8, [v8, m8, v8]),
+                                        "llvm.experimental.vector.compress.v8i64")
+    for g in range(8):
+        lanes = ir.Constant(ir.VectorType(i32, 8), list(range(8 * g, 8 * g + 8)))
+        mg = builder.shuffle_vector(m, ir.Constant(mty, None), lanes)
+        kg = builder.call(cp, [builder.shuffle_vector(vals, ir.Constant(vty, None), lanes), mg,
+                               ir.Constant(v8, None)])
+        pg = builder.add(p, builder.ctpop(builder.and_(m64, ir.Constant(i64, (1 << (8 * g)) - 1))))
+        builder.store(kg, builder.bitcast(builder.gep(base, [pg]), v8.as_pointer()), align=8)
 
 
 @intrinsic
-def xor_popcount_below_mask64(typingctx, words, row, x, t):
-    """Bit ``i`` set where ``popcount(words[row + i, 0] ^ x) < t``, ``i < 64``.
-
-    ``words``: C-contiguous ``uint64 (n, 1)`` (single-word codes), ``row + 64 <= n``;
-    ``x``, ``t``: ``uint64``. One 64-lane vector expression (xor, ``ctpop``, unsigned
-    compare, lane mask bitcast to ``i64``): the distances are never stored.
+def compress_distance64(typingctx, keys, start, d, out, pos, below):
+    """Append ``keys[start + i]``, ``i < 64``, whose distance ``key >> KEY_SHIFT`` is ``d``
+    (``below``: is less than ``d``) to ``out`` from ``pos`` on (in order; 64 entries from
+    ``pos`` may be overwritten); returns how many. ``keys``, ``out``: C-contiguous
+    ``uint64``; ``start + 64 <= len(keys)``.
     """
-    if not (words == types.Array(types.uint64, 2, "C") and isinstance(row, types.Integer)
-            and x == types.uint64 and t == types.uint64):
+    arr1 = types.Array(types.uint64, 1, "C")
+    if not (keys == arr1 and out == arr1 and isinstance(start, types.Integer)
+            and d == types.uint64 and isinstance(pos, types.Integer)
+            and isinstance(below, types.Boolean)):
         return None
 
     def codegen(context, builder, signature, args):
-        vty = ir.VectorType(ir.IntType(64), 64)
-        a = context.make_array(signature.args[0])(context, builder, args[0])
-        r = context.cast(builder, args[1], signature.args[1], types.intp)
-        v = builder.load(builder.bitcast(builder.gep(a.data, [r]), vty.as_pointer()), align=8)
-        ctpop = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty]),
-                                               "llvm.ctpop.v64i64")
-        d = builder.call(ctpop, [builder.xor(v, _splat64(builder, args[2]))])
-        return builder.bitcast(builder.icmp_unsigned("<", d, _splat64(builder, args[3])),
-                               ir.IntType(64))
+        i64 = ir.IntType(64)
+        vty = ir.VectorType(i64, 64)
+        st = signature.args
+        ka = context.make_array(st[0])(context, builder, args[0])
+        oa = context.make_array(st[3])(context, builder, args[3])
+        s0 = context.cast(builder, args[1], st[1], types.intp)
+        p = context.cast(builder, args[4], st[4], types.intp)
+        v = builder.load(builder.bitcast(builder.gep(ka.data, [s0]), vty.as_pointer()), align=8)
+        dv = builder.lshr(v, _splat64(builder, ir.Constant(i64, KEY_SHIFT)))
+        dd = _splat64(builder, args[2])
+        m = builder.select(context.cast(builder, args[5], st[5], types.boolean),
+                           builder.icmp_unsigned("<", dv, dd), builder.icmp_unsigned("==", dv, dd))
+        return _compress_store(builder, v, m, oa.data, p)
 
-    return types.uint64(words, row, x, t), codegen
+    return types.uint64(keys, start, d, out, pos, below), codegen
+
+
+@intrinsic
+def compress_below64(typingctx, tiles, col, qw, q, t, kout, pos, idx0, nw, dense):
+    """Append the keys of the sub-block's rows below ``t`` to ``kout``; returns how many.
+
+    With ``d[i]`` the distances of :func:`words_below_mask64`, every ``i < 64`` with
+    ``d[i] < t`` writes, in order, ``kout[pos + j] = (d[i] << KEY_SHIFT) | (idx0 + i)``
+    (``j`` counting from 0). ``kout``: C-contiguous ``uint64``; the 64 entries from
+    ``pos`` on may be overwritten. ``nw`` as in :func:`words_below_mask64`. ``dense``
+    (bool): compress even an empty mask, branch-free (see :func:`_compress_store`). Branch-free: eight 8-lane register compresses
+    (``vpcompressq`` on AVX-512) each stored whole, the next group's store starting
+    where the kept lanes end. A loop over the mask's set bits cost 15 ns per candidate
+    here (mispredicted branches); a compress straight to memory is microcoded on AMD
+    Zen 4 (30x slower), and a 64-lane compress is scalarised by LLVM's legaliser.
+    """
+    arr2 = types.Array(types.uint64, 2, "C")
+    if not (tiles == arr2 and qw == arr2 and isinstance(col, types.Integer)
+            and isinstance(q, types.Integer) and t == types.uint64
+            and kout == types.Array(types.uint64, 1, "C")
+            and isinstance(pos, types.Integer) and isinstance(idx0, types.Integer)
+            and isinstance(nw, types.Integer) and isinstance(dense, types.Boolean)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        i1, i32, i64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
+        vty = ir.VectorType(i64, 64)
+        mty = ir.VectorType(i1, 64)
+        st = signature.args
+        d = _words_dist_vector(context, builder, st, args, 8)
+        m = builder.icmp_unsigned("<", d, _splat64(builder, args[4]))
+        ka = context.make_array(st[5])(context, builder, args[5])
+        p = context.cast(builder, args[6], st[6], types.intp)
+        base = context.cast(builder, args[7], st[7], types.int64)
+        idx = builder.add(_splat64(builder, base), ir.Constant(vty, list(range(64))))
+        key = builder.or_(builder.shl(d, _splat64(builder, ir.Constant(i64, KEY_SHIFT))), idx)
+        dense_ = context.cast(builder, args[9], st[9], types.boolean)
+        return _compress_store(builder, key, m, ka.data, p, dense_)
+
+    return types.uint64(tiles, col, qw, q, t, kout, pos, idx0, nw, dense), codegen
 
 
 @njit(inline="always")
@@ -243,258 +371,253 @@ class CodeStore:
 
 # --------------------------------------------------------------------------- kernels
 
-#: Rows of a sub-block: distances of a whole sub-block are computed by a fixed-length loop
-#: that LLVM unrolls and vectorises (a min-reduction, no stores); only a sub-block whose
-#: minimum passes the threshold is scanned row by row. A structural constant of the
-#: kernels (not a tunable): 64 rows are 8 AVX-512 vectors of 64-bit codes.
+#: Rows of a sub-block: the bit mask of a sub-block's rows below the bound is one
+#: 64-lane vector expression (:func:`words_below_mask64`). A structural constant of
+#: the kernels (not a tunable): 64 rows are 8 AVX-512 vectors of 64-bit words.
 SUB_ROWS = 64
 
 
 @njit(inline="always")
-def _load_tile(dbw, t0, t1, tb):
-    """Copy the rows ``t0 .. t1`` of a multi-word database into ``tb`` word-major
-    (``tb[w, i]`` = word ``w`` of row ``t0 + i``), so that the sub-block loops read
-    each word contiguously. Single-word databases are read in place."""
+def _tile(dbv, dbw, t0, t1, tb):
+    """The word-major tile of database rows ``t0 .. t1`` and the column of row ``t0`` in it.
+
+    Single-word databases are read in place (``dbv`` is ``dbw`` reshaped to ``(1, n)``);
+    wider ones are copied word-major into ``tb`` (``tb[w, i]`` = word ``w`` of row
+    ``t0 + i``), so that every word of a sub-block is one contiguous vector load.
+    """
     W = dbw.shape[1]
-    if W > 1:
-        for i in range(t1 - t0):
-            for w in range(W):
-                tb[np.uint64(w), np.uint64(i)] = dbw[np.uint64(t0 + i), np.uint64(w)]
+    if W == 1:
+        return dbv, t0
+    for i in range(t1 - t0):
+        for w in range(W):
+            tb[np.uint64(w), np.uint64(i)] = dbw[np.uint64(t0 + i), np.uint64(w)]
+    return tb, 0
 
 
 @njit(inline="always")
-def _row_dist(qw, q, dbw, t0, tb, i, W):
-    """Distance of query ``q`` to row ``i`` of the tile starting at database row ``t0``.
-
-    ``W`` (the words per code) is passed by callers that have already branched on it:
-    one to four words are spelled out, so that a loop over ``i`` for one ``W``
-    vectorises. Wider codes loop over their words: correct, not vectorised (the
-    measured second path).
-    """
-    if W == 1:
-        return popcount64(dbw[np.uint64(t0 + i), 0] ^ qw[q, 0])
-    u = np.uint64(i)
-    if W == 2:
-        return popcount64(tb[0, u] ^ qw[q, 0]) + popcount64(tb[1, u] ^ qw[q, 1])
-    if W == 3:
-        return (popcount64(tb[0, u] ^ qw[q, 0]) + popcount64(tb[1, u] ^ qw[q, 1])
-                + popcount64(tb[2, u] ^ qw[q, 2]))
-    if W == 4:
-        return (popcount64(tb[0, u] ^ qw[q, 0]) + popcount64(tb[1, u] ^ qw[q, 1])
-                + popcount64(tb[2, u] ^ qw[q, 2]) + popcount64(tb[3, u] ^ qw[q, 3]))
+def _col_dist(tv, col, qw, q):
+    """Distance of query ``q`` to the code in column ``col`` of a word-major tile."""
     d = np.uint64(0)
     for w in range(qw.shape[1]):
-        d += popcount64(tb[np.uint64(w), u] ^ qw[q, w])
+        d += popcount64(tv[np.uint64(w), np.uint64(col)] ^ qw[q, w])
     return d
 
 
 @njit(inline="always")
-def _sub_min_w(qw, q, dbw, t0, s, tb, W):
-    mn = np.uint64(64 * qw.shape[1])
-    for i in range(SUB_ROWS):
-        mn = min(mn, _row_dist(qw, q, dbw, t0, tb, s + i, W))
-    return mn
-
-
-@njit(inline="always")
-def _sub_min(qw, q, dbw, t0, s, tb):
-    """Smallest distance of query ``q`` to the ``SUB_ROWS`` tile rows ``s ..``: a
-    fixed-length min-reduction without stores, which LLVM vectorises (one loop per
-    spelled-out width: the branch on the width sits outside the loops)."""
-    W = qw.shape[1]
-    if W == 1:
-        return _sub_min_w(qw, q, dbw, t0, s, tb, 1)
-    if W == 2:
-        return _sub_min_w(qw, q, dbw, t0, s, tb, 2)
-    if W == 3:
-        return _sub_min_w(qw, q, dbw, t0, s, tb, 3)
-    if W == 4:
-        return _sub_min_w(qw, q, dbw, t0, s, tb, 4)
-    return _sub_min_w(qw, q, dbw, t0, s, tb, 0)
-
-
-@njit(inline="always")
-def _sub_fill_w(qw, q, dbw, t0, s, tb, acc, W):
-    for i in range(SUB_ROWS):
-        acc[i] = _row_dist(qw, q, dbw, t0, tb, s + i, W)
-
-
-@njit(inline="always")
-def _sub_fill(qw, q, dbw, t0, s, tb, acc):
-    """The distances of the sub-block ``s ..`` into ``acc`` (after :func:`_sub_min` passed);
-    the same per-width loops."""
-    W = qw.shape[1]
-    if W == 1:
-        _sub_fill_w(qw, q, dbw, t0, s, tb, acc, 1)
-    elif W == 2:
-        _sub_fill_w(qw, q, dbw, t0, s, tb, acc, 2)
-    elif W == 3:
-        _sub_fill_w(qw, q, dbw, t0, s, tb, acc, 3)
-    elif W == 4:
-        _sub_fill_w(qw, q, dbw, t0, s, tb, acc, 4)
-    else:
-        _sub_fill_w(qw, q, dbw, t0, s, tb, acc, 0)
-
-
-@njit(inline="always")
-def _push(cd, ci, hist, q, d, j, c, t, below, k):
-    """Append candidate ``(d, j)`` (``d < t``) to query ``q``'s buffer and tighten ``t``.
-
-    ``t`` is the counting-sort bound: the smallest distance whose cumulative count of
-    buffered candidates reaches ``k`` (``64 W + 1`` while fewer than ``k`` are buffered),
-    ``below`` the number of buffered candidates at distance ``< t``. A later row at
-    distance ``>= t`` cannot enter the top-k: ``k`` rows with smaller indices beat it.
-    Returns the new ``(c, t, below)``.
-    """
-    cd[q, np.uint64(c)] = np.int32(d)
-    ci[q, np.uint64(c)] = j
-    hist[q, np.uint64(d)] += 1
-    below += 1
-    while below >= k:
-        t -= 1
-        below -= hist[q, np.uint64(t)]
-    return c + 1, t, below
+def _kth(ck, q, c, k, hist):
+    """``(tk, below)``: the k-th smallest distance of the keys ``ck[q, :c]`` (``c >= k``)
+    and how many are smaller. ``hist`` is scratch of ``bits + 1`` entries."""
+    hist[:] = 0
+    for i in range(c):
+        hist[ck[q, i] >> np.uint64(KEY_SHIFT)] += 1
+    below = 0
+    tk = 0
+    while below + hist[tk] < k:
+        below += hist[tk]
+        tk += 1
+    return tk, below
 
 
 @njit(cache=True)
-def _compact(cd, ci, hist, q, c, t, below, k):
-    """Drop query ``q``'s candidates that can no longer enter its top-k (order kept):
-    every one at distance ``> t`` and, at distance ``t``, all but the first ``k - below``.
-    Branch-free; returns the new count. Called between sub-blocks, never inside the
-    candidate loop (there it made that loop 3x slower, even when never executed).
+def _compact(ck, hist, q, c, k):
+    """Keep the candidates of query ``q`` that can still enter its top-k (order kept):
+    those below the k-th smallest distance ``tk`` and, at ``tk``, the first
+    ``k - below``. Returns ``(k, tk)``: the new count and the new bound, since a later
+    row at distance ``>= tk`` is beaten by ``k`` buffered rows with smaller indices.
+    Branch-free; called between sub-blocks, never inside the candidate loop.
     """
+    tk, below = _kth(ck, q, c, k, hist)
     need = k - below
     n = 0
+    utk = np.uint64(tk)
     for i in range(c):
-        d = cd[q, i]
-        keep = (d < t) | ((d == t) & (need > 0))
-        cd[q, n] = d
-        ci[q, n] = ci[q, i]
+        key = ck[q, i]
+        d = key >> np.uint64(KEY_SHIFT)
+        keep = (d < utk) | ((d == utk) & (need > 0))
+        ck[q, n] = key
         n += keep
-        need -= (d == t) & keep
-    for d in range(t, hist.shape[1]):
-        hist[q, d] = 0
-    if t < hist.shape[1]:
-        hist[q, t] = n - below
-    return n
+        need -= (d == utk) & keep
+    return n, tk
+
+
+@njit(inline="always")
+def _sweep(tv, off, full, qw, q, ck, hist, c, t, k, idx0, nw, dense):
+    """The full sub-blocks of a tile for query ``q``: returns the new ``(c, t)``."""
+    C = ck.shape[1] - SUB_ROWS
+    kq = ck[q]
+    for s in range(0, full, SUB_ROWS):
+        if c > C - SUB_ROWS and c > k:       # room for a whole sub-block
+            c, t = _compact(ck, hist, q, c, k)
+        c += np.int64(compress_below64(tv, off + s, qw, q, np.uint64(t), kq, c, idx0 + s, nw,
+                                       dense))
+    return c, t
 
 
 @njit(parallel=True, cache=True)
-def _topk_chunk(qw, dbw, base, cd, ci, C, hist, state, k, tile, nblocks):
+def _topk_chunk(qw, dbw, base, ck, state, k, tile, nblocks):
     """Sweep database rows ``dbw`` (global indices ``base ..``) into every query's candidates.
 
-    Per query ``q``: ``cd[q]``/``ci[q]`` buffer candidates (distance, index) in index
-    order, ``hist[q]`` counts them by distance, ``state[q] = (count, t, below)`` (see
-    :func:`_push`). A row is a candidate only if its distance is below the query's
-    bound ``t``, which only tightens; a buffer (``C >= k + SUB_ROWS`` entries, or at least
-    every row) without room for a whole sub-block is compacted to ``k``.
-    Each thread owns a block of queries and sweeps the rows ``tile`` at a time for all
-    of them (the tile stays in cache), ``SUB_ROWS`` rows at a time per query: the bit
-    mask of the rows below ``t`` in one vector expression (single-word codes) or, for
-    wider codes, a vectorised minimum and the mask only when it is below ``t``; each
-    set bit is a candidate.
+    Per query ``q``: ``ck[q]`` buffers candidate keys (see :data:`KEY_SHIFT`) in index
+    order, ``state[q] = (count, t, appended in the previous tile)``; a row is a candidate only if its distance is below
+    the bound ``t``. ``t`` starts at ``bits + 1`` or at an estimate (see
+    :func:`sample_bounds`) and only tightens, when a buffer of ``C >= k + SUB_ROWS``
+    entries (or at least every row; ``SUB_ROWS`` more allocated) lacks room for a whole
+    sub-block: it is then compacted to ``k`` and ``t`` becomes their k-th smallest
+    distance. Each thread owns a block of queries and sweeps the rows ``tile`` at a time
+    for all of them (the tile stays in cache), ``SUB_ROWS`` rows at a time per query:
+    distances, compare and append in one branch-free vector expression
+    (:func:`compress_below64`). No histogram in the sweep.
     """
     nq, W = qw.shape
     m = dbw.shape[0]
+    C = ck.shape[1] - SUB_ROWS
+    dbv = dbw.reshape((1, m * W))       # the word-major view of a single-word database
     for b in prange(nblocks):
         q0 = b * nq // nblocks
         q1 = (b + 1) * nq // nblocks
         tl = max(1, min(tile, m))
         tb = np.empty((W, tl if W > 1 else 0), np.uint64)
-        acc = np.empty(SUB_ROWS, np.uint64)
+        hist = np.empty(64 * W + 1, np.int64)
         for t0 in range(0, m, tl):
             t1 = min(t0 + tl, m)
-            _load_tile(dbw, t0, t1, tb)
+            tv, off = _tile(dbv, dbw, t0, t1, tb)
             full = (t1 - t0) // SUB_ROWS * SUB_ROWS
             for q in range(q0, q1):
                 c = state[q, 0]
                 t = state[q, 1]
-                below = state[q, 2]
-                if W == 1:                  # one expression per sub-block: its bit mask
-                    x = qw[q, 0]
-                    for s in range(0, full, SUB_ROWS):
-                        mk = xor_popcount_below_mask64(dbw, t0 + s, x, np.uint64(t))
-                        if mk and c > C - SUB_ROWS:      # room for a whole sub-block
-                            c = _compact(cd, ci, hist, q, c, t, below, k)
-                        while mk:
-                            i = np.int64(trailing_zeros64(mk))
-                            mk &= mk - np.uint64(1)
-                            d = popcount64(dbw[np.uint64(t0 + s + i), 0] ^ x)
-                            if d < np.uint64(t):         # t may have tightened
-                                c, t, below = _push(cd, ci, hist, q, d, base + t0 + s + i,
-                                                    c, t, below, k)
-                else:                       # min first; distances kept for the mask
-                    for s in range(0, full, SUB_ROWS):
-                        if _sub_min(qw, q, dbw, t0, s, tb) < np.uint64(t):
-                            _sub_fill(qw, q, dbw, t0, s, tb, acc)
-                            mk = below_mask64(acc, np.uint64(t))
-                            if c > C - SUB_ROWS:
-                                c = _compact(cd, ci, hist, q, c, t, below, k)
-                            while mk:
-                                i = np.int64(trailing_zeros64(mk))
-                                mk &= mk - np.uint64(1)
-                                if acc[i] < np.uint64(t):
-                                    c, t, below = _push(cd, ci, hist, q, acc[i], base + t0 + s + i,
-                                                        c, t, below, k)
-                if full < t1 - t0 and c > C - SUB_ROWS:
-                    c = _compact(cd, ci, hist, q, c, t, below, k)
+                c0 = c
+                # dense: the query's previous tile had a candidate per two sub-blocks or more
+                dense = 2 * state[q, 2] * SUB_ROWS > full
+                if W == 1:             # a constant word count: LLVM unrolls the word loop
+                    c, t = _sweep(tv, off, full, qw, q, ck, hist, c, t, k, base + t0, 1, dense)
+                elif W == 2:
+                    c, t = _sweep(tv, off, full, qw, q, ck, hist, c, t, k, base + t0, 2, dense)
+                elif W == 4:
+                    c, t = _sweep(tv, off, full, qw, q, ck, hist, c, t, k, base + t0, 4, dense)
+                else:
+                    c, t = _sweep(tv, off, full, qw, q, ck, hist, c, t, k, base + t0, W, dense)
+                state[q, 2] = max(0, c - c0)
                 for j in range(full, t1 - t0):       # the tile's last rows, one by one
-                    d = _row_dist(qw, q, dbw, t0, tb, j, W)
+                    d = _col_dist(tv, off + j, qw, q)
                     if d < np.uint64(t):
-                        c, t, below = _push(cd, ci, hist, q, d, base + t0 + j, c, t, below, k)
+                        if c >= C and c > k:
+                            c, t = _compact(ck, hist, q, c, k)
+                        if d < np.uint64(t):
+                            ck[q, np.uint64(c)] = (d << np.uint64(KEY_SHIFT)) | np.uint64(base + t0 + j)
+                            c += 1
                 state[q, 0] = c
                 state[q, 1] = t
-                state[q, 2] = below
 
 
 @njit(parallel=True, cache=True)
-def _topk_finish(cd, ci, hist, state, D, I, nblocks):
-    """Counting-sort every query's candidates into ``D``/``I`` and pad the rest of each row.
+def _sample_bounds(qw, sample, target, bounds, nblocks):
+    """``bounds[q]`` = the smallest ``t`` with at least ``target`` rows of ``sample`` at a
+    distance ``< t`` from query ``q`` (``bits + 1`` if none): a binary search over ``t``,
+    each step counting the set bits of the sample's sub-block masks.
 
-    Candidates are in index order, so a stable counting sort by distance gives the
-    (distance, index) order. The write positions come from ``hist`` (exact below the
-    bound ``t``; at ``t`` only the first ``k - below`` are kept); the scatter is
-    branch-free, stale candidates (distance above ``t``) going to a spare slot.
-    ``cd``/``ci`` may be ``D``/``I`` themselves.
+    ``sample``: word-major ``(W, S)``, ``S`` a multiple of ``SUB_ROWS``, ``target <= S``.
+    """
+    nq, W = qw.shape
+    S = sample.shape[1]
+    for b in prange(nblocks):
+        for q in range(b * nq // nblocks, (b + 1) * nq // nblocks):
+            lo = 0                      # count(d < lo) < target <= count(d < hi)
+            hi = 64 * W + 1
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                cnt = 0
+                for s in range(0, S, SUB_ROWS):
+                    cnt += popcount64(words_below_mask64(sample, s, qw, q, np.uint64(mid), W))
+                if cnt >= target:
+                    hi = mid
+                else:
+                    lo = mid
+            bounds[q] = hi
+
+
+@njit(parallel=True, cache=True)
+def _topk_finish(ck, state, D, I, nbins, pass_bins, nblocks):
+    """Sort every query's candidate keys into ``D``/``I`` and pad each row.
+
+    Candidates are in index order, so collecting them distance by distance, each
+    distance in index order, gives the (distance, index) order; it stops once ``k`` are
+    collected (at the k-th smallest distance only the first ones are kept, as in
+    faiss's tie rule by index). Two ways, the same result:
+
+    * few distances (fewer than ``pass_bins`` between the smallest and the largest): the
+      keys below the largest distance picked out first (that distance, next to the
+      bound, holds many keys and few are kept), then one vector pass over them per
+      distance and, if needed, one for the largest (:func:`compress_distance64`, 64 keys
+      per step, no scattered writes, no dependency chain);
+    * otherwise a stable counting sort by distance (one scalar pass to count, one to
+      scatter, dropped candidates to a spare slot).
+
+    Both write to a per-thread buffer (in cache); then ``min(count, k)`` entries are
+    unpacked into the output. ``ck`` rows hold ``SUB_ROWS`` entries beyond the count
+    (filled here with a key no distance matches).
     """
     nq, k = D.shape
-    B = hist.shape[1]
+    shift = np.uint64(KEY_SHIFT)
     for b in prange(nblocks):
         q0 = b * nq // nblocks
         q1 = (b + 1) * nq // nblocks
         width = 0
         for q in range(q0, q1):
             width = max(width, state[q, 0])
-        td = np.empty(width + 1, np.int32)
-        ti = np.empty(width + 1, np.int64)
-        pos = np.empty(B + 1, np.int64)
+        tmp = np.empty(width + SUB_ROWS + 1, np.uint64)
+        low = np.empty(width + 2 * SUB_ROWS, np.uint64)
+        hist = np.empty(nbins, np.int64)
+        pos = np.empty(nbins, np.int64)
         for q in range(q0, q1):
             c = state[q, 0]
-            t = state[q, 1]
-            acc = 0
-            for d in range(min(t + 1, B)):
-                pos[d] = acc
-                acc += hist[q, d]
-            nout = min(acc, k)
-            if nout == c:                # every candidate stays (k >= n): plain scatter
+            nout = min(c, k)
+            kq = ck[q]
+            if nout > 0:
+                mn = kq[0]
+                mx = kq[0]
                 for i in range(c):
-                    d = cd[q, i]
-                    p = pos[d]
-                    td[p] = d
-                    ti[p] = ci[q, i]
-                    pos[d] = p + 1
-            for i in range(c if nout < c else 0):
-                d = cd[q, i]
-                dd = min(d, t)
-                p = pos[dd]
-                keep = (d < t) | ((d == t) & (p < nout))
-                w = p if keep else width
-                td[w] = d
-                ti[w] = ci[q, i]
-                pos[dd] = p + keep
-            for i in range(nout):
-                D[q, i] = td[i]
-                I[q, i] = ti[i]
+                    mn = min(mn, kq[np.uint64(i)])
+                    mx = max(mx, kq[np.uint64(i)])
+                dmin = mn >> shift
+                dtop = mx >> shift
+                if np.int64(dtop - dmin) < pass_bins:
+                    for i in range(c, c + SUB_ROWS):
+                        kq[i] = _NO_KEY
+                    # the keys below the top distance first (the top one, the bound's
+                    # neighbour, holds many keys and few of them are kept)
+                    na = 0
+                    for s in range(0, c, SUB_ROWS):
+                        na += np.int64(compress_distance64(kq, s, dtop, low, na, True))
+                    for i in range(na, na + SUB_ROWS):
+                        low[i] = _NO_KEY
+                    p = 0
+                    d = dmin
+                    while p < nout and d < dtop:
+                        for s in range(0, na, SUB_ROWS):
+                            p += np.int64(compress_distance64(low, s, d, tmp, p, False))
+                        d += np.uint64(1)
+                    if p < nout:
+                        for s in range(0, c, SUB_ROWS):
+                            p += np.int64(compress_distance64(kq, s, dtop, tmp, p, False))
+                else:
+                    tk, below = _kth(ck, q, c, nout, hist)
+                    acc = 0
+                    for d in range(tk + 1):
+                        pos[d] = acc
+                        acc += hist[d]
+                    utk = np.uint64(tk)
+                    for i in range(c):
+                        key = kq[i]
+                        d = key >> shift
+                        dd = min(d, utk)
+                        p = pos[dd]
+                        keep = (d < utk) | ((d == utk) & (p < nout))
+                        tmp[p if keep else width + SUB_ROWS] = key
+                        pos[dd] = p + keep
+                for i in range(nout):
+                    key = tmp[np.uint64(i)]
+                    D[q, np.uint64(i)] = np.int32(key >> shift)
+                    I[q, np.uint64(i)] = np.int64(key & np.uint64(KEY_MASK))
             for i in range(nout, k):            # faiss's padding when fewer than k
                 D[q, i] = DIST_PAD
                 I[q, i] = -1
@@ -515,66 +638,69 @@ def _histogram_chunk(qw, dbw, counts):
 
 
 @njit(parallel=True, cache=True)
+def _scatter_chunk(qw, dbw, base, pos, D, I):
+    """Full ranking (``k >= n``): every chunk row at its place in ``D``/``I``.
+
+    ``pos[q, d]`` is the next position of distance ``d`` in query ``q``'s ranking (the
+    running sums of the histogram of :func:`_histogram_chunk`, advanced chunk by chunk):
+    rows go in index order, so ties stay in index order. No candidate buffer: the
+    output is written once.
+    """
+    nq, W = qw.shape
+    for q in prange(nq):
+        for j in range(dbw.shape[0]):
+            d = np.uint64(_distance(qw, q, dbw, j)) if W > 1 else \
+                popcount64(dbw[np.uint64(j), 0] ^ qw[q, 0])
+            p = pos[q, d]
+            D[q, np.uint64(p)] = np.int32(d)
+            I[q, np.uint64(p)] = base + j
+            pos[q, d] = p + 1
+
+
+@njit(parallel=True, cache=True)
 def _range_chunk(qw, dbw, radius, base, cursor, D, I, tile, nblocks):
     """Count (``D`` empty) or write (``D``, ``I`` sized) the chunk rows within ``radius``.
 
     ``cursor[q]`` is the next write position of query ``q`` (or its running count).
     Same sweep as :func:`_topk_chunk` with the fixed bound ``radius + 1``: per sub-block
-    a 64-bit mask of the rows within the radius (single-word codes: one vector
-    expression; wider codes: a vectorised minimum first). Writes are in index order.
+    the bit mask of the rows within the radius in one vector expression. Writes are in
+    index order.
     """
     nq, W = qw.shape
     m = dbw.shape[0]
     fill = D.shape[0] > 0
     t = np.uint64(min(radius + 1, 64 * W + 1))
+    dbv = dbw.reshape((1, m * W))
     for b in prange(nblocks):
         q0 = b * nq // nblocks
         q1 = (b + 1) * nq // nblocks
         tl = max(1, min(tile, m))
         tb = np.empty((W, tl if W > 1 else 0), np.uint64)
-        acc = np.empty(SUB_ROWS, np.uint64)
         for t0 in range(0, m, tl):
             t1 = min(t0 + tl, m)
-            _load_tile(dbw, t0, t1, tb)
+            tv, off = _tile(dbv, dbw, t0, t1, tb)
             full = (t1 - t0) // SUB_ROWS * SUB_ROWS
             for q in range(q0, q1):
                 p = cursor[q]
-                if W == 1:                  # the sub-block's bit mask in one expression
-                    x = qw[q, 0]
-                    for s in range(0, full, SUB_ROWS):
-                        mk = xor_popcount_below_mask64(dbw, t0 + s, x, t)
-                        if fill:
-                            while mk:
-                                i = np.int64(trailing_zeros64(mk))
-                                mk &= mk - np.uint64(1)
-                                D[p] = np.int32(popcount64(dbw[np.uint64(t0 + s + i), 0] ^ x))
-                                I[p] = base + t0 + s + i
-                                p += 1
-                        else:
-                            p += popcount64(mk)
-                else:
-                    for s in range(0, full, SUB_ROWS):
-                        if _sub_min(qw, q, dbw, t0, s, tb) < t:
-                            _sub_fill(qw, q, dbw, t0, s, tb, acc)
-                            mk = below_mask64(acc, t)
-                            if fill:
-                                while mk:
-                                    i = np.int64(trailing_zeros64(mk))
-                                    mk &= mk - np.uint64(1)
-                                    D[p] = np.int32(acc[i])
-                                    I[p] = base + t0 + s + i
-                                    p += 1
-                            else:
-                                p += popcount64(mk)
+                for s in range(0, full, SUB_ROWS):
+                    mk = words_below_mask64(tv, off + s, qw, q, t, W)
+                    if fill:
+                        while mk:
+                            i = np.int64(trailing_zeros64(mk))
+                            mk &= mk - np.uint64(1)
+                            D[p] = np.int32(_col_dist(tv, off + s + i, qw, q))
+                            I[p] = base + t0 + s + i
+                            p += 1
+                    else:
+                        p += popcount64(mk)
                 for j in range(full, t1 - t0):       # the tile's last rows, one by one
-                    d = _row_dist(qw, q, dbw, t0, tb, j, qw.shape[1])
+                    d = _col_dist(tv, off + j, qw, q)
                     if d < t:
                         if fill:
                             D[p] = np.int32(d)
                             I[p] = base + t0 + j
                         p += 1
                 cursor[q] = p
-
 
 @njit(parallel=True, cache=True)
 def _csr_sort_by_distance(lims, D, I, nbins, nblocks):
@@ -610,6 +736,80 @@ def _csr_sort_by_distance(lims, D, I, nbins, nblocks):
                 I[s + i] = ti[i]
 
 
+def sample_bounds(qw, store, k, nblocks):
+    """Per-query starting bounds for the top-``k`` sweep, estimated on a sample, or ``None``.
+
+    ``config.TOPK_SAMPLE_ROWS`` rows spread evenly over the store's first block; the
+    bound of query ``q`` is the smallest ``t`` such that at least ``target`` sample rows
+    lie below it, ``target`` = the expected count of top-k rows in the sample plus three
+    standard deviations (binomial), so that over the whole database at least ``k`` rows
+    lie below it with high probability. ``None`` when the sample would hold fewer than
+    ``config.TOPK_SAMPLE_MIN`` top-k rows on average (small ``k / n``: the bound then
+    tightens within the first few sub-blocks anyway). Only the speed depends on the
+    estimate: a query whose bound was too tight is searched again without one.
+    """
+    n = store.ntotal
+    first = store.blocks[0][1]
+    S = min(config.TOPK_SAMPLE_ROWS, first.shape[0]) // SUB_ROWS * SUB_ROWS
+    expect = k * S / n
+    if S == 0 or k >= n or expect < config.TOPK_SAMPLE_MIN:
+        return None
+    target = min(S, int(np.ceil(expect + 3.0 * np.sqrt(expect))))
+    rows = np.arange(S) * first.shape[0] // S
+    sample = first[rows]
+    if store.blocks[0][0] == "memmap":
+        sample = as_words(np.asarray(sample), store.bits, "memmap codes")
+    sample = np.ascontiguousarray(sample.T)
+    bounds = np.empty(qw.shape[0], np.int64)
+    _sample_bounds(qw, sample, target, bounds, nblocks)
+    return bounds
+
+
+def topk_words(qw, store, k, estimate=True):
+    """Exact top-``k`` of word queries ``qw`` over a :class:`CodeStore` (``ntotal >= 1``).
+
+    Returns ``(D, I)`` as :meth:`HammingIndex.search`. ``estimate``: start every query
+    from the bound of :func:`sample_bounds` (queries whose estimate turns out too tight
+    are searched again with ``estimate=False``, from the trivial bound ``bits + 1``).
+    """
+    nq, W = qw.shape
+    n = store.ntotal
+    D = np.empty((nq, k), dtype=np.int32)         # every entry written
+    I = np.empty((nq, k), dtype=np.int64)
+    if k >= n:                  # every row is in the result: a counting sort, no buffer
+        counts = np.zeros((nq, 64 * W + 1), dtype=np.int64)
+        for _, words in store.chunks(config.CHUNK_ROWS):
+            _histogram_chunk(qw, words, counts)
+        pos = np.cumsum(counts, axis=1) - counts
+        for base, words in store.chunks(config.CHUNK_ROWS):
+            _scatter_chunk(qw, words, base, pos, D, I)
+        D[:, n:] = DIST_PAD                     # faiss's padding when fewer than k
+        I[:, n:] = -1
+        return D, I
+    if n > KEY_MASK or 64 * W >= 1 << (64 - KEY_SHIFT):
+        raise ValueError(f"top-k keys hold indices below 2**{KEY_SHIFT} and distances below "
+                         f"2**{64 - KEY_SHIFT}: got {n} codes of {64 * W} padded bits")
+    # candidate buffer per query: >= k + SUB_ROWS (or every row); the extra room
+    # makes compactions rare (each costs O(C)), capped to keep memory O(nq * k)
+    C = min(n, 2 * k + SUB_ROWS + min(2 * k, config.TOPK_BUFFER_EXTRA))
+    ck = np.empty((nq, C + SUB_ROWS), dtype=np.uint64)   # room for one sub-block's stores
+    nb = n_blocks(nq)
+    state = np.zeros((nq, 3), dtype=np.int64)    # (count, bound t, appended in last tile)
+    bounds = sample_bounds(qw, store, k, nb) if estimate else None
+    tile = max(1, config.TILE_ROWS // W)
+    state[:, 1] = 64 * W + 1 if bounds is None else bounds
+    if bounds is not None:      # about this many rows of a tile lie below the estimate:
+        state[:, 2] = tile * k // n             # the first tile's dense/sparse choice
+    for base, words in store.chunks(config.CHUNK_ROWS):
+        _topk_chunk(qw, words, base, ck, state, k, tile, nb)
+    _topk_finish(ck, state, D, I, 64 * W + 1, config.TOPK_PASS_BINS, nb)
+    if bounds is not None:
+        redo = np.flatnonzero(state[:, 0] < k)      # fewer than k rows below the estimate
+        if redo.size:
+            D[redo], I[redo] = topk_words(np.ascontiguousarray(qw[redo]), store, k, False)
+    return D, I
+
+
 # --------------------------------------------------------------------------- the index
 
 class HammingIndex:
@@ -635,9 +835,10 @@ class HammingIndex:
     ``np.memmap`` as it is; searches stream a memmap in chunks of
     :data:`vdsh_numba.config.CHUNK_ROWS` rows, so the extra memory of a search is
     O(nq * k + chunk), never O(nq * n) (candidate buffers of at most
-    ``2k + 64 + min(2k, config.TOPK_BUFFER_EXTRA)`` entries of 12 bytes per query; none
-    when ``k >= ntotal``: the results are the buffers). Top-k and rankings use a counting sort over
-    the ``bits + 1`` possible distances (O(n) per query); ties are broken by ascending
+    ``2k + 128 + min(2k, config.TOPK_BUFFER_EXTRA)`` keys of 8 bytes per query; none
+    when ``k >= ntotal``: a counting sort writes the results directly). Top-k and rankings
+    sort by distance over the ``bits + 1`` possible distances (O(n) per query, no
+    comparison sort); ties are broken by ascending
     database index, so ``search`` returns exactly faiss's distances and, once ties are
     resolved by index, the same indices.
     """
@@ -708,26 +909,7 @@ class HammingIndex:
         if self.backend == "cuda":
             from . import gpu_hamming
             return gpu_hamming.search(qw, self._store, k)
-        D = np.empty((nq, k), dtype=np.int32)         # every entry written by _topk_finish
-        I = np.empty((nq, k), dtype=np.int64)
-        W = qw.shape[1]
-        # candidate buffer per query: >= k + SUB_ROWS (or every row); the extra room
-        # makes compactions rare (each costs O(C)), capped to keep memory O(nq * k)
-        C = min(n, 2 * k + SUB_ROWS + min(2 * k, config.TOPK_BUFFER_EXTRA))
-        if C <= k:                               # k >= n: the results are the buffer
-            cd, ci = D, I
-        else:
-            cd = np.empty((nq, C), dtype=np.int32)
-            ci = np.empty((nq, C), dtype=np.int64)
-        hist = np.zeros((nq, 64 * W + 1), dtype=np.int64)
-        state = np.zeros((nq, 3), dtype=np.int64)    # (count, bound t, count below t)
-        state[:, 1] = 64 * W + 1
-        nb = n_blocks(nq)
-        tile = max(1, config.TILE_ROWS // W)
-        for base, words in self._store.chunks(config.CHUNK_ROWS):
-            _topk_chunk(qw, words, base, cd, ci, C, hist, state, k, tile, nb)
-        _topk_finish(cd, ci, hist, state, D, I, nb)
-        return D, I
+        return topk_words(qw, self._store, k)
 
     def range_search(self, queries, radius: int):
         """Every database code within Hamming distance ``radius`` of each query.

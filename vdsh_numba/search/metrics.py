@@ -77,25 +77,52 @@ def _key(qw, q, dbw, ql, dl, j, mode, shift):
     return (d << np.uint64(shift)) | np.uint64(_level(ql, q, dl, j, mode))
 
 
+#: Rows per sub-block of the histogram pass: their keys go to a buffer (a loop LLVM
+#: vectorises for single-word codes and single labels), then into two interleaved
+#: histograms; 4 B per row per thread.
+_HIST_SUB = 4096
+
+
 @njit(parallel=True, cache=True)
 def _level_histogram_chunk(qw, dbw, ql, dl, mode, shift, hist, nblocks):
     """``hist[q, (d << shift) | l] +=`` chunk rows at distance ``d`` with relevance level ``l``.
 
-    ``hist`` is ``(nq, (bits + 1) << shift)``; ``1 << shift`` levels per distance.
+    ``hist`` is ``(nq, (bits + 1) << shift)``; ``1 << shift`` levels per distance. Rows go
+    in sub-blocks of ``_HIST_SUB``: first their keys into a buffer, then the counts into
+    two histograms, even and odd rows (two independent chains of increments); on this
+    machine 1.7x faster than one loop doing both.
     """
     nq = qw.shape[0]
     m = dbw.shape[0]
     nkeys = hist.shape[1]
+    fast = qw.shape[1] == 1 and mode == 0
     for b in prange(nblocks):
         q0 = b * nq // nblocks
         q1 = (b + 1) * nq // nblocks
-        loc = np.empty(nkeys, np.int64)
+        loc = np.empty((2, nkeys), np.int64)
+        kb = np.empty(_HIST_SUB, np.uint32)
         for q in range(q0, q1):
             loc[:] = 0
-            for j in range(m):
-                loc[_key(qw, q, dbw, ql, dl, j, mode, shift)] += 1   # unsigned: no wraparound test
+            for j0 in range(0, m, _HIST_SUB):
+                L = min(j0 + _HIST_SUB, m) - j0
+                if fast:                      # the common case, spelled out: vectorises
+                    x = qw[q, 0]
+                    y = ql[q, 0]
+                    for i in range(L):
+                        u = np.uint64(j0 + i)
+                        kb[np.uint64(i)] = np.uint32((popcount64(dbw[u, 0] ^ x) << np.uint64(shift))
+                                                     | np.uint64(dl[u, 0] == y))
+                else:
+                    for i in range(L):
+                        kb[np.uint64(i)] = np.uint32(_key(qw, q, dbw, ql, dl, j0 + i, mode, shift))
+                h = L // 2 * 2
+                for i in range(0, h, 2):
+                    loc[0, np.uint64(kb[np.uint64(i)])] += 1
+                    loc[1, np.uint64(kb[np.uint64(i + 1)])] += 1
+                if L > h:
+                    loc[0, np.uint64(kb[np.uint64(L - 1)])] += 1
             for i in range(nkeys):
-                hist[q, i] += loc[i]
+                hist[q, i] += loc[0, i] + loc[1, i]
 
 
 #: Rows per sub-block of the index-order pass: the packed counters of a sub-block's
@@ -123,8 +150,6 @@ def _ranked_pass_chunk(qw, dbw, ql, dl, mode, shift, cnt, cutoffs, disc, acc, nb
     mask = np.uint64((1 << shift) - 1)
     B = cnt.shape[1]
     ncut = cutoffs.shape[0]
-    kmax = cutoffs[ncut - 1]
-    nd = disc.shape[0]
     fast = qw.shape[1] == 1 and mode == 0
     for b in prange(nblocks):
         q0 = b * nq // nblocks
@@ -161,16 +186,85 @@ def _ranked_pass_chunk(qw, dbw, ql, dl, mode, shift, cnt, cutoffs, disc, acc, nb
                         c += rel
                 for i in range(c):
                     v = va[i]
-                    r = v & 0xFFFFFFFF
-                    if r <= kmax:
-                        t = 0
-                        while cutoffs[t] < r:
-                            t += 1
-                        acc[q, t, 0] += (v >> 32) / r
-                        acc[q, t, 1] += 1.0
-                        if r < nd:
-                            acc[q, t, 2] += (2.0 ** np.float64(lv[i]) - 1.0) * disc[r]
+                    _accumulate(acc, q, v & 0xFFFFFFFF, v >> 32, lv[i], cutoffs, disc)
             cnt[q] = cq
+
+
+@njit(inline="always")
+def _accumulate(acc, q, r, rr, lvl, cutoffs, disc):
+    """A relevant item at rank ``r`` (``rr``-th relevant, relevance level ``lvl``): if
+    ``r <= cutoffs[-1]``, add precision ``rr / r``, a hit and its DCG term (``r <
+    len(disc)``) to ``acc[q, t]``, ``t`` the first cutoff ``>= r``."""
+    if r <= cutoffs[cutoffs.shape[0] - 1]:
+        t = 0
+        while cutoffs[t] < r:
+            t += 1
+        acc[q, t, 0] += rr / r
+        acc[q, t, 1] += 1.0
+        if r < disc.shape[0]:
+            acc[q, t, 2] += (2.0 ** np.float64(lvl) - 1.0) * disc[r]
+
+
+@njit(inline="always")
+def _count_in_order(qw, q, dbw, y, dl, cq, va, vd, nw):
+    """Query ``q``'s sweep of :func:`_single_label_one_pass` (``nw`` words per code):
+    returns the number of relevant items recorded in ``va``/``vd``. (Two interleaved
+    halves with counters of their own, to split the dependency chain through ``cq``,
+    measured no faster here: the loop is bound by its instruction count.)"""
+    c = 0
+    for j in range(dbw.shape[0]):
+        u = np.uint64(j)                      # unsigned indices: no wraparound tests
+        d = np.uint64(0)
+        for w in range(nw):
+            d += popcount64(dbw[u, np.uint64(w)] ^ qw[q, w])
+        rel = np.int64(dl[u, 0] == y)
+        v = cq[d] + (1 + (rel << 32))
+        cq[d] = v
+        va[np.uint64(c)] = v
+        vd[np.uint64(c)] = d
+        c += rel
+    return c
+
+
+@njit(parallel=True, cache=True)
+def _single_label_one_pass(qw, dbw, ql, dl, hist, cutoffs, disc, acc, nblocks):
+    """Both passes at once for single labels and a database in one piece.
+
+    Per query, one sweep in database order keeps, per distance ``d``, the packed count
+    of items seen and of relevant ones (as pass 2 does, but from 0) and records the
+    packed counters and the distance of every relevant item. At the end of the sweep
+    the counters are the histogram (pass 1: ``hist[q, d] = (irrelevant, relevant)``),
+    whose running sums give each distance's offset; each recorded item's rank is then
+    offset + counter, and its precision, hit and DCG term go to ``acc`` exactly as in
+    :func:`_ranked_pass_chunk` (same items, same order, so the same sums). The records
+    take 12 bytes per database row per thread; pass 1's sweep over the database is saved.
+    """
+    nq, W = qw.shape
+    m = dbw.shape[0]
+    B = hist.shape[1]
+    for b in prange(nblocks):
+        q0 = b * nq // nblocks
+        q1 = (b + 1) * nq // nblocks
+        cq = np.empty(B, np.int64)
+        before = np.empty(B, np.int64)
+        va = np.empty(m, np.int64)
+        vd = np.empty(m, np.uint32)
+        for q in range(q0, q1):
+            cq[:] = 0
+            if W == 1:                # the common case: a constant word count
+                c = _count_in_order(qw, q, dbw, ql[q, 0], dl, cq, va, vd, 1)
+            else:
+                c = _count_in_order(qw, q, dbw, ql[q, 0], dl, cq, va, vd, W)
+            run = 0
+            for d in range(B):
+                v = cq[d]
+                before[d] = run
+                run += v
+                hist[q, d, 0] = (v & 0xFFFFFFFF) - (v >> 32)
+                hist[q, d, 1] = v >> 32
+            for i in range(c):
+                v = va[i] + before[vd[i]]
+                _accumulate(acc, q, v & 0xFFFFFFFF, v >> 32, 1, cutoffs, disc)
 
 
 @njit(parallel=True, cache=True)
@@ -389,6 +483,35 @@ class RankingPasses:
                                        self._labels.mode, shift, hist, nb)
         return hist.reshape(nq, bits + 1, 1 << shift)
 
+    def one_pass(self, cutoffs, ndcg_k=0):
+        """Both passes in one sweep (:func:`_single_label_one_pass`) where it applies:
+        single labels and a database in one piece (in memory, one chunk). Returns
+        ``(hist, acc)`` as :meth:`histogram` and :meth:`rank_sums` on the whole database
+        would, or ``None`` where it does not apply.
+        """
+        qw = self._qw
+        nq = qw.shape[0]
+        chunks = self._store.chunks(config.CHUNK_ROWS)
+        first = next(chunks, None)
+        if (self._labels.mode != 0 or nq == 0 or first is None
+                or next(chunks, None) is not None or self.n >= 1 << 32):
+            return None
+        cutoffs = np.asarray(cutoffs, dtype=np.int64)
+        hist = np.empty((nq, self.bits + 1, 2), dtype=np.int64)
+        acc = np.zeros((nq, len(cutoffs), 3))
+        disc = self._discounts(ndcg_k, self.n)
+        _single_label_one_pass(qw, first[1], self._labels.ql, self._labels.chunk(0, self.n),
+                               hist, cutoffs, disc, acc, n_blocks(nq))
+        return hist, acc
+
+    @staticmethod
+    def _discounts(ndcg_k, top):
+        """``1 / log2(r + 1)`` for ranks ``r = 1 .. min(ndcg_k, top)`` (index 0 unused)."""
+        kd = min(max(0, int(ndcg_k)), top)
+        disc = np.zeros(kd + 1)
+        disc[1:] = 1.0 / np.log2(np.arange(2, kd + 2))
+        return disc
+
     def rank_sums(self, before_all, before_rel, cutoffs, ndcg_k=0):
         """Pass 2 (ties broken by index): per query and cutoff bin, sums over the relevant
         items ranked in the bin of precision at their rank, hits and DCG (ranks ``<= ndcg_k``).
@@ -418,9 +541,7 @@ class RankingPasses:
                              f"index-order pass (at most {(1 << 32) - 1} database items)")
         cnt = np.ascontiguousarray(np.asarray(before_all).astype(np.int64)
                                    | (np.asarray(before_rel).astype(np.int64) << np.int64(32)))
-        kd = min(max(0, int(ndcg_k)), top)
-        disc = np.zeros(kd + 1)
-        disc[1:] = 1.0 / np.log2(np.arange(2, kd + 2))
+        disc = self._discounts(ndcg_k, top)
         nb = n_blocks(nq)
         for base, words in self._store.chunks(config.CHUNK_ROWS):
             _ranked_pass_chunk(qw, words, self._labels.ql,
@@ -482,10 +603,14 @@ def ranking_stats(query_codes, db_codes, query_labels, db_labels, bits=None,
         Accumulate DCG for ranks ``<= ndcg_k`` (0: not at all).
     """
     passes = RankingPasses(query_codes, db_codes, query_labels, db_labels, bits)
-    hist = passes.histogram()
     cut = np.unique(np.minimum(np.asarray(cutoffs, dtype=np.int64), passes.n))
-    (before_all, before_rel), = shard_offsets([hist])
-    acc = passes.rank_sums(before_all, before_rel, cut, int(ndcg_k))
+    one = passes.one_pass(cut, int(ndcg_k)) if len(cut) else None
+    if one is not None:
+        hist, acc = one
+    else:
+        hist = passes.histogram()
+        (before_all, before_rel), = shard_offsets([hist])
+        acc = passes.rank_sums(before_all, before_rel, cut, int(ndcg_k))
     return merge_ranking_stats([hist], [acc], passes.n, cut, ndcg_k)
 
 
