@@ -75,7 +75,7 @@ def _methods():
 
 def validate_params(p: dict) -> dict:
     """Check the whole params dictionary; return it (unchanged) or raise :class:`ParamsError`."""
-    from .methods.vdsh import TRAIN_DEFAULTS
+    from .methods.vdsh import TRAIN_CHOICES, TRAIN_DEFAULTS, TRAIN_MINIMUM
     if not isinstance(p, dict):
         raise ParamsError(f"params.yaml must be a mapping of parameters, got {type(p).__name__}")
     top = {"dataset", "data_dir", "bits", "depth", "width", "seed", "methods", "backend",
@@ -145,8 +145,10 @@ def validate_params(p: dict) -> dict:
         elif isinstance(want, str):
             if not isinstance(v, str):
                 raise ParamsError(f"parameter 'train.{k}' must be a string, got {v!r}")
+            if k in TRAIN_CHOICES:
+                _choice(v, f"train.{k}", TRAIN_CHOICES[k])
         elif isinstance(want, int):
-            _int(v, f"train.{k}", 0)
+            _int(v, f"train.{k}", TRAIN_MINIMUM.get(k, 0))
         else:
             _num(v, f"train.{k}", 0)
     ev = p.get("evaluate") or {}
