@@ -2,13 +2,14 @@
 
     # a. seconds per sweep at depth 64 x 1024 (n = 5,000): 1 and 2 threads, 1 and 2 Dask workers,
     #    against sequential's seconds per sweep (needs both cores: run through /work/logs/quiet.sh)
-    python bench/consensus.py speed --dataset fashion_mnist
+    NUMBA_NUM_THREADS=2 /work/logs/quiet.sh python bench/consensus.py speed --dataset fashion_mnist
     # b. cost vs depth and vs width^2 at small n, linear fits with R^2
     python bench/consensus.py edges
     # c. convergence: 32 bits, depth {4, 16, 64}, mnist (test-only) and fashion_mnist, seeds;
     #    appends to its CSV and skips the runs already there (resumable), then --plot
     python bench/consensus.py converge --seeds 0 1 2
     python bench/consensus.py plot
+    python bench/consensus.py model    # scaling model from the speed CSV (a prediction)
     python bench/consensus.py digits   # sequential vs consensus variants on sklearn digits
     python bench/consensus.py gil      # which calls release the GIL
 
@@ -90,7 +91,9 @@ def speed(a):
                ("sequential", "serial", 1, 2)]
     rows, weights = [], {}
     from threadpoolctl import threadpool_limits
+    import numba
     for scheme, sched, w, blas in configs:
+        numba.set_num_threads(min(blas, numba.config.NUMBA_NUM_THREADS))  # the prange kernels too
         t0 = time.perf_counter()
         with threadpool_limits(limits=blas):
             m = VDSH(a.bits, scheme=scheme, scheduler=sched, workers=w, **kw).fit(X, y)
@@ -120,6 +123,59 @@ def speed(a):
     same = {k: all(np.array_equal(p, q) for p, q in zip(ref, v)) for k, v in weights.items() if k[0] == "consensus"}
     print(f"consensus weights and codes bitwise equal to threads/1: {same}")
     print(f"load average at end {la1:.2f}")
+
+
+# ------------------------------------------------------------------------------------------ scaling model
+
+def model(a):
+    """A prediction from reports/bench/consensus_speed.csv (docs/algorithm.md §10.9): the sweep
+    time of depth ``a.depth`` x ``a.width`` on ``a.n`` samples with 1, 8, 64 workers.
+
+    Amdahl split of the measured consensus sweep (threads): ``T1 = s + p``, ``T2 = s + p / 2``
+    gives the serial part ``s`` (forward re-synchronisation, code step, consensus averaging on the
+    client) and ``p`` (the tasks); ``p / L`` is the seconds of one substructure. Both are scaled
+    linearly in depth and in n (the products are ``n w^2``; the ``w^3`` solves, which do not grow
+    with n, are counted as if they did: an upper bound). Communication in a neighbour placement
+    (contiguous blocks of substructures per worker): per sweep and block boundary about 8 arrays
+    of ``n x w`` float32 cross (a, z, Lambda of the boundary layer to the local problems, the new
+    a, z to the other colour, a to the multiplier step, each way) plus 4 ``w x w`` copies/duals;
+    boundaries exchange at the same time, so the time is one boundary's bytes / bandwidth.
+    The star placement of the current DaskExecutor (every array through the client, every map)
+    ships about 12 ``L n w`` float32 per sweep; its measured overhead per byte is printed.
+    """
+    with open(BENCH / "consensus_speed.csv") as f:
+        rows = {(r["scheme"], r["scheduler"], int(r["workers"]), int(r["blas_threads"])): r for r in csv.DictReader(f)}
+    r1, r2 = rows[("consensus", "threads", 1, 1)], rows[("consensus", "threads", 2, 1)]
+    L0, n0, w = int(r1["depth"]), int(r1["n"]), int(r1["width"])
+    T1, T2 = float(r1["median_sweep_s"]), float(r2["median_sweep_s"])
+    s0 = max(0.0, 2 * T2 - T1)
+    p0 = T1 - s0
+    t_sub = p0 / L0
+    print(f"measured (n={n0}, depth {L0} x {w}): consensus 1 thread {T1:.2f} s, 2 threads {T2:.2f} s per sweep")
+    print(f"Amdahl split: serial {s0:.2f} s, parallel {p0:.2f} s; one substructure {t_sub:.3f} s")
+    d1, d2 = rows.get(("consensus", "distributed", 1, 1)), rows.get(("consensus", "distributed", 2, 1))
+    if d1 is not None:
+        star = 12 * L0 * n0 * w * 4
+        over = float(d1["median_sweep_s"]) - T1
+        print(f"star placement (current DaskExecutor): ~{star / 1e9:.2f} GB shipped per sweep, 1 worker "
+              f"{float(d1['median_sweep_s']):.2f} s = threads + {over:.2f} s -> {star / 1e9 / max(over, 1e-9):.2f} GB/s"
+              + (f"; 2 workers {float(d2['median_sweep_s']):.2f} s" if d2 is not None else ""))
+    scale = (a.depth / L0) * (a.n / n0)
+    s, p = s0 * scale, p0 * scale
+    boundary = 8 * a.n * a.width * 4 + 4 * a.width ** 2 * 4
+    comm = boundary / (a.bandwidth * 1e9)
+    print(f"prediction for n={a.n}, depth {a.depth} x {a.width} (linear in n and depth from the measurement"
+          f"{'' if a.width == w else ', WIDTH DIFFERS FROM THE MEASUREMENT'}): serial {s:.1f} s, tasks {p:.1f} s "
+          f"on one worker; {boundary / 1e9:.2f} GB per block boundary per sweep = {comm:.2f} s at "
+          f"{a.bandwidth} GB/s")
+    print("| workers | tasks s | communication s | serial s | predicted s per sweep |")
+    print("|---|---|---|---|---|")
+    for P in (1, 8, 64):
+        c = comm if P > 1 else 0.0
+        print(f"| {P} | {p / P:.1f} | {c:.2f} | {s:.1f} | {s + p / P + c:.1f} |")
+    print(f"communication exceeds the tasks' time beyond P = {p / comm:.0f} workers; the serial part "
+          f"({s:.1f} s) bounds the speed-up at {(s + p) / s if s > 0 else float('inf'):.1f}x unless it is "
+          f"distributed too")
 
 
 # ------------------------------------------------------------------------------------------ b. edges
@@ -348,6 +404,12 @@ def main():
     p.add_argument("--sweeps", type=int, default=20)
     p.set_defaults(fn=converge)
     sub.add_parser("plot").set_defaults(fn=plot)
+    p = sub.add_parser("model")
+    p.add_argument("--n", type=int, default=60000)
+    p.add_argument("--depth", type=int, default=64)
+    p.add_argument("--width", type=int, default=1024)
+    p.add_argument("--bandwidth", type=float, default=1.25, help="GB/s between neighbours (10 GbE)")
+    p.set_defaults(fn=model)
     sub.add_parser("digits").set_defaults(fn=digits_table)
     sub.add_parser("gil").set_defaults(fn=gil_probe)
     a = ap.parse_args()
