@@ -161,21 +161,27 @@ def model(a):
               f"{float(d1['median_sweep_s']):.2f} s = threads + {over:.2f} s -> {star / 1e9 / max(over, 1e-9):.2f} GB/s"
               + (f"; 2 workers {float(d2['median_sweep_s']):.2f} s" if d2 is not None else ""))
     scale = (a.depth / L0) * (a.n / n0)
-    s, p = s0 * scale, p0 * scale
     boundary = 8 * a.n * a.width * 4 + 4 * a.width ** 2 * 4
     comm = boundary / (a.bandwidth * 1e9)
-    print(f"prediction for n={a.n}, depth {a.depth} x {a.width} (linear in n and depth from the measurement"
-          f"{'' if a.width == w else ', WIDTH DIFFERS FROM THE MEASUREMENT'}): serial {s:.1f} s, tasks {p:.1f} s "
-          f"on one worker; {boundary / 1e9:.2f} GB per block boundary per sweep = {comm:.2f} s at "
-          f"{a.bandwidth} GB/s")
-    print("| workers | tasks s | communication s | serial s | predicted s per sweep |")
-    print("|---|---|---|---|---|")
-    for P in (1, 8, 64):
-        c = comm if P > 1 else 0.0
-        print(f"| {P} | {p / P:.1f} | {c:.2f} | {s:.1f} | {s + p / P + c:.1f} |")
-    print(f"communication exceeds the tasks' time beyond P = {p / comm:.0f} workers; the serial part "
-          f"({s:.1f} s) bounds the speed-up at {(s + p) / s if s > 0 else float('inf'):.1f}x unless it is "
-          f"distributed too")
+    splits = [("Amdahl fit of 1 vs 2 threads", s0, p0)]
+    if a.serial_fraction is not None:
+        splits.append((f"measured serial fraction {a.serial_fraction}", a.serial_fraction * T1,
+                       (1 - a.serial_fraction) * T1))
+    for name, sm, pm in splits:
+        s, p = sm * scale, pm * scale
+        print(f"\nprediction for n={a.n}, depth {a.depth} x {a.width}, serial part from the {name} "
+              f"(linear in n and depth from the measurement"
+              f"{'' if a.width == w else ', WIDTH DIFFERS FROM THE MEASUREMENT'}): serial {s:.1f} s, tasks "
+              f"{p:.1f} s on one worker; {boundary / 1e9:.2f} GB per block boundary per sweep = {comm:.2f} s "
+              f"at {a.bandwidth} GB/s")
+        print("| workers | tasks s | communication s | serial s | predicted s per sweep |")
+        print("|---|---|---|---|---|")
+        for P in (1, 8, 64):
+            c = comm if P > 1 else 0.0
+            print(f"| {P} | {p / P:.1f} | {c:.2f} | {s:.1f} | {s + p / P + c:.1f} |")
+        print(f"communication exceeds the tasks' time beyond P = {p / comm:.0f} workers; the serial part "
+              f"({s:.1f} s) bounds the speed-up at {(s + p) / s if s > 0 else float('inf'):.1f}x unless it is "
+              f"distributed too")
 
 
 # ------------------------------------------------------------------------------------------ b. edges
@@ -409,6 +415,8 @@ def main():
     p.add_argument("--depth", type=int, default=64)
     p.add_argument("--width", type=int, default=1024)
     p.add_argument("--bandwidth", type=float, default=1.25, help="GB/s between neighbours (10 GbE)")
+    p.add_argument("--serial-fraction", type=float, default=None,
+                   help="the serial share of a 1-worker consensus sweep, measured (history dense_seconds / seconds)")
     p.set_defaults(fn=model)
     sub.add_parser("digits").set_defaults(fn=digits_table)
     sub.add_parser("gil").set_defaults(fn=gil_probe)
