@@ -89,6 +89,8 @@ def speed(a):
     configs = [("sequential", "serial", 1, 1), ("consensus", "threads", 1, 1), ("consensus", "threads", 2, 1),
                ("consensus", "distributed", 1, 1), ("consensus", "distributed", 2, 1),
                ("sequential", "serial", 1, 2)]
+    if a.threads_only:
+        configs = [c for c in configs if c[1] != "distributed" and c[3] == 1]
     rows, weights = [], {}
     from threadpoolctl import threadpool_limits
     import numba
@@ -108,12 +110,12 @@ def speed(a):
         weights[(scheme, sched, w, blas)] = [m.W_[0], m.W_[-1], m.Wo_, m.B_train_]
         print(f"  {scheme:10s} {sched:11s} workers={w} blas={blas}: sweeps {row['sweep_seconds']} s, median "
               f"{row['median_sweep_s']:.2f} s; fit {wall:.1f} s; load {la:.2f}", flush=True)
-        write_csv(BENCH / "consensus_speed.csv", rows)
+        write_csv(BENCH / ("consensus_speed_threads.csv" if a.threads_only else "consensus_speed.csv"), rows)
     med = {(r["scheme"], r["scheduler"], r["workers"], r["blas_threads"]): r["median_sweep_s"] for r in rows}
     la1, busy = load()
     flag = "  [unreliable: load above 0.5 per core]" if busy or la0 / (os.cpu_count() or 1) > 0.5 else ""
     seq = med[("sequential", "serial", 1, 1)]
-    for sched in ("threads", "distributed"):
+    for sched in ("threads",) if a.threads_only else ("threads", "distributed"):
         r = med[("consensus", sched, 2, 1)] / med[("consensus", sched, 1, 1)]
         print(f"{sched}: 2 workers / 1 worker = {r:.2f} (goal <= 0.6){flag}")
     for key, v in med.items():
@@ -397,6 +399,7 @@ def main():
     p.add_argument("--width", type=int, default=1024)
     p.add_argument("--bits", type=int, default=32)
     p.add_argument("--sweeps", type=int, default=2)
+    p.add_argument("--threads-only", action="store_true", help="sequential and 1/2 threads only (a rerun)")
     p.set_defaults(fn=speed)
     p = sub.add_parser("edges")
     p.add_argument("--n", type=int, default=1000)
