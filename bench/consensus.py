@@ -7,8 +7,8 @@
     python bench/consensus.py edges
     # c. convergence: 32 bits, depth {4, 16, 64}, mnist (test-only) and fashion_mnist, seeds;
     #    appends to its CSV and skips the runs already there (resumable), then --plot
-    python bench/consensus.py converge --seeds 0 1 2
-    python bench/consensus.py plot
+    python bench/consensus.py converge --seeds 0 1 2 [--local through]
+    python bench/consensus.py plot [--local through]
     python bench/consensus.py model    # scaling model from the speed CSV (a prediction)
     python bench/consensus.py digits   # sequential vs consensus variants on sklearn digits
     python bench/consensus.py gil      # which calls release the GIL
@@ -236,11 +236,15 @@ def edges(a):
 
 # ------------------------------------------------------------------------------------------ c. convergence
 
-CONV = STUDIES / "consensus_convergence.csv"
+def conv_path(local, ext="csv"):
+    """The convergence study's files: ``consensus_convergence`` (local: split, the default) or
+    ``consensus_convergence_through``."""
+    return STUDIES / f"consensus_convergence{'' if local == 'split' else '_' + local}.{ext}"
 KEYS = ("objective", "code_fit", "label_loss", "primal_z", "primal_a", "consensus", "dtheta", "forward_gap")
 
 
 def converge(a):
+    CONV = conv_path(a.local)
     done = set()
     if CONV.exists():
         with open(CONV) as f:
@@ -253,7 +257,7 @@ def converge(a):
                     continue
                 F = F if F is not None else features(dataset, seed)
                 t0 = time.perf_counter()
-                m = VDSH(a.bits, depth=depth, seed=seed, sweeps=a.sweeps, scheme="consensus")
+                m = VDSH(a.bits, depth=depth, seed=seed, sweeps=a.sweeps, scheme="consensus", local=a.local)
                 try:
                     m.fit(F["X_train"], F["y_train"])
                     status = "finite"
@@ -275,7 +279,7 @@ def plot(a):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    with open(CONV) as f:
+    with open(conv_path(a.local)) as f:
         rows = list(csv.DictReader(f))
     runs = {}
     for r in rows:
@@ -285,7 +289,7 @@ def plot(a):
     fig, axes = plt.subplots(len(datasets), len(keys), figsize=(4 * len(keys), 3.2 * len(datasets)), squeeze=False)
     colours = {4: "C0", 16: "C1", 64: "C2"}
     lines = ["| dataset | depth | seed | finite | sweeps | objective start -> end | primal_z | primal_a | "
-             "consensus | all end below start |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "consensus | all end below start (consensus 0 -> 0 counts) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for (ds, depth, seed), rr in sorted(runs.items()):
         it = [int(r["iteration"]) for r in rr]
         vals = {k: np.array([float(r[k]) for r in rr]) for k in keys}
@@ -305,11 +309,11 @@ def plot(a):
                 ax.set_yscale("log")
             ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(STUDIES / "consensus_convergence.png", dpi=90)
-    (STUDIES / "consensus_convergence.md").write_text(
-        "# Consensus scheme: convergence (bench/consensus.py converge; plot)\n\n"
-        "32 bits, width 256 (first layer 1024), default train params, scheme consensus, standard protocol "
-        "training items (5,000); values of the first and last sweep.\n\n" + "\n".join(lines) + "\n")
+    fig.savefig(conv_path(a.local, "png"), dpi=90)
+    conv_path(a.local, "md").write_text(
+        f"# Consensus scheme: convergence (bench/consensus.py converge --local {a.local}; plot --local {a.local})\n\n"
+        f"32 bits, width 256 (first layer 1024), default train params, scheme consensus, local {a.local}, "
+        "standard protocol training items (5,000); values of the first and last sweep.\n\n" + "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
@@ -411,8 +415,11 @@ def main():
     p.add_argument("--depths", type=int, nargs="+", default=[4, 16, 64])
     p.add_argument("--bits", type=int, default=32)
     p.add_argument("--sweeps", type=int, default=20)
+    p.add_argument("--local", default="split", choices=["split", "through"])
     p.set_defaults(fn=converge)
-    sub.add_parser("plot").set_defaults(fn=plot)
+    p = sub.add_parser("plot")
+    p.add_argument("--local", default="split", choices=["split", "through"])
+    p.set_defaults(fn=plot)
     p = sub.add_parser("model")
     p.add_argument("--n", type=int, default=60000)
     p.add_argument("--depth", type=int, default=64)
