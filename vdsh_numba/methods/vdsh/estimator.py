@@ -191,14 +191,22 @@ class VDSH(HashingModel):
         ridge initialisation: 28 bytes per value); codes, code targets and outputs (5 float64
         ``n x bits``), labels (2 float64 ``n x n_classes``); the weights and the float64 normal
         equations of one layer (6 matrices of ``max(width, d)^2``). With a wide first layer
-        (``first_width``) layer 1's arrays and the work buffers are ``n x first_width``.
+        (``first_width``) layer 1's arrays and the work buffers are ``n x first_width``. The
+        consensus scheme adds the arrays of its steps (see the code; an estimate, not measured).
         """
         n, d, L, w, k, c = (int(v) for v in (n, d, self.depth, self.width, self.bits, n_classes))
         w1 = int(self.train["first_width"]) or w
         cols = w1 + max(L - 1, 0) * w                  # hidden units over all layers
         weights = 4 * (w1 * d + (w * w1 if L > 1 else 0) + max(L - 2, 0) * w * w + k * w)
-        return (4 * n * (5 * cols + 7 * max(w1, w)) + 28 * n * d + 40 * n * k + 16 * n * c
-                + weights + 48 * max(w1, w, d) ** 2)
+        total = (4 * n * (5 * cols + 7 * max(w1, w)) + 28 * n * d + 40 * n * k + 16 * n * c
+                 + weights + 48 * max(w1, w, d) ** 2)
+        if self.train["scheme"] == "consensus":
+            # the consensus step returns new a, z and multipliers for every layer while the old
+            # ones are still referenced (3 more n x cols), each of `workers` running tasks holds
+            # about 4 n x width temporaries, and every weight layer has up to two copies and two
+            # duals (4 x the weights)
+            total += 4 * n * (3 * cols + 4 * int(self.train["workers"]) * max(w1, w)) + 4 * weights
+        return total
 
     def fit(self, X, y, checkpoint_path=None):
         """Train on ``X`` (n, d), labels ``y``.
