@@ -181,15 +181,27 @@ def test_dask_executor_scatters_and_places():
         cluster.close()
 
 
+class Stop(Exception):
+    """Raised from the sweep hook: the process 'dies' after a sweep."""
+
+
 def test_checkpoint_resume_bitwise(tmp_path):
-    """A fit stopped after 3 sweeps (its checkpoint holds copies, duals, eta, every a and z) and
-    resumed to 6 -- on 2 threads this time -- equals the uninterrupted serial fit bit for bit."""
+    """A 6-sweep fit killed after sweep 3 (its checkpoint holds copies, duals, eta, every a and z)
+    and resumed -- on 2 threads this time -- equals the uninterrupted serial fit bit for bit."""
     ck = tmp_path / "ck.npz"
     full = _fit(sweeps=6)
-    _fit(sweeps=3, ck=ck, every=3)
+    X, y = _small()
+    killed = VDSH(8, sweeps=6, checkpoint_every=1, **CFG)
+
+    def die(it, m):
+        if it + 1 == 3:
+            raise Stop
+    killed.on_sweep = die
+    with pytest.raises(Stop):
+        killed.fit(X, y, checkpoint_path=ck)
     with np.load(ck) as d:
         assert {"extra_copy_W_0_1", "extra_copy_W_1_1", "extra_dual_W_3_4", "A_1", "Z_4"} <= set(d.files)
-    m = _fit(sweeps=6, ck=ck, every=3, scheduler="threads", workers=2)
+    m = _fit(sweeps=6, ck=ck, every=1, scheduler="threads", workers=2)
     assert m.resumed_from_ == 3
     _assert_bitwise(full, m)
     assert [h["eta"] for h in m.history_] == [h["eta"] for h in full.history_]
