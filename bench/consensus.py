@@ -1,58 +1,327 @@
-"""Seconds per consensus sweep (the network step, vdsh_numba.methods.vdsh.consensus.consensus_sweep) with a
-pool of 1 vs 2 threads, and the sequential scheme's sweep on the same problem as an anchor.
+"""The consensus scheme of VDSH (vdsh.scheme: consensus, docs/algorithm.md §10) measured.
 
-    NUMBA_NUM_THREADS=1 python bench/consensus.py               # depth 16, width 256, n 2000
-    NUMBA_NUM_THREADS=1 python bench/consensus.py --quick       # depth 4, width 64, n 500
-    NUMBA_NUM_THREADS=1 python bench/consensus.py --digits      # the table of docs/algorithm.md §10.7
-    NUMBA_NUM_THREADS=1 python bench/consensus.py --gil         # which calls release the GIL
+    # a. seconds per sweep at depth 64 x 1024 (n = 5,000): 1 and 2 threads, 1 and 2 Dask workers,
+    #    against sequential's seconds per sweep (needs both cores: run through /work/logs/quiet.sh)
+    NUMBA_NUM_THREADS=2 /work/logs/quiet.sh python bench/consensus.py speed --dataset fashion_mnist
+    # b. cost vs depth and vs width^2 at small n, linear fits with R^2
+    python bench/consensus.py edges
+    # c. convergence: 32 bits, depth {4, 16, 64}, mnist (test-only) and fashion_mnist, seeds;
+    #    appends to its CSV and skips the runs already there (resumable), then --plot
+    python bench/consensus.py converge --seeds 0 1 2 [--local through]
+    python bench/consensus.py plot [--local through]
+    python bench/consensus.py model    # scaling model from the speed CSV (a prediction)
+    python bench/consensus.py digits   # sequential vs consensus variants on sklearn digits
+    python bench/consensus.py gil      # which calls release the GIL
 
-Inputs are random (the cost does not depend on the data). Every executor starts from the same
-state (a forward pass of the initial network, codes, zero duals) and runs ``--sweeps`` network
-steps; the median seconds per step is printed, with the ratio 1 thread / 2 threads and the load
-average (a ratio measured at a load above 0.5 per core is marked unreliable). The weights the
-two pools end with are compared bitwise (same arithmetic, any placement). The anchor is one
-sweep of the sequential trainer (vdsh_numba.VDSH, ``first_width = width``, BLAS and Numba
-single-threaded), whose network step is the same amount of dense work done top-down.
+Every timing comes from the engine's own history rows (``seconds`` of each sweep, after
+``ops.synchronize()``), so the schemes are timed by the same clock. Every run prints the load
+average; a ratio measured at a load above 0.5 per core is marked unreliable. Outputs go to
+reports/bench/ (speed, edges) and reports/studies/ (convergence).
 """
 import argparse
-import copy
+import csv
+import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from vdsh_numba.methods.vdsh import consensus as cs  # noqa: E402
-from vdsh_numba.methods.vdsh.executors import ThreadExecutor  # noqa: E402
-from vdsh_numba.methods.vdsh import VDSH, forward  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+# the script's folder holds bench/distributed.py, which would shadow Dask's `distributed` here and
+# in the worker processes (they inherit sys.path): put the repository root in its place
+sys.path = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+from vdsh_numba.methods.vdsh import VDSH  # noqa: E402
+
+DATA_DIRS = {"mnist": "/work/shared/data/mnist", "fashion_mnist": "/usr/share/datasets/fashion-mnist"}
+BENCH, STUDIES = ROOT / "reports" / "bench", ROOT / "reports" / "studies"
 
 
-def start_state(n, d, depth, width, bits, seed, local):
-    rng = np.random.default_rng(seed)
+def load(cpu=os.cpu_count() or 1):
+    la = os.getloadavg()[0]
+    return la, la / cpu > 0.5
+
+
+def features(dataset, seed=0):
+    """The standard protocol's split of ``dataset`` (mnist: test-only, 10,000 images;
+    fashion_mnist: queries from its test set), as the features stage builds it."""
+    from vdsh_numba.data.datasets import load_dataset
+    from vdsh_numba.data.features import build_features, protocol_indices, resolve_protocol
+    raw = load_dataset(dataset, DATA_DIRS[dataset], progress=False)
+    proto = resolve_protocol(dataset, {})
+    idx = protocol_indices(raw.labels, proto, raw.info, seed)
+    return build_features(raw.images, raw.labels, raw.info["max_value"], proto["queries_per_class"],
+                          proto["train_per_class"], seed, indices=idx)
+
+
+def write_csv(path, rows, append=False):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not (append and path.exists())
+    with open(path, "a" if append else "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        if new:
+            w.writeheader()
+        w.writerows(rows)
+
+
+def linfit(x, y):
+    """Least-squares line ``y = a + b x`` and its R^2."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    b, a = np.polyfit(x, y, 1)
+    r2 = 1 - ((y - a - b * x) ** 2).sum() / ((y - y.mean()) ** 2).sum()
+    return a, b, r2
+
+
+# ------------------------------------------------------------------------------------------ a. speed
+
+def speed(a):
+    F = features(a.dataset)
+    X, y = F["X_train"][:a.n], F["y_train"][:a.n]
+    la0, _ = load()
+    print(f"speed: {a.dataset} n={X.shape[0]} depth={a.depth} width={a.width} first_width={a.width} "
+          f"{a.bits} bits, {a.sweeps} sweeps each; load average at start {la0:.2f} on {os.cpu_count()} cores",
+          flush=True)
+    kw = dict(depth=a.depth, width=a.width, first_width=a.width, seed=0, sweeps=a.sweeps)
+    # (scheme, scheduler, workers, BLAS threads of the calling process): sequential on 1 and on 2
+    # cores (BLAS threads); consensus's forward pass and code step keep 1 BLAS thread whatever
+    # the workers (OpenBLAS with 2 threads gives other bits, and the placement must not change them)
+    configs = [("sequential", "serial", 1, 1), ("consensus", "threads", 1, 1), ("consensus", "threads", 2, 1),
+               ("consensus", "distributed", 1, 1), ("consensus", "distributed", 2, 1),
+               ("sequential", "serial", 1, 2)]
+    if a.threads_only:
+        configs = [c for c in configs if c[1] != "distributed" and c[3] == 1]
+    rows, weights = [], {}
+    from threadpoolctl import threadpool_limits
+    import numba
+    for scheme, sched, w, blas in configs:
+        numba.set_num_threads(min(blas, numba.config.NUMBA_NUM_THREADS))  # the prange kernels too
+        t0 = time.perf_counter()
+        with threadpool_limits(limits=blas):
+            m = VDSH(a.bits, scheme=scheme, scheduler=sched, workers=w, **kw).fit(X, y)
+        wall = time.perf_counter() - t0
+        secs = [h["seconds"] for h in m.history_]
+        la, busy = load()
+        row = {"scheme": scheme, "scheduler": sched, "workers": w, "blas_threads": blas, "n": X.shape[0],
+               "depth": a.depth,
+               "width": a.width, "sweep_seconds": json.dumps([round(s, 3) for s in secs]),
+               "median_sweep_s": float(np.median(secs)), "fit_wall_s": wall, "load": la}
+        rows.append(row)
+        weights[(scheme, sched, w, blas)] = [m.W_[0], m.W_[-1], m.Wo_, m.B_train_]
+        print(f"  {scheme:10s} {sched:11s} workers={w} blas={blas}: sweeps {row['sweep_seconds']} s, median "
+              f"{row['median_sweep_s']:.2f} s; fit {wall:.1f} s; load {la:.2f}", flush=True)
+        write_csv(BENCH / ("consensus_speed_threads.csv" if a.threads_only else "consensus_speed.csv"), rows)
+    med = {(r["scheme"], r["scheduler"], r["workers"], r["blas_threads"]): r["median_sweep_s"] for r in rows}
+    la1, busy = load()
+    flag = "  [unreliable: load above 0.5 per core]" if busy or la0 / (os.cpu_count() or 1) > 0.5 else ""
+    seq = med[("sequential", "serial", 1, 1)]
+    for sched in ("threads",) if a.threads_only else ("threads", "distributed"):
+        r = med[("consensus", sched, 2, 1)] / med[("consensus", sched, 1, 1)]
+        print(f"{sched}: 2 workers / 1 worker = {r:.2f} (goal <= 0.6){flag}")
+    for key, v in med.items():
+        print(f"{key[0]} {key[1]} workers {key[2]} blas {key[3]}: {v:.2f} s per sweep = {v / seq:.2f} x "
+              f"sequential on 1 core")
+    ref = weights[("consensus", "threads", 1, 1)]
+    same = {k: all(np.array_equal(p, q) for p, q in zip(ref, v)) for k, v in weights.items() if k[0] == "consensus"}
+    print(f"consensus weights and codes bitwise equal to threads/1: {same}")
+    print(f"load average at end {la1:.2f}")
+
+
+# ------------------------------------------------------------------------------------------ scaling model
+
+def model(a):
+    """A prediction from reports/bench/consensus_speed.csv (docs/algorithm.md §10.9): the sweep
+    time of depth ``a.depth`` x ``a.width`` on ``a.n`` samples with 1, 8, 64 workers.
+
+    Amdahl split of the measured consensus sweep (threads): ``T1 = s + p``, ``T2 = s + p / 2``
+    gives the serial part ``s`` (forward re-synchronisation, code step, consensus averaging on the
+    client) and ``p`` (the tasks); ``p / L`` is the seconds of one substructure. Both are scaled
+    linearly in depth and in n (the products are ``n w^2``; the ``w^3`` solves, which do not grow
+    with n, are counted as if they did: an upper bound). Communication in a neighbour placement
+    (contiguous blocks of substructures per worker): per sweep and block boundary about 8 arrays
+    of ``n x w`` float32 cross (a, z, Lambda of the boundary layer to the local problems, the new
+    a, z to the other colour, a to the multiplier step, each way) plus 4 ``w x w`` copies/duals;
+    boundaries exchange at the same time, so the time is one boundary's bytes / bandwidth.
+    The star placement of the current DaskExecutor (every array through the client, every map)
+    ships about 12 ``L n w`` float32 per sweep; its measured overhead per byte is printed.
+    """
+    with open(BENCH / "consensus_speed.csv") as f:
+        rows = {(r["scheme"], r["scheduler"], int(r["workers"]), int(r["blas_threads"])): r for r in csv.DictReader(f)}
+    r1, r2 = rows[("consensus", "threads", 1, 1)], rows[("consensus", "threads", 2, 1)]
+    L0, n0, w = int(r1["depth"]), int(r1["n"]), int(r1["width"])
+    T1, T2 = float(r1["median_sweep_s"]), float(r2["median_sweep_s"])
+    s0 = max(0.0, 2 * T2 - T1)
+    p0 = T1 - s0
+    t_sub = p0 / L0
+    print(f"measured (n={n0}, depth {L0} x {w}): consensus 1 thread {T1:.2f} s, 2 threads {T2:.2f} s per sweep")
+    print(f"Amdahl split: serial {s0:.2f} s, parallel {p0:.2f} s; one substructure {t_sub:.3f} s")
+    d1, d2 = rows.get(("consensus", "distributed", 1, 1)), rows.get(("consensus", "distributed", 2, 1))
+    if d1 is not None:
+        star = 12 * L0 * n0 * w * 4
+        over = float(d1["median_sweep_s"]) - T1
+        print(f"star placement (current DaskExecutor): ~{star / 1e9:.2f} GB shipped per sweep, 1 worker "
+              f"{float(d1['median_sweep_s']):.2f} s = threads + {over:.2f} s -> {star / 1e9 / max(over, 1e-9):.2f} GB/s"
+              + (f"; 2 workers {float(d2['median_sweep_s']):.2f} s" if d2 is not None else ""))
+    scale = (a.depth / L0) * (a.n / n0)
+    boundary = 8 * a.n * a.width * 4 + 4 * a.width ** 2 * 4
+    comm = boundary / (a.bandwidth * 1e9)
+    splits = [("Amdahl fit of 1 vs 2 threads", s0, p0)]
+    if a.serial_fraction is not None:
+        splits.append((f"measured serial fraction {a.serial_fraction}", a.serial_fraction * T1,
+                       (1 - a.serial_fraction) * T1))
+    for name, sm, pm in splits:
+        s, p = sm * scale, pm * scale
+        print(f"\nprediction for n={a.n}, depth {a.depth} x {a.width}, serial part from the {name} "
+              f"(linear in n and depth from the measurement"
+              f"{'' if a.width == w else ', WIDTH DIFFERS FROM THE MEASUREMENT'}): serial {s:.1f} s, tasks "
+              f"{p:.1f} s on one worker; {boundary / 1e9:.2f} GB per block boundary per sweep = {comm:.2f} s "
+              f"at {a.bandwidth} GB/s")
+        print("| workers | tasks s | communication s | serial s | predicted s per sweep |")
+        print("|---|---|---|---|---|")
+        for P in (1, 8, 64):
+            c = comm if P > 1 else 0.0
+            print(f"| {P} | {p / P:.1f} | {c:.2f} | {s:.1f} | {s + p / P + c:.1f} |")
+        print(f"communication exceeds the tasks' time beyond P = {p / comm:.0f} workers; the serial part "
+              f"({s:.1f} s) bounds the speed-up at {(s + p) / s if s > 0 else float('inf'):.1f}x unless it is "
+              f"distributed too")
+
+
+# ------------------------------------------------------------------------------------------ b. edges
+
+def edges(a):
+    rng = np.random.default_rng(0)
+    n, d = a.n, 256
     X = rng.standard_normal((n, d)).astype(np.float32)
     y = rng.integers(0, 10, n)
-    Y = np.eye(10)[y]
-    o = {**cs.CONSENSUS_DEFAULTS, "local": local, "residual": False}  # plain net: every layer moves
-    S, _, _ = cs.init_consensus(X, Y, depth, width, bits, seed, o)
-    _, A, Z = forward(X, S["Ws"][:depth], S["bs"][:depth], S["Ws"][depth], S["bs"][depth], False, keep=True)
-    S["A"], S["Z"] = A, Z
-    return X, y, S
+    la0, _ = load()
+    print(f"edges: consensus seconds per sweep (median of {a.sweeps}), n={n}, d={d}, serial; "
+          f"load average at start {la0:.2f}", flush=True)
+    grid = [(L, 256) for L in (4, 8, 16, 32)] + [(8, w) for w in (128, 512, 1024)]
+    rows = []
+    VDSH(32, depth=2, width=16, first_width=0, sweeps=1, scheme="consensus").fit(X[:50], y[:50])  # compile
+    for L, w in grid:
+        m = VDSH(32, depth=L, width=w, first_width=w, seed=0, sweeps=a.sweeps, scheme="consensus").fit(X, y)
+        s = float(np.median([h["seconds"] for h in m.history_]))
+        edges_ = d * w + (L - 1) * w * w + w * 32  # weights = edges of the network
+        rows.append({"depth": L, "width": w, "n": n, "edges": edges_, "sweep_s": s, "load": os.getloadavg()[0]})
+        print(f"  depth {L:3d} width {w:5d}: {s:.3f} s per sweep ({edges_} edges)", flush=True)
+    write_csv(BENCH / "consensus_edges.csv", rows)
+    dep = [r for r in rows if r["width"] == 256]
+    wid = [r for r in rows if r["depth"] == 8]
+    a1, b1, r1 = linfit([r["depth"] for r in dep], [r["sweep_s"] for r in dep])
+    a2, b2, r2 = linfit([r["width"] ** 2 for r in wid], [r["sweep_s"] for r in wid])
+    a3, b3, r3 = linfit([r["edges"] for r in rows], [r["sweep_s"] for r in rows])
+    la1, busy = load()
+    flag = "  [load above 0.5 per core: timings noisy]" if busy else ""
+    print(f"vs depth (width 256): s = {a1:.4f} + {b1:.4f} * depth, R^2 = {r1:.4f}{flag}")
+    print(f"vs width^2 (depth 8): s = {a2:.4f} + {b2:.3e} * width^2, R^2 = {r2:.4f}")
+    print(f"vs edges (all):       s = {a3:.4f} + {b3:.3e} * edges, R^2 = {r3:.4f}")
+    print(f"load average at end {la1:.2f}")
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
+    for axi, pts, key, (aa, bb, rr), lab in ((ax[0], dep, "depth", (a1, b1, r1), "depth (width 256)"),
+                                           (ax[1], wid, "width", (a2, b2, r2), "width^2 (depth 8)")):
+        x = np.array([p[key] if key == "depth" else p[key] ** 2 for p in pts], float)
+        axi.plot(x, [p["sweep_s"] for p in pts], "o")
+        axi.plot(x, aa + bb * x, "-", label=f"linear fit, R^2 = {rr:.3f}")
+        axi.set_xlabel(lab)
+        axi.set_ylabel("seconds per consensus sweep")
+        axi.legend()
+    fig.suptitle(f"consensus sweep cost, n = {n}, serial (load {la0:.1f} -> {la1:.1f})")
+    fig.tight_layout()
+    fig.savefig(BENCH / "consensus_edges.png", dpi=100)
 
 
-def time_sweeps(S0, executor, sweeps):
-    S = copy.deepcopy(S0)
-    secs = []
-    for _ in range(sweeps):
-        t = time.perf_counter()
-        cs.consensus_sweep(S, executor)
-        secs.append(time.perf_counter() - t)
-    return float(np.median(secs)), S
+# ------------------------------------------------------------------------------------------ c. convergence
+
+def conv_path(local, ext="csv"):
+    """The convergence study's files: ``consensus_convergence`` (local: split, the default) or
+    ``consensus_convergence_through``."""
+    return STUDIES / f"consensus_convergence{'' if local == 'split' else '_' + local}.{ext}"
+KEYS = ("objective", "code_fit", "label_loss", "primal_z", "primal_a", "consensus", "dtheta", "forward_gap")
 
 
-def digits_table(sweeps=20):
-    """Sequential vs consensus on sklearn digits (depth 4 x 64, 16 bits): code fit at the first
-    and last sweep and the mAP of 300 held-out queries against the 1,000 training codes."""
+def converge(a):
+    CONV = conv_path(a.local)
+    done = set()
+    if CONV.exists():
+        with open(CONV) as f:
+            done = {(r["dataset"], int(r["depth"]), int(r["seed"])) for r in csv.DictReader(f)}
+    for seed in a.seeds:
+        for dataset in a.datasets:
+            F = None
+            for depth in a.depths:
+                if (dataset, depth, seed) in done:
+                    continue
+                F = F if F is not None else features(dataset, seed)
+                t0 = time.perf_counter()
+                m = VDSH(a.bits, depth=depth, seed=seed, sweeps=a.sweeps, scheme="consensus", local=a.local)
+                try:
+                    m.fit(F["X_train"], F["y_train"])
+                    status = "finite"
+                except FloatingPointError as e:  # TrainingDiverged: recorded, not hidden
+                    status = f"diverged: {e}"
+                rows = [{"dataset": dataset, "depth": depth, "seed": seed, "bits": a.bits,
+                         "iteration": h["iteration"], "seconds": h["seconds"], "status": status,
+                         **{k: h.get(k, np.nan) for k in KEYS}} for h in m.history_]
+                if not rows:
+                    rows = [{"dataset": dataset, "depth": depth, "seed": seed, "bits": a.bits, "iteration": 0,
+                             "seconds": 0.0, "status": status, **{k: np.nan for k in KEYS}}]
+                write_csv(CONV, rows, append=True)
+                print(f"{dataset} depth {depth} seed {seed}: {status}, {time.perf_counter() - t0:.0f} s, "
+                      f"objective {rows[0]['objective']:.4g} -> {rows[-1]['objective']:.4g}; "
+                      f"load {os.getloadavg()[0]:.2f}", flush=True)
+
+
+def plot(a):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    with open(conv_path(a.local)) as f:
+        rows = list(csv.DictReader(f))
+    runs = {}
+    for r in rows:
+        runs.setdefault((r["dataset"], int(r["depth"]), int(r["seed"])), []).append(r)
+    keys = ("objective", "primal_z", "primal_a", "consensus")
+    datasets = sorted({k[0] for k in runs})
+    fig, axes = plt.subplots(len(datasets), len(keys), figsize=(4 * len(keys), 3.2 * len(datasets)), squeeze=False)
+    colours = {4: "C0", 16: "C1", 64: "C2"}
+    lines = ["| dataset | depth | seed | finite | sweeps | objective start -> end | primal_z | primal_a | "
+             "consensus | all end below start (consensus 0 -> 0 counts) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for (ds, depth, seed), rr in sorted(runs.items()):
+        it = [int(r["iteration"]) for r in rr]
+        vals = {k: np.array([float(r[k]) for r in rr]) for k in keys}
+        finite = all(r["status"] == "finite" for r in rr) and all(np.isfinite(v).all() for v in vals.values())
+        for j, k in enumerate(keys):
+            axes[datasets.index(ds)][j].plot(it, vals[k], color=colours.get(depth, "k"), alpha=0.6,
+                                             label=f"depth {depth}" if seed == 0 else None)
+        below = [vals[k][-1] < vals[k][0] if vals[k][0] > 0 else vals[k][-1] <= vals[k][0] for k in keys]
+        cells = " | ".join(f"{vals[k][0]:.4g} -> {vals[k][-1]:.4g}" for k in keys)
+        lines.append(f"| {ds} | {depth} | {seed} | {finite} | {len(rr)} | {cells} | {all(below)} |")
+    for i, ds in enumerate(datasets):
+        for j, k in enumerate(keys):
+            ax = axes[i][j]
+            ax.set_title(f"{ds}: {k}")
+            ax.set_xlabel("sweep")
+            if k != "consensus":
+                ax.set_yscale("log")
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(conv_path(a.local, "png"), dpi=90)
+    conv_path(a.local, "md").write_text(
+        f"# Consensus scheme: convergence (bench/consensus.py converge --local {a.local}; plot --local {a.local})\n\n"
+        f"32 bits, width 256 (first layer 1024), default train params, scheme consensus, local {a.local}, "
+        "standard protocol training items (5,000); values of the first and last sweep.\n\n" + "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+# ------------------------------------------------------------------------------------------ digits, GIL
+
+def digits_table(a):
+    """Sequential vs consensus variants on sklearn digits (depth 4 x 64, 16 bits): code fit at the
+    first and last sweep and the mAP of 300 held-out queries against the 1,000 training codes."""
     from sklearn.datasets import load_digits
     from vdsh_numba.codes import pack_codes
     from vdsh_numba.search.metrics import mean_average_precision
@@ -60,29 +329,23 @@ def digits_table(sweeps=20):
     X = d.data.astype(np.float32)
     X = (X - X.mean(0)) / (X.std(0) + 1e-6)
     tr, te = slice(0, 1000), slice(1000, 1300)
-    Y = np.eye(10)[d.target[tr]]
-    depth, width, bits = 4, 64, 16
-
-    def mAP(U):
-        return mean_average_precision(pack_codes(U[te]), pack_codes(U[tr]), d.target[te], d.target[tr])
-
+    depth, width, bits, sweeps = 4, 64, 16, 20
+    base = dict(depth=depth, width=width, seed=0, sweeps=sweeps, init="random", first_width=0, input_clip=0)
     print(f"digits, depth {depth} x {width}, {bits} bits, {sweeps} sweeps, load average {os.getloadavg()[0]:.2f}")
     print("| scheme | code fit sweep 1 -> last | consensus residual max | mAP |")
     print("|---|---|---|---|")
-    m = VDSH(bits, depth=depth, width=width, seed=0, sweeps=sweeps, init="random", first_width=0,
-             input_clip=0).fit(X[tr], d.target[tr])
-    h = m.history_
-    print(f"| sequential | {h[0]['code_fit']:.2f} -> {h[-1]['code_fit']:.2f} | - | {mAP(m._project(X)):.3f} |")
-    for kw in ({}, {"eta": 0.1}, {"eta": 0.0}, {"order": "aux_first"},
+    for kw in ({"scheme": "sequential"}, {}, {"eta": 0.1}, {"eta": 0.0}, {"order": "aux_first"},
                {"local": "through", "resync": False, "eta": 0.1}, {"local": "through"}):
-        S, _, h = cs.fit_consensus(X[tr], Y, depth, width, bits, seed=0, sweeps=sweeps, **kw)
-        U = forward(X, S["Ws"][:depth], S["bs"][:depth], S["Ws"][depth], S["bs"][depth], True)
-        name = "consensus " + (", ".join(f"{k}={v}" for k, v in kw.items()) or "defaults")
-        print(f"| {name} | {h[0]['code_fit']:.2f} -> {h[-1]['code_fit']:.2f} | "
-              f"{max(x['consensus'] for x in h):.2g} | {mAP(U):.3f} |", flush=True)
+        m = VDSH(bits, **{**base, "scheme": "consensus", **kw}).fit(X[tr], d.target[tr])
+        U = m._project(X)
+        mAP = mean_average_precision(pack_codes(U[te]), pack_codes(U[tr]), d.target[te], d.target[tr])
+        h = m.history_
+        name = ", ".join(f"{k}={v}" for k, v in kw.items()) or "consensus defaults"
+        cons = max(x["consensus"] for x in h) if "consensus" in h[0] else float("nan")
+        print(f"| {name} | {h[0]['code_fit']:.2f} -> {h[-1]['code_fit']:.2f} | {cons:.2g} | {mAP:.3f} |", flush=True)
 
 
-def gil_probe():
+def gil_probe(a):
     """How much of each call leaves the GIL to another thread: a Python counting loop runs in a
     second thread while the call repeats in this one; its rate (millions of iterations per wall
     second) is high when the call releases the GIL (``sleep`` is the ceiling) and drops towards
@@ -90,6 +353,7 @@ def gil_probe():
     import threading
     import scipy.linalg as sla
     from threadpoolctl import threadpool_limits
+    from vdsh_numba.methods.vdsh import consensus as cs
     rng = np.random.default_rng(0)
     M = rng.standard_normal((2000, 2000))
     M = M @ M.T + 2000 * np.eye(2000)
@@ -130,69 +394,44 @@ def gil_probe():
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--sweeps", type=int, default=3)
-    ap.add_argument("--local", default="split", choices=["split", "through"])
-    ap.add_argument("--digits", action="store_true")
-    ap.add_argument("--gil", action="store_true")
-    ap.add_argument("--gpu", action="store_true", help="also time the network step with ops=gpu_consensus")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("speed")
+    p.add_argument("--dataset", default="fashion_mnist", choices=sorted(DATA_DIRS))
+    p.add_argument("--n", type=int, default=5000)
+    p.add_argument("--depth", type=int, default=64)
+    p.add_argument("--width", type=int, default=1024)
+    p.add_argument("--bits", type=int, default=32)
+    p.add_argument("--sweeps", type=int, default=2)
+    p.add_argument("--threads-only", action="store_true", help="sequential and 1/2 threads only (a rerun)")
+    p.set_defaults(fn=speed)
+    p = sub.add_parser("edges")
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--sweeps", type=int, default=2)
+    p.set_defaults(fn=edges)
+    p = sub.add_parser("converge")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--datasets", nargs="+", default=["mnist", "fashion_mnist"])
+    p.add_argument("--depths", type=int, nargs="+", default=[4, 16, 64])
+    p.add_argument("--bits", type=int, default=32)
+    p.add_argument("--sweeps", type=int, default=20)
+    p.add_argument("--local", default="split", choices=["split", "through"])
+    p.set_defaults(fn=converge)
+    p = sub.add_parser("plot")
+    p.add_argument("--local", default="split", choices=["split", "through"])
+    p.set_defaults(fn=plot)
+    p = sub.add_parser("model")
+    p.add_argument("--n", type=int, default=60000)
+    p.add_argument("--depth", type=int, default=64)
+    p.add_argument("--width", type=int, default=1024)
+    p.add_argument("--bandwidth", type=float, default=1.25, help="GB/s between neighbours (10 GbE)")
+    p.add_argument("--serial-fraction", type=float, default=None,
+                   help="the serial share of a 1-worker consensus sweep, measured (history dense_seconds / seconds)")
+    p.set_defaults(fn=model)
+    sub.add_parser("digits").set_defaults(fn=digits_table)
+    sub.add_parser("gil").set_defaults(fn=gil_probe)
     a = ap.parse_args()
-    if a.digits:
-        digits_table()
-        return
-    if a.gil:
-        gil_probe()
-        return
-    n, d, depth, width = (500, 64, 4, 64) if a.quick else (2000, 256, 16, 256)
-    bits = 32
-    load0 = os.getloadavg()[0]
-    print(f"consensus sweep: n={n} d={d} depth={depth} width={width} local={a.local}; "
-          f"load average at start {load0:.2f} on {os.cpu_count()} cores", flush=True)
-    X, y, S0 = start_state(n, d, depth, width, bits, 0, a.local)
-    ex1, ex2 = ThreadExecutor(1), ThreadExecutor(2)
-    try:
-        time_sweeps(S0, ex1, 1)  # compile the Numba kernels
-        t1, S1 = time_sweeps(S0, ex1, a.sweeps)
-        t2, S2 = time_sweeps(S0, ex2, a.sweeps)
-    finally:
-        ex1.close()
-        ex2.close()
-    same = all(np.array_equal(p, q) for p, q in zip(S1["Ws"] + S1["bs"], S2["Ws"] + S2["bs"]))
-    from threadpoolctl import threadpool_limits
-    with threadpool_limits(limits=1):
-        m = VDSH(bits, depth=depth, width=width, seed=0, sweeps=a.sweeps + 1, first_width=width,
-                 residual=False, init="random").fit(X, y)
-    seq = float(np.median([h["seconds"] for h in m.history_[1:]]))
-    load1 = os.getloadavg()[0]
-    per_core = max(load0, load1) / (os.cpu_count() or 1)
-    print(f"1 thread : {t1:.3f} s per network step (median of {a.sweeps})")
-    print(f"2 threads: {t2:.3f} s per network step")
-    print(f"ratio 1 thread / 2 threads = {t1 / t2:.2f}" + ("  [unreliable: load above 0.5 per core]"
-                                                           if per_core > 0.5 else ""))
-    print(f"anchor: sequential sweep (whole sweep, 1 thread) {seq:.3f} s; consensus 1 thread / sequential "
-          f"= {t1 / seq:.2f}")
-    print(f"weights bitwise equal (1 vs 2 threads): {same}")
-    if a.gpu:
-        from numba import cuda
-        from vdsh_numba.methods.vdsh import gpu_consensus
-        from vdsh_numba.methods.vdsh.executors import SerialExecutor
-        G = copy.deepcopy(S0)
-        G["A"] = [cuda.to_device(x) for x in S0["A"]]
-        G["Z"] = [None] + [cuda.to_device(x) for x in S0["Z"][1:]]
-        G["Lam"] = [cuda.to_device(x) for x in S0["Lam"]]
-        G["B"] = cuda.to_device(S0["B"])
-        secs = []
-        for _ in range(a.sweeps + 1):
-            t = time.perf_counter()
-            cs.consensus_sweep(G, SerialExecutor(), ops=gpu_consensus)
-            cuda.synchronize()
-            secs.append(time.perf_counter() - t)
-        tg = float(np.median(secs[1:]))
-        err = max(float(np.abs(p - q).max()) for p, q in zip(S1["Ws"], G["Ws"]))
-        print(f"GPU: {tg:.3f} s per network step; 1 CPU thread / GPU = {t1 / tg:.2f}; "
-              f"max |W_gpu - W_cpu| = {err:.2e}")
-    print(f"load average at end {load1:.2f}")
+    a.fn(a)
 
 
 if __name__ == "__main__":

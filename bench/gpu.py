@@ -134,7 +134,7 @@ def mnist(r, a):
     p = load_params(ROOT / "params.yaml")
     F = mnist_features(a.data, p["seed"])
     r.save("data", {k: list(v.shape) for k, v in F.items() if k.startswith("X_")})
-    kw = dict(bits=a.bits, depth=p["depth"], width=p["width"], seed=p["seed"], **p["train"])
+    kw = dict(bits=a.bits, depth=p["depth"], width=p["width"], seed=p["seed"], **p["vdsh"])
     if TINY:
         kw.update(depth=2, width=8, first_width=12, sweeps=2)
     r.save("params", kw)

@@ -1,4 +1,4 @@
-"""`vdsh train` with train.checkpoint_every: a kill -9 mid-run and a rerun give the uninterrupted model."""
+"""`vdsh train` with vdsh.checkpoint_every: a kill -9 mid-run and a rerun give the uninterrupted model."""
 import os
 import shutil
 import signal

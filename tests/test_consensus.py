@@ -1,11 +1,14 @@
 """The consensus scheme (vdsh_numba.methods.vdsh.consensus): every local solve against a stacked least-squares
 reference in tests/naive.py, the consensus and dual steps against their formulas, bitwise-equal
-weights on serial / 2 threads / 2 Dask workers, and the residuals falling on sklearn digits."""
+codes and weights of ``VDSH(scheme="consensus")`` on serial / 2 threads / 2 Dask workers, a stopped and
+resumed fit bitwise equal to an uninterrupted one, divergence naming sweep and layer, the parameters
+checked, and the residuals falling on sklearn digits."""
 import numpy as np
 import pytest
 
 import naive
-from vdsh_numba.methods.vdsh import consensus as cs
+from tests.conftest import ROOT
+from vdsh_numba.methods.vdsh import TRAIN_DEFAULTS, VDSH, consensus as cs
 from vdsh_numba.methods.vdsh.executors import DaskExecutor, SerialExecutor, ThreadExecutor, make_executor
 
 RNG = np.random.default_rng(1)
@@ -91,63 +94,159 @@ def test_owners_and_bad_input():
     assert cs.owners(1, 1) == [0]
     with pytest.raises(ValueError, match="weight layer j"):
         cs.owners(4, 3)
-    with pytest.raises(ValueError, match="train.workers"):
+    with pytest.raises(ValueError, match="vdsh.workers"):
         ThreadExecutor(0)
-    with pytest.raises(ValueError, match="train.scheduler"):
+    with pytest.raises(ValueError, match="vdsh.scheduler"):
         make_executor("mpi")
-    X, Y = _arr(20, 4), np.eye(2)[np.arange(20) % 2]
-    with pytest.raises(ValueError, match="train.local"):
-        cs.fit_consensus(X, Y, 2, 4, 4, sweeps=1, local="joint")
-    with pytest.raises(ValueError, match="train.order"):
-        cs.fit_consensus(X, Y, 2, 4, 4, sweeps=1, order="random")
-    with pytest.raises(ValueError, match="unknown consensus training parameter"):
-        cs.fit_consensus(X, Y, 2, 4, 4, sweeps=1, workers=3)
-    with pytest.raises(ValueError, match="depth"):
-        cs.fit_consensus(X, Y, 0, 4, 4, sweeps=1)
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("scheme", "parallel", r"vdsh.scheme must be one of \['sequential', 'consensus'\], got 'parallel'"),
+    ("scheduler", "mpi", r"vdsh.scheduler must be one of .*got 'mpi'"),
+    ("workers", 0, r"vdsh.workers must be an integer >= 1, got 0"),
+    ("workers", 1.5, r"vdsh.workers must be an integer >= 1, got 1.5"),
+    ("local", "joint", r"vdsh.local must be one of \['split', 'through'\], got 'joint'"),
+    ("order", "random", r"vdsh.order must be one of .*got 'random'"),
+    ("multipliers", False, r"vdsh.multipliers is False"),
+    ("prox", 0.1, r"vdsh.prox is 0.1"),
+])
+def test_bad_training_parameters(key, value, match):
+    X, y = _small()
+    with pytest.raises(ValueError, match=match):
+        VDSH(8, depth=2, width=4, first_width=0, sweeps=1, **{"scheme": "consensus", key: value}).fit(X, y)
+
+
+def test_vdsh_check_validates_the_new_keys():
+    from vdsh_numba.pipeline.params import ParamsError, load_params, validate_params
+    p = load_params(ROOT / "params.yaml")
+    assert p["vdsh"]["scheme"] == "sequential"
+    validate_params({**p, "vdsh": {**p["vdsh"], "scheme": "consensus", "workers": 2, "scheduler": "threads"}})
+    for train, match in [({"shceme": "consensus"}, "did you mean 'scheme'"),
+                         ({"scheme": "consenus"}, r"'vdsh.scheme' is 'consenus'; expected one of"),
+                         ({"scheduler": "dask"}, r"'vdsh.scheduler' is 'dask'; expected one of"),
+                         ({"workers": 0}, r"'vdsh.workers' must be >= 1, got 0")]:
+        with pytest.raises(ParamsError, match=match):
+            validate_params({**p, "vdsh": {**p["vdsh"], **train}})
 
 
 def _small():
     rng = np.random.default_rng(3)
     X = rng.standard_normal((240, 12)).astype(np.float32)
     y = (X[:, :3].sum(1) > 0).astype(int) + 2 * (X[:, 3] > 0)
-    return X, np.eye(4)[y]
+    return X, y
 
 
-def _fit(executor):
-    X, Y = _small()
-    S, G, hist = cs.fit_consensus(X, Y, 3, 12, 8, seed=0, executor=executor, sweeps=3,
-                                  local="through", resync=False)
-    return S, hist
+#: copies that differ (local "through", no resync, a real consensus penalty): every part of the
+#: scheme carries something; a wide first layer and a residual stack exercise both layer shapes
+CFG = dict(depth=4, width=12, first_width=16, seed=0, scheme="consensus", local="through", resync=False,
+           eta=0.1, init="random")
 
 
-def _assert_bitwise(S1, S2):
-    for W1, W2 in zip(S1["Ws"] + S1["bs"], S2["Ws"] + S2["bs"]):
-        assert np.array_equal(W1, W2)
-    for key in S1["U"]:
-        assert np.array_equal(S1["U"][key][0], S2["U"][key][0])
-    for L1, L2 in zip(S1["Lam"], S2["Lam"]):
-        assert np.array_equal(L1, L2)
+def _fit(sweeps=3, ck=None, every=0, **kw):
+    X, y = _small()
+    return VDSH(8, sweeps=sweeps, checkpoint_every=every, **{**CFG, **kw}).fit(X, y, checkpoint_path=ck)
+
+
+def _assert_bitwise(m1, m2):
+    for a, b in zip(m1.W_ + m1.b_ + [m1.Wo_, m1.bo_, m1.G_, m1.B_train_],
+                    m2.W_ + m2.b_ + [m2.Wo_, m2.bo_, m2.G_, m2.B_train_]):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
 
 
 def test_serial_threads_dask_bitwise_equal():
-    S1, h1 = _fit(SerialExecutor())
-    assert h1[-1]["consensus"] > 0  # the copies differ: the duals carry something
-    ex = ThreadExecutor(2)
-    try:
-        S2, _ = _fit(ex)
-    finally:
-        ex.close()
-    _assert_bitwise(S1, S2)
+    m1 = _fit()
+    assert m1.history_[-1]["consensus"] > 0  # the copies differ: the duals carry something
+    m2 = _fit(scheduler="threads", workers=2)
+    _assert_bitwise(m1, m2)
+    m3 = _fit(scheduler="distributed", workers=2)  # a LocalCluster of 2 worker processes
+    _assert_bitwise(m1, m3)
+    assert [h["consensus"] for h in m1.history_] == [h["consensus"] for h in m3.history_]
+
+
+def test_dask_executor_scatters_and_places():
+    """The executor on its own: small scatter threshold (the aux arrays go to the workers once)."""
     from vdsh_numba.search.distributed import local_cluster
     cluster, client = local_cluster(n_workers=2, threads_per_worker=1)
     try:
-        ex = DaskExecutor(client, timeout=60, scatter_bytes=1024)  # the aux arrays scattered, weights inline
+        ex = DaskExecutor(client, timeout=60, scatter_bytes=1024)
         assert ex.workers == 2
-        S3, _ = _fit(ex)
+        A, T = _arr(300, 8), _arr(300, 5)
+        args = [(A, T, 1.0, 0.1, 0.2, np.zeros((5, 8), np.float32), np.zeros(5, np.float32))] * 3
+        got = ex.map(cs.ridge_consensus, args)
+        ref = SerialExecutor().map(cs.ridge_consensus, args)
+        for (W1, b1), (W2, b2) in zip(got, ref):
+            assert np.array_equal(W1, W2) and np.array_equal(b1, b2)
     finally:
         client.close()
         cluster.close()
-    _assert_bitwise(S1, S3)
+
+
+class Stop(Exception):
+    """Raised from the sweep hook: the process 'dies' after a sweep."""
+
+
+def test_checkpoint_resume_bitwise(tmp_path):
+    """A 6-sweep fit killed after sweep 3 (its checkpoint holds copies, duals, eta, every a and z)
+    and resumed -- on 2 threads this time -- equals the uninterrupted serial fit bit for bit."""
+    ck = tmp_path / "ck.npz"
+    full = _fit(sweeps=6)
+    X, y = _small()
+    killed = VDSH(8, sweeps=6, checkpoint_every=1, **CFG)
+
+    def die(it, m):
+        if it + 1 == 3:
+            raise Stop
+    killed.on_sweep = die
+    with pytest.raises(Stop):
+        killed.fit(X, y, checkpoint_path=ck)
+    with np.load(ck) as d:
+        assert {"extra_copy_W_0_1", "extra_copy_W_1_1", "extra_dual_W_3_4", "A_1", "Z_4"} <= set(d.files)
+    m = _fit(sweeps=6, ck=ck, every=1, scheduler="threads", workers=2)
+    assert m.resumed_from_ == 3
+    _assert_bitwise(full, m)
+    assert [h["eta"] for h in m.history_] == [h["eta"] for h in full.history_]
+
+
+def test_divergence_names_sweep_and_layer(tmp_path):
+    from vdsh_numba.methods.vdsh import TrainingDiverged
+    X, y = _small()
+    ck = tmp_path / "ck.npz"
+    m = VDSH(8, sweeps=6, checkpoint_every=1, **CFG)
+
+    def poison(it, mm):
+        if it + 1 == 2:
+            mm.W_[1][0, 0] = np.inf  # hidden layer 2 after sweep 2 (its checkpoint is written)
+    m.on_sweep = poison
+    with pytest.raises(TrainingDiverged, match=r"sweep 3, hidden layer 2: the forward pass") as e:
+        m.fit(X, y, checkpoint_path=ck)
+    assert e.value.checkpoint == str(ck)
+    with np.load(ck) as d:
+        assert all(np.isfinite(d[k]).all() for k in d.files if k != "__meta__")
+    # inside the consensus step: a NaN dual of layer 1's copy spoils the copy, theta_1 and z_1
+    from functools import partial
+    from vdsh_numba.methods.base import label_matrix
+    from vdsh_numba.methods.vdsh import cpu_ops, engine
+    from vdsh_numba.methods.vdsh.consensus import consensus_update
+
+    def update(run, S, it):
+        if it == 2:
+            S["extra"]["dual_W_0_0"][0, 0] = np.nan
+        return partial(consensus_update, executor=SerialExecutor())(run, S, it)
+    o = {**TRAIN_DEFAULTS, **{k: v for k, v in CFG.items() if k in TRAIN_DEFAULTS}, "sweeps": 5}
+    with pytest.raises(TrainingDiverged, match=r"sweep 3, hidden layer 1: the local copies"):
+        engine.train(cpu_ops, X, label_matrix(y), depth=4, width=12, bits=8, seed=0, o=o, history=[],
+                     update=update)
+
+
+def test_sequential_is_the_default_and_consensus_differs():
+    X, y = _small()
+    kw = {k: v for k, v in CFG.items() if k not in ("scheme", "local", "eta")}
+    seq = VDSH(8, sweeps=3, **kw).fit(X, y)
+    ref = VDSH(8, sweeps=3, scheme="sequential", **kw).fit(X, y)
+    _assert_bitwise(seq, ref)
+    assert "consensus" not in seq.history_[0]
+    con = VDSH(8, sweeps=3, scheme="consensus", **kw).fit(X, y)
+    assert not np.array_equal(con.W_[0], seq.W_[0])
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +255,7 @@ def digits():
     d = load_digits()
     X = d.data.astype(np.float32)
     X = (X - X.mean(0)) / (X.std(0) + 1e-6)
-    return X[:1000], np.eye(10)[d.target[:1000]]
+    return X[:1000], d.target[:1000]
 
 
 def _drop(hist, key, k=3):
@@ -165,9 +264,11 @@ def _drop(hist, key, k=3):
 
 
 def test_digits_residuals_fall(digits):
-    X, Y = digits
+    X, y = digits
+    kw = dict(depth=4, width=64, seed=0, sweeps=20, scheme="consensus", init="random", first_width=0,
+              input_clip=0, lam_G=1e-2)
     # resync (the default): objective and both constraint residuals fall over 20 sweeps
-    _, _, hist = cs.fit_consensus(X, Y, 4, 64, 16, seed=0, sweeps=20)
+    hist = VDSH(16, **kw).fit(X, y).history_
     obj = [h["objective"] for h in hist]
     assert np.all(np.isfinite(obj)) and obj[-1] < 0.95 * obj[0]
     for key in ("primal_z", "primal_a"):
@@ -176,7 +277,7 @@ def test_digits_residuals_fall(digits):
     assert max(h["consensus"] for h in hist) == 0.0  # split: the copies agree exactly (docs §10.2)
     # the local problem through the substructure, plain ADMM (no resync), eta = 0.1: the copies
     # differ, and the objective, the z residual, the consensus residual and the step of theta fall
-    _, _, hist = cs.fit_consensus(X, Y, 4, 64, 16, seed=0, sweeps=20, local="through", resync=False, eta=0.1)
+    hist = VDSH(16, **kw, local="through", resync=False, eta=0.1).fit(X, y).history_
     assert max(h["consensus"] for h in hist) > 1e-3
     for key, factor in (("objective", 0.9), ("primal_z", 0.6), ("consensus", 0.1), ("dtheta", 0.3)):
         first, last = _drop(hist, key)

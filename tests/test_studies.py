@@ -38,7 +38,7 @@ def test_study_rows_resume_and_summary(params, tmp_path, monkeypatch):
     out, work = tmp_path / "out", tmp_path / "work"
     spec = studies.load_study(_write(tmp_path, SPEC))
     rows = studies.run_study(spec, params, out_dir=out, work_root=work, say=lambda m: None)
-    # vdsh: 2 settings x 2 seeds; lsh does not read train.rho: 1 run per seed
+    # vdsh: 2 settings x 2 seeds; lsh does not read vdsh.rho: 1 run per seed
     assert sorted((r["method"], r["setting"], r["seed"]) for r in rows) == sorted(
         [("vdsh", json.dumps({"vdsh.rho": v}), str(s)) for v in (0.01, 0.1) for s in (0, 1)]
         + [("lsh", json.dumps({"vdsh.rho": 0.01}), str(s)) for s in (0, 1)])

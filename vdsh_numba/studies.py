@@ -9,7 +9,7 @@ A study is a YAML file (``studies/<name>.yaml``) that names a grid of runs::
     bits: [12, 32]
     seeds: [0]
     grid:                       # the product of these lists (dotted keys, like ``dvc exp run -S``)
-      train.rho: [0.01, 0.1]
+      vdsh.rho: [0.01, 0.1]
     settings:                   # or an explicit list of override dicts (both: the product of the two)
       - {depth: 2}
 

@@ -149,6 +149,16 @@ class HashingModel:
         """The knobs of the method's params.yaml section ``<method>:`` and their defaults."""
         return {}
 
+    @classmethod
+    def section_choices(cls) -> dict:
+        """Knob -> the values it may take (string knobs with a fixed vocabulary)."""
+        return {}
+
+    @classmethod
+    def section_minimums(cls) -> dict:
+        """Knob -> its least allowed value (numeric knobs that have one)."""
+        return {}
+
     def get_params(self) -> dict:
         return {"bits": int(self.bits), "seed": int(self.seed)}
 

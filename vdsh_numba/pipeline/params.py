@@ -161,7 +161,8 @@ def _list(v, key):
 
 def _method_section(m, section):
     """Method ``m``'s section, every key known and typed like its default; defaults filled."""
-    defaults = METHODS[m].section_defaults()
+    cls = METHODS[m]
+    defaults, choices, least = cls.section_defaults(), cls.section_choices(), cls.section_minimums()
     if section is None:
         section = {}
     if not isinstance(section, dict):
@@ -171,6 +172,10 @@ def _method_section(m, section):
         if k not in defaults:
             raise _unknown(k, defaults, f"{m}.")
         out[k] = _typed(v, f"{m}.{k}", defaults[k])
+        if k in choices:
+            _choice(out[k], f"{m}.{k}", choices[k])
+        if k in least and out[k] < least[k]:
+            raise ParamsError(f"parameter '{m}.{k}' must be >= {least[k]}, got {out[k]}")
     return out
 
 

@@ -8,7 +8,7 @@
 * :mod:`.solves` -- the closed-form host solves and the initialisation; :mod:`.checkpoint`.
 """
 from .engine import TrainingDiverged
-from .estimator import TRAIN_DEFAULTS, VDSH, backend_ops, forward
+from .estimator import TRAIN_CHOICES, TRAIN_DEFAULTS, TRAIN_MINIMUM, VDSH, backend_ops, check_train, forward
 from .solves import objective_terms
 
-__all__ = ["VDSH", "TRAIN_DEFAULTS", "TrainingDiverged", "backend_ops", "forward", "objective_terms"]
+__all__ = ["VDSH", "TRAIN_DEFAULTS", "TRAIN_CHOICES", "TRAIN_MINIMUM", "check_train", "TrainingDiverged", "backend_ops", "forward", "objective_terms"]

@@ -24,58 +24,31 @@ for ``j = L`` (the output layer); ``Lam[j]`` is the scaled multiplier of ``Z[j +
 Substructure ``m`` (0..L-1) holds copies of layers ``m`` and ``m + 1``; a weight layer ``j``
 belongs to substructures :func:`owners` ``(j, L)`` (two for 0 < j < L).
 
-:func:`fit_consensus` is a stand-alone driver (initialisation, re-synchronisation, code and
-classifier steps, penalty schedule) for tests and benchmarks; the project's trainer should
-call :func:`consensus_sweep` as its network step instead.
+The engine (:func:`vdsh_numba.methods.vdsh.engine.train`) runs the scheme with
+``update=partial(consensus_update, executor=..., tasks=...)``: initialisation, forward
+re-synchronisation, code and classifier steps, penalty schedule, checkpoint/resume, divergence
+guard, final refit and history are the engine's, shared with the sequential scheme
+(``vdsh.scheme: consensus`` in :class:`vdsh_numba.methods.vdsh.VDSH`).
 """
 from __future__ import annotations
 
 import sys
-import time
 
 import numpy as np
 from numba import njit
 
-from . import admm
+from . import engine
 from .admm import a_rhs_value, phi, z_min
-from . import forward
-from .solves import class_codebook, objective_terms
 
-__all__ = ["CONSENSUS_DEFAULTS", "owners", "is_residual", "ridge_consensus", "local_solve",
-           "block_update", "consensus_step", "dual_step", "multiplier_step", "consensus_sweep",
-           "init_consensus", "fit_consensus", "classifier_step", "ridge_consensus_moments",
-           "a_system", "copy_average"]
-
-CONSENSUS_DEFAULTS = {
-    "sweeps": 20,
-    "beta": 0.1,            # penalty on z_h = W_h a_{h-1} + b_h (as the sequential scheme)
-    "gamma": 0.1,           # penalty on a_h = phi(a_{h-1}, z_h)
-    "eta": 1e-3,            # consensus penalty on theta~ = theta (grows with beta)   [derived]
-    "penalty_growth": 1.2,  # beta, gamma, eta *= growth after every sweep ...
-    "penalty_max": 100.0,   # ... up to this factor of their start
-    "rho": 1e-2,            # ridge on every weight matrix
-    "nu": 1e-2,             # weight of ||B - U||^2 in the code step
-    "lam_G": 1e-2,          # ridge on the classifier G
-    "dcc_passes": 3,
-    "residual": True,       # identity skips between equal-width hidden layers
-    "skip_weight": 1000.0,  # penalty on a residual layer's skip path = skip_weight * gamma
-    "init_scale": 1.0,      # std of the first layer = init_scale / sqrt(n_features)
-    "local": "split",       # local problem: "split" (exact, docs §10.2) or "through" (§10.3)
-    "resync": True,         # reset the auxiliary variables to the forward pass every sweep
-    "order": "local_first", # "local_first": steps 1, 2, 3, 4; "aux_first": 2, 1, 3, 4 (§10.5)
-}
-
+__all__ = ["owners", "ridge_consensus", "local_solve", "block_update", "consensus_step", "dual_step",
+           "multiplier_step", "consensus_sweep", "copy_keys", "network_state", "consensus_update",
+           "ridge_consensus_moments", "a_system", "copy_average"]
 
 def owners(j, L):
     """The substructures holding a copy of weight layer ``j`` (0..L; ``L`` is the output)."""
     if not 0 <= j <= L:
         raise ValueError(f"weight layer j must be in 0..{L}, got {j}")
     return [m for m in (j - 1, j) if 0 <= m < L]
-
-
-def is_residual(residual, j, W):
-    """Weight layer ``j`` (< L) feeds an identity skip: residual net, not the first, square."""
-    return bool(residual and j > 0 and W.shape[0] == W.shape[1])
 
 
 # ---------------------------------------------------------------------------- nogil kernels
@@ -274,9 +247,12 @@ def consensus_sweep(S, executor, ops=None):
     ``S``: ``Ws``, ``bs`` (L + 1 global weight layers, the last the output), ``U`` (dict
     ``(m, j) -> (U_W, u_b)``), ``A`` (L + 1), ``Z`` (L + 1, ``Z[0]`` None), ``Lam`` (L), ``B``
     (float32 codes), ``beta``, ``gamma``, ``eta``, ``rho``, ``skip_weight``, ``residual``
-    (``is_residual`` of each hidden weight layer), ``local`` ("split" or "through").
-    Returns the squared residuals: z constraints, activation constraints, consensus
-    (``Σ ||θ̃ - θ||²`` over all copies, weights and biases) and the change of θ.
+    (:func:`vdsh_numba.methods.vdsh.engine.residual_flags` of the hidden weight layers),
+    ``local`` ("split" or "through"), ``order``, ``copies`` (dict ``(m, j) -> (W, b)``).
+    Returns the squared residuals: z constraints (``rz``), activation constraints (``ra``),
+    consensus (``Σ ||θ̃ - θ||²`` over all copies, weights and biases) and the change of θ
+    (``dtheta``), and the first three per layer (``rz_layers``, ``ra_layers`` per hidden layer,
+    ``consensus_layers`` per weight layer).
     """
     Ws, bs, U, A, Z, Lam = S["Ws"], S["bs"], S["U"], S["A"], S["Z"], S["Lam"]
     ops = ops or sys.modules[__name__]
@@ -285,9 +261,9 @@ def consensus_sweep(S, executor, ops=None):
     res = S["residual"]
     through = S["local"] == "through"
     if S["local"] not in ("split", "through"):
-        raise ValueError(f"train.local must be 'split' or 'through', got {S['local']!r}")
+        raise ValueError(f"vdsh.local must be 'split' or 'through', got {S['local']!r}")
     if S["order"] not in ("local_first", "aux_first"):
-        raise ValueError(f"train.order must be 'local_first' or 'aux_first', got {S['order']!r}")
+        raise ValueError(f"vdsh.order must be 'local_first' or 'aux_first', got {S['order']!r}")
 
     def spec(m, j):
         om = 1.0 / len(owners(j, L))
@@ -334,7 +310,8 @@ def consensus_sweep(S, executor, ops=None):
         local_step()
 
     # 3. consensus, 4. duals
-    rc = dtheta = 0.0
+    rc = np.zeros(L + 1)
+    dtheta = 0.0
     for j in range(L + 1):
         own = owners(j, L)
         W = consensus_step([copies[(m, j)][0] for m in own], [U[(m, j)][0] for m in own])
@@ -343,109 +320,87 @@ def consensus_sweep(S, executor, ops=None):
         Ws[j], bs[j] = W, b
         for m in own:
             tW, tb = copies[(m, j)]
-            rc += float(((tW - W).astype(np.float64) ** 2).sum() + ((tb - b).astype(np.float64) ** 2).sum())
+            rc[j] += float(((tW - W).astype(np.float64) ** 2).sum() + ((tb - b).astype(np.float64) ** 2).sum())
             U[(m, j)] = (dual_step(U[(m, j)][0], tW, W), dual_step(U[(m, j)][1], tb, b))
     out = executor.map(ops.multiplier_step, [(Lam[j], Z[j + 1], A[j + 1], A[j], Ws[j], bs[j], res[j])
                                          for j in range(L)])
-    rz = ra = 0.0
+    rz, ra = np.zeros(L), np.zeros(L)
     for j, (lam, rz_j, ra_j) in enumerate(out):
         Lam[j] = lam
-        rz += rz_j
-        ra += ra_j
-    return {"rz": rz, "ra": ra, "consensus": rc, "dtheta": dtheta}
+        rz[j], ra[j] = rz_j, ra_j
+    return {"rz": float(rz.sum()), "ra": float(ra.sum()), "consensus": float(rc.sum()), "dtheta": dtheta,
+            "rz_layers": rz.tolist(), "ra_layers": ra.tolist(), "consensus_layers": rc.tolist()}
 
 
-# ---------------------------------------------------------------------------- stand-alone driver
+# ---------------------------------------------------------------------------- in the engine
 
-def classifier_step(B, Y, lam_G):
-    """``G = (BᵀB + n λ_G I)⁻¹ BᵀY`` (docs §4 step 3)."""
-    k = B.shape[1]
-    return np.linalg.solve(B.T @ B + B.shape[0] * lam_G * np.eye(k), B.T @ Y)
-
-
-def init_consensus(X, Y, depth, width, bits, seed, o):
-    """Gradient-free start: random first layer (std init_scale/sqrt(d)), zero residual layers
-    (He-random on a plain net), class codewords as codes, ``G`` and the output layer in closed
-    form, zero duals and multipliers. Returns the state ``S`` of :func:`consensus_sweep` plus
-    ``G``, ``Bd`` (float64 codes)."""
-    rng = np.random.default_rng(seed)
-    d = X.shape[1]
-    Ws = [(rng.standard_normal((width, d)) * (o["init_scale"] / np.sqrt(d))).astype(np.float32)]
-    for _ in range(1, depth):
-        Ws.append(np.zeros((width, width), np.float32) if o["residual"] else
-                  (rng.standard_normal((width, width)) * np.sqrt(2.0 / width)).astype(np.float32))
-    bs = [np.zeros(width, np.float32) for _ in range(depth)]
-    Bd = np.where(Y @ class_codebook(Y.shape[1], bits, rng) >= 0, 1.0, -1.0)
-    G = classifier_step(Bd, Y, o["lam_G"])
-    a_top = forward(X, Ws, bs, np.zeros((bits, width), np.float32), np.zeros(bits, np.float32),
-                    o["residual"], keep=True)[1][-1]
-    Wo, bo = ridge_consensus(a_top, Bd.astype(np.float32), 1.0, o["rho"], 0.0, None, None)
-    Ws.append(Wo)
-    bs.append(bo)
-    L = depth
-    U = {(m, j): (np.zeros_like(Ws[j]), np.zeros_like(bs[j])) for j in range(L + 1) for m in owners(j, L)}
-    copies = {(m, j): (Ws[j].copy(), bs[j].copy()) for j in range(L + 1) for m in owners(j, L)}
-    S = {"Ws": Ws, "bs": bs, "U": U, "copies": copies, "order": o["order"],
-         "Lam": [np.zeros((X.shape[0], width), np.float32) for _ in range(L)], "A": None, "Z": None, "B": Bd.astype(np.float32), "beta": o["beta"], "gamma": o["gamma"],
-         "eta": o["eta"], "rho": o["rho"], "skip_weight": o["skip_weight"], "local": o["local"],
-         "residual": [is_residual(o["residual"], j, Ws[j]) for j in range(L)]}
-    return S, G, Bd
+def copy_keys(L):
+    """Every ``(m, j)``: substructure ``m`` holds a copy of weight layer ``j`` (0..L)."""
+    return [(m, j) for j in range(L + 1) for m in owners(j, L)]
 
 
-def fit_consensus(X, Y, depth, width, bits, seed=0, executor=None, **train):
-    """Train with the consensus scheme; returns ``(S, G, history)``.
+def network_state(Ws, bs, A, Z, Lam, B, copies, duals, o, beta, gamma, eta, flags):
+    """The state that :func:`consensus_sweep` reads and updates, from the engine's pieces.
 
-    ``X`` (n, d) float32 features, ``Y`` (n, C) one-hot labels. Every sweep: re-synchronise
-    the auxiliary variables with the forward pass (multipliers and consensus duals kept), code
-    step, classifier step, :func:`consensus_sweep`, penalty growth (the scaled consensus duals
-    rescaled by η_old/η_new). ``history`` logs the objective of docs §2 (at the forward pass of
-    the sweep's start, after the code and classifier steps) and the residuals after the sweep.
+    ``Ws``, ``bs``: the L + 1 global weight layers (the last the output layer); ``A``, ``Z``,
+    ``Lam``: the engine's lists (updated in place); ``B`` float32 codes; ``copies``, ``duals``:
+    dicts ``(m, j) -> (W, b)``; ``o``: the training parameters (``rho``, ``skip_weight``,
+    ``local``, ``order``); ``flags``: :func:`vdsh_numba.methods.vdsh.engine.residual_flags`.
     """
-    from .executors import SerialExecutor
-    unknown = set(train) - set(CONSENSUS_DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown consensus training parameter(s) {sorted(unknown)}; "
-                         f"expected some of {sorted(CONSENSUS_DEFAULTS)}")
-    o = {**CONSENSUS_DEFAULTS, **train}
-    for name, v in (("depth", depth), ("width", width), ("bits", bits)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-    executor = executor or SerialExecutor()
-    X = np.ascontiguousarray(X, dtype=np.float32)
-    Y = np.asarray(Y, np.float64)
-    n = X.shape[0]
-    S, G, Bd = init_consensus(X, Y, depth, width, bits, seed, o)
-    L = depth
-    history = []
-    for it in range(int(o["sweeps"])):
-        t0 = time.perf_counter()
-        Uout, A, Z = forward(X, S["Ws"][:L], S["bs"][:L], S["Ws"][L], S["bs"][L], o["residual"], keep=True)
-        if not np.isfinite(Uout).all():
-            raise FloatingPointError(f"consensus training diverged at sweep {it + 1}: forward pass not finite")
-        if S["A"] is None or o["resync"]:
-            S["A"], S["Z"] = A, Z
-        admm.dcc_codes(Bd, Y @ G.T + o["nu"] * Uout, G @ G.T, int(o["dcc_passes"]))
-        G = classifier_step(Bd, Y, o["lam_G"])
-        S["B"] = Bd.astype(np.float32)
-        regW = float(sum((W.astype(np.float64) ** 2).sum() for W in S["Ws"]))
-        terms = objective_terms(o, float(((Y - Bd @ G) ** 2).sum() / n), G,
-                                float(((Bd - Uout) ** 2).sum() / n), regW)
-        r = consensus_sweep(S, executor)
-        for key in ("rz", "ra", "consensus"):
-            if not np.isfinite(r[key]):
-                raise FloatingPointError(f"consensus training diverged at sweep {it + 1}: {key} not finite")
-        history.append({"iteration": it + 1, "seconds": time.perf_counter() - t0, **terms,
-                        "primal_z": float(np.sqrt(r["rz"] / n)), "primal_a": float(np.sqrt(r["ra"] / n)),
-                        "consensus": float(np.sqrt(r["consensus"])), "dtheta": float(np.sqrt(r["dtheta"])),
-                        "beta": S["beta"], "gamma": S["gamma"], "eta": S["eta"]})
-        g = o["penalty_growth"]
-        S["beta"] = min(S["beta"] * g, o["beta"] * o["penalty_max"])
-        S["gamma"] = min(S["gamma"] * g, o["gamma"] * o["penalty_max"])
-        eta_new = min(S["eta"] * g, o["eta"] * o["penalty_max"])
-        if eta_new != S["eta"]:
-            s = np.float32(S["eta"] / eta_new)
-            S["U"] = {key: (u[0] * s, u[1] * s) for key, u in S["U"].items()}
-            S["eta"] = eta_new
-    S["G"] = G
-    S["Bd"] = Bd
-    return S, G, history
+    return {"Ws": Ws, "bs": bs, "A": A, "Z": Z, "Lam": Lam, "B": B, "copies": copies, "U": duals,
+            "beta": beta, "gamma": gamma, "eta": eta, "rho": o["rho"], "skip_weight": o["skip_weight"],
+            "residual": list(flags), "local": o["local"], "order": o["order"]}
+
+
+def consensus_update(run, S, it, executor, tasks=None):
+    """One sweep of the consensus scheme: the ``update`` of
+    :func:`vdsh_numba.methods.vdsh.engine.train` (``functools.partial`` binds ``executor`` and
+    ``tasks``; the engine calls it as ``update(run, S, it)``).
+
+    Steps 1-2 (forward re-synchronisation, code step, classifier) are the engine's
+    :func:`~vdsh_numba.methods.vdsh.engine.codes_step`; the network step is :func:`consensus_sweep`
+    with the tasks of ``tasks`` (this module, or :mod:`vdsh_numba.methods.vdsh.gpu_consensus` on
+    the cuda backend) on ``executor``; then the consensus penalty grows as beta and gamma do
+    (the scaled duals rescaled by eta_old / eta_new). The copies and duals live in
+    ``S["extra"]`` as ``copy_W_m_j``, ``copy_b_m_j``, ``dual_W_m_j``, ``dual_b_m_j`` and eta
+    in ``S["extra_meta"]["eta"]``: a checkpoint holds them, a resume continues bitwise.
+    Divergence raises :class:`~vdsh_numba.methods.vdsh.engine.TrainingDiverged` naming the
+    sweep and the layer.
+    """
+    o, L = run.o, run.L
+    ctx = engine.codes_step(run, S, it)
+    X, meta = S["extra"], S["extra_meta"]
+    keys = copy_keys(L)
+    Ws, bs = S["Ws"] + [S["Wo"]], S["bs"] + [S["bo"]]
+    if "eta" not in meta:  # a fresh start: copies = the global weights, zero duals
+        meta["eta"] = float(o["eta"])
+        for m, j in keys:
+            X[f"copy_W_{m}_{j}"], X[f"copy_b_{m}_{j}"] = Ws[j].copy(), bs[j].copy()
+            X[f"dual_W_{m}_{j}"], X[f"dual_b_{m}_{j}"] = np.zeros_like(Ws[j]), np.zeros_like(bs[j])
+    copies = {(m, j): (X[f"copy_W_{m}_{j}"], X[f"copy_b_{m}_{j}"]) for m, j in keys}
+    duals = {(m, j): (X[f"dual_W_{m}_{j}"], X[f"dual_b_{m}_{j}"]) for m, j in keys}
+    eta = meta["eta"]
+    C = network_state(Ws, bs, S["A"], S["Z"], S["Lam"], run.Bf, copies, duals, o, S["beta"], S["gamma"],
+                      eta, ctx["flags"])
+    r = consensus_sweep(C, executor, tasks)
+    for j in range(L + 1):  # one check per weight layer: its copies, duals, weights, a, z, multipliers
+        ok = np.isfinite(r["consensus_layers"][j]) and np.isfinite(C["Ws"][j]).all() and np.isfinite(C["bs"][j]).all()
+        if j < L:
+            ok = ok and np.isfinite(r["rz_layers"][j]) and np.isfinite(r["ra_layers"][j])
+        if not ok:
+            raise run.diverged(it, j + 1 if j < L else "output",
+                               "the local copies, W_h, b_h, a_h, z_h or the multipliers" if j < L
+                               else "the local copies of W_o, b_o or W_o, b_o")
+    S["Ws"], S["bs"], S["Wo"], S["bo"] = C["Ws"][:L], C["bs"][:L], C["Ws"][L], C["bs"][L]
+    # the consensus penalty grows with beta and gamma; scaled duals follow (U = y / eta)
+    growth = o["penalty_growth"]
+    eta_new = min(eta * growth, o["eta"] * o["penalty_max"])
+    s = np.float32(eta / eta_new) if eta_new != eta else None
+    for m, j in keys:
+        X[f"copy_W_{m}_{j}"], X[f"copy_b_{m}_{j}"] = C["copies"][(m, j)]
+        uW, ub = C["U"][(m, j)]
+        X[f"dual_W_{m}_{j}"], X[f"dual_b_{m}_{j}"] = (uW, ub) if s is None else (uW * s, ub * s)
+    meta["eta"] = eta_new
+    terms = engine.sweep_terms(run, S, ctx, np.asarray(r["rz_layers"]), np.asarray(r["ra_layers"]))
+    return {**terms, "consensus": float(np.sqrt(r["consensus"])), "dtheta": float(np.sqrt(r["dtheta"])),
+            "eta": eta}

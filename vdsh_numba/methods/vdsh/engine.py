@@ -18,7 +18,12 @@ copied to the device at the start of every sweep and after every update (``w x w
 The update order is one function, :func:`layerwise_sweep` (forward re-synchronisation, code
 step, classifier, output layer, hidden layers top-down). :func:`train` takes it as ``update``:
 another update order is another function with the same signature, and it inherits every
-feature of the loop.
+feature of the loop. The consensus scheme
+(:func:`vdsh_numba.methods.vdsh.consensus.consensus_update`) is the second one: it shares
+:func:`codes_step` (steps 1-2) and :func:`sweep_terms` (the history row) with
+:func:`layerwise_sweep` and keeps its own state (local copies, duals, its penalty) in
+``S["extra"]`` (name -> host array) and ``S["extra_meta"]`` (JSON-able), which checkpoints
+save and resumes restore.
 """
 from __future__ import annotations
 
@@ -32,7 +37,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .solves import classifier, initial_parameters, label_loss, objective_terms, ridge_from_moments, sym_inverse
 
 __all__ = ["TrainingDiverged", "DenseTimer", "Workspace", "Run", "residual_flags", "forward", "ridge",
-           "project", "layerwise_sweep", "train", "TrainResult"]
+           "project", "codes_step", "sweep_terms", "layerwise_sweep", "train", "TrainResult"]
 
 
 class TrainingDiverged(FloatingPointError):
@@ -174,16 +179,17 @@ class Run:
         return TrainingDiverged(it + 1, layer, what, ck if ck is not None and os.path.exists(ck) else None)
 
 
-def layerwise_sweep(run, S, it):
-    """One sweep of VDSH's layer-wise ADMM (``docs/algorithm.md`` section 4) on state ``S``.
+def codes_step(run, S, it):
+    """Steps 1 and 2 of every sweep, whatever the update order of the network.
 
-    1. forward pass, auxiliary variables re-synchronised with it; 2. code step (DCC) and
-    classifier; 3. output layer, then every hidden layer top-down: ``a_h``, ``z_h``, ``W_h, b_h``,
-    ``Lam_h``. Updates ``S`` in place and returns the history terms of the sweep.
+    1. forward pass, auxiliary variables re-synchronised with it (``o["resync"]``, or the first
+    sweep); 2. code step (DCC) and classifier ``G`` (``S["B"]``, ``S["G"]`` and ``run.Bf``, the
+    float32 codes, updated). Returns what the network step and :func:`sweep_terms` need:
+    ``Wd``, ``bd`` (device weights), ``flags`` (:func:`residual_flags`), ``U`` (the outputs of the
+    forward pass), ``gap`` (the forward gap), ``flips``, ``BtB``, ``BtY``.
     """
     ops, o, dense, n, L, k = run.ops, run.o, run.dense, run.n, run.L, run.k
-    Ws, bs, Lam = S["Ws"], S["bs"], S["Lam"]
-    beta, gamma = S["beta"], S["gamma"]
+    Ws, bs = S["Ws"], S["bs"]
     flags = residual_flags(o["residual"], Ws)
     Wd, bd = [ops.to_device(W) for W in Ws], [ops.to_device(b) for b in bs]
     # 1. re-synchronise the auxiliary variables with the forward pass
@@ -198,7 +204,6 @@ def layerwise_sweep(run, S, it):
     if not S["aux"] or o["resync"]:
         S["A"], S["Af"], S["Z"], S["Zf"] = Af, S["A"], Zf, S["Z"]
         S["aux"] = True
-    A, Z = S["A"], S["Z"]
     # 2. code step (discrete) and classifier step
     G = S["G"]
     Q = run.ws.get("Q", n, k, np.float64)
@@ -210,6 +215,42 @@ def layerwise_sweep(run, S, it):
     G = S["G"] = classifier(BtB, BtY, n, o["lam_G"])
     if not np.isfinite(G).all():
         raise run.diverged(it, "codes", "the classifier G")
+    return {"Wd": Wd, "bd": bd, "flags": flags, "U": U, "gap": gap, "flips": flips, "BtB": BtB, "BtY": BtY}
+
+
+def sweep_terms(run, S, ctx, rz, ra):
+    """The history terms of a sweep: the objective (docs/algorithm.md section 2) at the forward
+    pass of the sweep's start and the new weights, and the primal residuals from ``rz``, ``ra``
+    (per hidden layer: squared residuals of the z and of the activation constraints, summed
+    over the samples). ``ctx``: what :func:`codes_step` returned."""
+    ops, o, n, k = run.ops, run.o, run.n, run.k
+    beta, gamma = S["beta"], S["gamma"]
+    U = ctx["U"]
+    code_fit = ops.sq_dist(S["B"], U) / n
+    regW = float(sum((W.astype(np.float64) ** 2).sum() for W in S["Ws"]) + (S["Wo"].astype(np.float64) ** 2).sum())
+    terms = objective_terms(o, label_loss(run.sumY2, S["G"], ctx["BtB"], ctx["BtY"], n), S["G"], code_fit, regW)
+    return {**terms,
+            "penalty_z": float(beta * rz.sum() / n), "penalty_a": float(gamma * ra.sum() / n),
+            "primal_z": float(np.sqrt(rz.sum() / n)), "primal_a": float(np.sqrt(ra.sum() / n)),
+            "primal_z_layers": (np.sqrt(rz / n)).tolist(), "primal_a_layers": (np.sqrt(ra / n)).tolist(),
+            "forward_gap": ctx["gap"], "bit_agreement": ops.sign_agreement(U, S["B"]) / (n * k),
+            "bit_flips": int(ctx["flips"])}
+
+
+def layerwise_sweep(run, S, it):
+    """One sweep of VDSH's layer-wise ADMM (``docs/algorithm.md`` section 4) on state ``S``.
+
+    1. forward pass, auxiliary variables re-synchronised with it; 2. code step (DCC) and
+    classifier (both :func:`codes_step`); 3. output layer, then every hidden layer top-down:
+    ``a_h``, ``z_h``, ``W_h, b_h``, ``Lam_h``. Updates ``S`` in place and returns the history
+    terms of the sweep (:func:`sweep_terms`).
+    """
+    ops, o, dense, n, L, k = run.ops, run.o, run.dense, run.n, run.L, run.k
+    Ws, bs, Lam = S["Ws"], S["bs"], S["Lam"]
+    beta, gamma = S["beta"], S["gamma"]
+    ctx = codes_step(run, S, it)
+    Wd, bd, flags = ctx["Wd"], ctx["bd"], ctx["flags"]
+    A, Z, Bf = S["A"], S["Z"], run.Bf
     # 3. network: output layer, then hidden layers top-down
     Wo, bo = S["Wo"], S["bo"] = ridge(ops, Bf, A[L], 1.0, o["rho"], o["prox"], S["Wo"], dense)
     if not (np.isfinite(Wo).all() and np.isfinite(bo).all()):
@@ -255,16 +296,7 @@ def layerwise_sweep(run, S, it):
         if not (np.isfinite(rz[li]) and np.isfinite(ra[li]) and np.isfinite(Ws[li]).all()
                 and np.isfinite(bs[li]).all()):
             raise run.diverged(it, h, "a_h, z_h, W_h, b_h or the multipliers")
-    # 4. the objective terms and the primal residuals
-    code_fit = ops.sq_dist(S["B"], U) / n
-    regW = float(sum((W.astype(np.float64) ** 2).sum() for W in Ws) + (Wo.astype(np.float64) ** 2).sum())
-    terms = objective_terms(o, label_loss(run.sumY2, G, BtB, BtY, n), G, code_fit, regW)
-    return {**terms,
-            "penalty_z": float(beta * rz.sum() / n), "penalty_a": float(gamma * ra.sum() / n),
-            "primal_z": float(np.sqrt(rz.sum() / n)), "primal_a": float(np.sqrt(ra.sum() / n)),
-            "primal_z_layers": (np.sqrt(rz / n)).tolist(), "primal_a_layers": (np.sqrt(ra / n)).tolist(),
-            "forward_gap": gap, "bit_agreement": ops.sign_agreement(U, S["B"]) / (n * k),
-            "bit_flips": int(flips)}
+    return sweep_terms(run, S, ctx, rz, ra)
 
 
 class TrainResult:
@@ -284,7 +316,7 @@ def _start(run, X, Y, depth, width, seed):
     G = classifier(B.T @ B, B.T @ Y, X.shape[0], o["lam_G"])
     S = {"Ws": Ws, "bs": bs, "B": ops.to_device(B, np.float64), "G": G, "rng": rng,
          "Lam": [ops.zeros((run.n, W.shape[0])) for W in Ws],
-         "beta": o["beta"], "gamma": o["gamma"], "sweep": 0, "elapsed": 0.0}
+         "beta": o["beta"], "gamma": o["gamma"], "sweep": 0, "elapsed": 0.0, "extra": {}, "extra_meta": {}}
     _buffers(run, S)
     wt = Ws[-1].shape[0]
     forward(ops, run.X, [ops.to_device(W) for W in Ws], [ops.to_device(b) for b in bs],
@@ -309,7 +341,9 @@ def _resume(run, arrays, meta, depth, seed):
          "B": ops.to_device(arrays["B"], np.float64),
          "Lam": [ops.to_device(arrays[f"Lam_{h}"]) for h in range(L)],
          "sweep": int(meta["sweep"]), "beta": float(meta["beta"]), "gamma": float(meta["gamma"]),
-         "elapsed": float(meta["elapsed"])}
+         "elapsed": float(meta["elapsed"]),
+         "extra": {k[len("extra_"):]: v for k, v in arrays.items() if k.startswith("extra_")},
+         "extra_meta": meta.get("extra", {})}
     _buffers(run, S)
     if f"A_{L}" in arrays:
         for h in range(1, L + 1):
@@ -336,7 +370,9 @@ def _save(run, path, S, history, fp):
             arrays[f"A_{h}"] = ops.to_host(S["A"][h])
             if not run.o["resync"]:
                 arrays[f"Z_{h}"] = ops.to_host(S["Z"][h])
-    meta = {"sweep": S["sweep"], "beta": S["beta"], "gamma": S["gamma"], "fingerprint": fp,
+    for name, x in S["extra"].items():  # an update order's own state (host arrays)
+        arrays[f"extra_{name}"] = x
+    meta = {"sweep": S["sweep"], "beta": S["beta"], "gamma": S["gamma"], "fingerprint": fp, "extra": S["extra_meta"],
             "rng": S["rng"].bit_generator.state, "history": history, "elapsed": S["elapsed"]}
     save_checkpoint(path, arrays, meta)
 

@@ -23,6 +23,8 @@ operations from :mod:`vdsh_numba.methods.vdsh.cpu_ops` or :mod:`vdsh_numba.metho
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 
 import numpy as np
@@ -32,7 +34,8 @@ from ..base import HashingModel, label_matrix, register
 from . import cpu_ops, engine
 from .checkpoint import fingerprint
 
-__all__ = ["VDSH", "TRAIN_DEFAULTS", "backend_ops", "forward"]
+__all__ = ["VDSH", "TRAIN_DEFAULTS", "TRAIN_CHOICES", "TRAIN_MINIMUM", "check_train", "backend_ops",
+           "forward"]
 
 TRAIN_DEFAULTS = {
     "sweeps": 60,          # ADMM sweeps (outer iterations)
@@ -55,7 +58,42 @@ TRAIN_DEFAULTS = {
     "first_width": 1024,   # units of the first hidden layer (0: width); layer 2 maps it to width (non-residual)
     "final_refit": False,  # after the last sweep, refit W_o, b_o to the codes on the final forward pass
     "checkpoint_every": 0, # save the whole loop state every N sweeps to fit(checkpoint_path=...) (0: off)
+    "scheme": "sequential",  # update order: "sequential" (layer after layer, docs §4) | "consensus" (§10)
+    "workers": 1,          # consensus: tasks at once (threads, or Dask workers of a LocalCluster)
+    "scheduler": "serial", # consensus: where its tasks run, "serial" | "threads" | "distributed" (Dask)
+    "eta": 1e-3,           # consensus: penalty on the local copies = global weights (grows with beta)
+    "local": "split",      # consensus: local problem "split" (docs §10.2) | "through" (§10.3)
+    "order": "local_first",  # consensus: "local_first" (local, aux, consensus, duals) | "aux_first"
 }
+
+#: the string parameters of TRAIN_DEFAULTS and their allowed values (checked by ``vdsh check``)
+TRAIN_CHOICES = {"init": ("ridge", "random"), "scheme": ("sequential", "consensus"),
+                 "scheduler": ("serial", "threads", "distributed"), "local": ("split", "through"),
+                 "order": ("local_first", "aux_first")}
+#: the integer parameters of TRAIN_DEFAULTS whose least value is not 0
+TRAIN_MINIMUM = {"workers": 1}
+#: where the consensus tasks run: not part of the result (every placement gives the same bits),
+#: so not part of a checkpoint's fingerprint either (a fit may resume on other workers)
+PLACEMENT_KEYS = ("workers", "scheduler")
+
+
+def check_train(o):
+    """``ValueError`` naming the parameter, its value and what was expected, for the choices
+    and the combinations that :func:`vdsh_numba.params.validate_params` cannot see."""
+    for key, choices in TRAIN_CHOICES.items():
+        if o[key] not in choices:
+            raise ValueError(f"vdsh.{key} must be one of {list(choices)}, got {o[key]!r}")
+    for key, least in TRAIN_MINIMUM.items():
+        v = o[key]
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < least:
+            raise ValueError(f"vdsh.{key} must be an integer >= {least}, got {v!r}")
+    if o["scheme"] == "consensus":
+        if not o["multipliers"]:
+            raise ValueError("vdsh.multipliers is False, but vdsh.scheme 'consensus' always "
+                             "keeps the multipliers of the z constraints; use scheme 'sequential'")
+        if o["prox"] != 0:
+            raise ValueError(f"vdsh.prox is {o['prox']!r}, but vdsh.scheme 'consensus' has its own "
+                             f"proximal term (vdsh.eta); set prox to 0")
 
 
 def backend_ops(backend):
@@ -115,6 +153,7 @@ class VDSH(HashingModel):
                              f"expected some of {sorted(TRAIN_DEFAULTS)}")
         self.train = {**TRAIN_DEFAULTS, **train}
         self.on_sweep = None  # optional callable(iteration, model) after every sweep (monitoring)
+        self.client = None    # optional distributed.Client for vdsh.scheduler "distributed"
 
     @classmethod
     def from_params(cls, bits, params):
@@ -128,6 +167,16 @@ class VDSH(HashingModel):
     def section_defaults(cls):
         """The knobs of the section ``vdsh:`` and their defaults (``TRAIN_DEFAULTS``)."""
         return dict(TRAIN_DEFAULTS)
+
+    @classmethod
+    def section_choices(cls):
+        return dict(TRAIN_CHOICES)
+
+    @classmethod
+    def section_minimums(cls):
+        """Every numeric knob is >= 0; ``TRAIN_MINIMUM`` names the ones with another least value."""
+        return {k: TRAIN_MINIMUM.get(k, 0) for k, v in TRAIN_DEFAULTS.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
     def get_params(self):
         return {"bits": int(self.bits), "depth": int(self.depth), "width": int(self.width),
@@ -159,14 +208,22 @@ class VDSH(HashingModel):
         ridge initialisation: 28 bytes per value); codes, code targets and outputs (5 float64
         ``n x bits``), labels (2 float64 ``n x n_classes``); the weights and the float64 normal
         equations of one layer (6 matrices of ``max(width, d)^2``). With a wide first layer
-        (``first_width``) layer 1's arrays and the work buffers are ``n x first_width``.
+        (``first_width``) layer 1's arrays and the work buffers are ``n x first_width``. The
+        consensus scheme adds the arrays of its steps (see the code; an estimate, not measured).
         """
         n, d, L, w, k, c = (int(v) for v in (n, d, self.depth, self.width, self.bits, n_classes))
         w1 = int(self.train["first_width"]) or w
         cols = w1 + max(L - 1, 0) * w                  # hidden units over all layers
         weights = 4 * (w1 * d + (w * w1 if L > 1 else 0) + max(L - 2, 0) * w * w + k * w)
-        return (4 * n * (5 * cols + 7 * max(w1, w)) + 28 * n * d + 40 * n * k + 16 * n * c
-                + weights + 48 * max(w1, w, d) ** 2)
+        total = (4 * n * (5 * cols + 7 * max(w1, w)) + 28 * n * d + 40 * n * k + 16 * n * c
+                 + weights + 48 * max(w1, w, d) ** 2)
+        if self.train["scheme"] == "consensus":
+            # the consensus step returns new a, z and multipliers for every layer while the old
+            # ones are still referenced (3 more n x cols), each of `workers` running tasks holds
+            # about 4 n x width temporaries, and every weight layer has up to two copies and two
+            # duals (4 x the weights)
+            total += 4 * n * (3 * cols + 4 * int(self.train["workers"]) * max(w1, w)) + 4 * weights
+        return total
 
     def fit(self, X, y, checkpoint_path=None):
         """Train on ``X`` (n, d), labels ``y``.
@@ -188,21 +245,57 @@ class VDSH(HashingModel):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        check_train(self.train)
         X = self._clip(np.ascontiguousarray(X, dtype=np.float32))
         ck = self._checkpoint_path
-        fp = fingerprint(self.get_params(), X, y) if ck is not None else None
+        placed = {k: v for k, v in self.get_params().items() if k not in PLACEMENT_KEYS}
+        fp = fingerprint(placed, X, y) if ck is not None else None
 
         def hook(it, Ws, bs, Wo, bo, G):
             self.W_, self.b_, self.Wo_, self.bo_, self.G_ = Ws, bs, Wo, bo, G
             self.on_sweep(it, self)
 
-        r = engine.train(ops, X, label_matrix(y), depth=int(self.depth), width=int(self.width),
-                         bits=int(self.bits), seed=self.seed, o=self.train, history=self.history_,
-                         checkpoint_path=ck, fingerprint=fp, progress=self.progress,
-                         on_sweep=None if self.on_sweep is None else hook)
+        with self._update_order(ops) as update:
+            r = engine.train(ops, X, label_matrix(y), depth=int(self.depth), width=int(self.width),
+                             bits=int(self.bits), seed=self.seed, o=self.train, history=self.history_,
+                             checkpoint_path=ck, fingerprint=fp, progress=self.progress,
+                             on_sweep=None if self.on_sweep is None else hook, update=update)
         self.W_, self.b_, self.Wo_, self.bo_, self.G_ = r.Ws, r.bs, r.Wo, r.bo, r.G
         self.B_train_ = r.B
         self.resumed_from_ = r.resumed_from
+
+    @contextlib.contextmanager
+    def _update_order(self, ops):
+        """The engine's ``update`` for ``vdsh.scheme`` (the executor of the consensus tasks is
+        opened here and closed after the fit; a LocalCluster started for it too)."""
+        o = self.train
+        if o["scheme"] == "sequential":
+            yield engine.layerwise_sweep
+            return
+        from . import consensus
+        from .executors import make_executor
+        tasks = None
+        if ops.NAME == "cuda":
+            if o["scheduler"] != "serial":
+                raise ValueError(f"vdsh.scheduler is {o['scheduler']!r}, but on backend 'cuda' the "
+                                 f"consensus tasks run one after another on the device: use 'serial'")
+            from . import gpu_consensus as tasks
+        close = None
+        client = self.client
+        if o["scheduler"] == "distributed" and client is None:
+            from ...search.distributed import local_cluster
+            cluster, client = local_cluster(n_workers=int(o["workers"]))
+
+            def close():
+                client.close()
+                cluster.close()
+        executor = make_executor(o["scheduler"], int(o["workers"]), client)
+        try:
+            yield functools.partial(consensus.consensus_update, executor=executor, tasks=tasks)
+        finally:
+            executor.close()
+            if close is not None:
+                close()
 
     def _clip(self, X):
         c = float(self.train["input_clip"])
