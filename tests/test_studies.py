@@ -83,6 +83,32 @@ def test_validation_rows_and_best_setting(params, tmp_path, monkeypatch):
     assert best == json.loads(want["setting"]) and score == pytest.approx(float(want["map"]))
 
 
+def test_rows_of_the_earlier_fingerprint_scheme_are_recognised(params, tmp_path):
+    """Rows hashed from the params as written (no ``r-`` prefix, section names of that time)
+    count as done by (method, bits, seed, the setting's keys the method reads); a changed
+    setting still runs, and today's rows match by fingerprint."""
+    import csv
+    spec = studies.load_study(_write(tmp_path, {**SPEC, "grid": {"vdsh.rho": [0.01, 0.1], "dtsh.lr": [0.001]}}))
+    csv_path = tmp_path / "t.csv"
+    runs, todo = studies.pending_runs(spec, params, csv_path)
+    assert all(r["fingerprint"].startswith("r-") for r in runs) and len(todo) == 6
+    legacy = [{"method": "vdsh", "bits": "8", "seed": "0", "setting": json.dumps({"train.rho": 0.01}),
+               "fingerprint": "0123456789abcdef"},
+              {"method": "lsh", "bits": "8", "seed": "1", "setting": json.dumps({"train.rho": 0.1}),
+               "fingerprint": "fedcba9876543210"},
+              {"method": todo[-1]["method"], "bits": "8", "seed": str(todo[-1]["seed"]), "setting": "{}",
+               "fingerprint": todo[-1]["fingerprint"]}]
+    with open(csv_path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(legacy[0]))
+        w.writeheader()
+        w.writerows(legacy)
+    left = studies.pending_runs(spec, params, csv_path)[1]
+    keys = {(r["method"], r["seed"], r["setting"].get("vdsh.rho")) for r in left}
+    assert ("vdsh", 0, 0.01) not in keys and ("vdsh", 0, 0.1) in keys  # setting differs: runs
+    assert not any(r["method"] == "lsh" and r["seed"] == 1 for r in left)  # lsh reads neither knob
+    assert todo[-1]["fingerprint"] not in {r["fingerprint"] for r in left} and len(left) == 3
+
+
 def test_bad_study_files(tmp_path, params):
     with pytest.raises(ParamsError, match="unknown key 'method'"):
         studies.load_study(_write(tmp_path, {"name": "x", "method": ["vdsh"], "bits": [8]}))

@@ -124,13 +124,40 @@ def pending_runs(spec: dict, params: dict, csv_path):
     runs = expand_runs(spec, params)
     for r in runs:
         r["fingerprint"] = _fingerprint(r["params"], r["method"])
-    done = {r["fingerprint"] for r in read_rows(csv_path)}
+    done, legacy = set(), set()
+    for row in read_rows(csv_path):
+        if row["fingerprint"].startswith(FINGERPRINT_PREFIX):
+            done.add(row["fingerprint"])
+        else:  # a row of the earlier scheme (params as written): matched by its run key
+            legacy.add(_run_key(row["method"], row["bits"], row["seed"], json.loads(row["setting"] or "{}")))
     todo, seen = [], set(done)
     for r in runs:  # a setting another method's knob only changes is the same run: once
-        if r["fingerprint"] not in seen:
-            seen.add(r["fingerprint"])
-            todo.append(r)
+        if r["fingerprint"] in seen or _run_key(r["method"], r["bits"], r["seed"], r["setting"]) in legacy:
+            continue
+        seen.add(r["fingerprint"])
+        todo.append(r)
     return runs, todo
+
+
+def _run_key(method, bits, seed, setting):
+    """``(method, bits, seed, the setting's keys this method reads)``: how a row recorded before
+    fingerprints covered the resolved params (no ``r-`` prefix) is recognised. Keys of other
+    methods' sections are dropped; the sections' earlier names (``train.``, ``baselines.<m>.``)
+    read as today's (``vdsh.``, ``<m>.``)."""
+    from .methods import METHODS
+    own = {}
+    for k, v in setting.items():
+        k = "vdsh." + k[len("train."):] if k.startswith("train.") else k
+        k = k[len("baselines."):] if k.startswith("baselines.") else k
+        head = k.split(".")[0]
+        if head in METHODS and head != method:
+            continue
+        own[k] = v
+    return method, int(bits), int(seed), json.dumps(own, sort_keys=True)
+
+
+#: marks fingerprints of the resolved params (rows without it hashed the params as written)
+FINGERPRINT_PREFIX = "r-"
 
 
 def _fingerprint(p, method):
@@ -144,7 +171,7 @@ def _fingerprint(p, method):
     keep["own"] = cfg[method]
     blob = json.dumps({"params": keep, "method": method, "version": __version__}, sort_keys=True,
                       default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return FINGERPRINT_PREFIX + hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _data_key(p):
