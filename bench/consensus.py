@@ -32,9 +32,12 @@ ROOT = Path(__file__).resolve().parents[1]
 # the script's folder holds bench/distributed.py, which would shadow Dask's `distributed` here and
 # in the worker processes (they inherit sys.path): put the repository root in its place
 sys.path = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+from vdsh_numba.data.datasets import FASHION_MNIST_SYSTEM_DIR  # noqa: E402
 from vdsh_numba.methods.vdsh import VDSH  # noqa: E402
 
-DATA_DIRS = {"mnist": "/work/shared/data/mnist", "fashion_mnist": "/usr/share/datasets/fashion-mnist"}
+#: MNIST's test set from ../shared beside the checkout; Fashion-MNIST from Debian's package
+DATA_DIRS = {"mnist": str(ROOT.parent / "shared" / "data" / "mnist"),
+             "fashion_mnist": str(FASHION_MNIST_SYSTEM_DIR)}
 BENCH, STUDIES = ROOT / "reports" / "bench", ROOT / "reports" / "studies"
 
 
