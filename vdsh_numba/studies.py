@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from .io import atomic_path, write_text
-from .pipeline.params import Config, ParamsError, resolve_params, thaw
+from .pipeline.params import Config, ParamsError, as_config, resolve_params, thaw
 
 __all__ = ["load_study", "expand_runs", "pending_runs", "run_dir", "retrieval_figure", "apply_overrides", "run_study", "read_rows", "summarise",
            "ROW_KEYS", "METRIC_KEYS", "best_setting"]
@@ -166,7 +166,7 @@ def _fingerprint(p, method):
     default reruns what it changes."""
     from . import __version__
     from .methods import METHODS
-    cfg = resolve_params(p)
+    cfg = as_config(p)
     keep = {k: v for k, v in cfg.items() if k not in METHODS and k != "methods"}
     keep["own"] = cfg[method]
     blob = json.dumps({"params": keep, "method": method, "version": __version__}, sort_keys=True,
@@ -175,7 +175,7 @@ def _fingerprint(p, method):
 
 
 def _data_key(p):
-    cfg = resolve_params(p)
+    cfg = as_config(p)
     keep = {k: cfg[k] for k in ("dataset", "data_dir", "seed", "protocol", "features")}
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:12]
 
