@@ -82,10 +82,11 @@ def speed(a):
     F = features(a.dataset)
     X, y = F["X_train"][:a.n], F["y_train"][:a.n]
     la0, _ = load()
-    print(f"speed: {a.dataset} n={X.shape[0]} depth={a.depth} width={a.width} first_width={a.width} "
+    first = a.first_width or a.width
+    print(f"speed: {a.dataset} n={X.shape[0]} depth={a.depth} width={a.width} first_width={first} "
           f"{a.bits} bits, {a.sweeps} sweeps each; load average at start {la0:.2f} on {os.cpu_count()} cores",
           flush=True)
-    kw = dict(depth=a.depth, width=a.width, first_width=a.width, seed=0, sweeps=a.sweeps)
+    kw = dict(depth=a.depth, width=a.width, first_width=first, seed=0, sweeps=a.sweeps)
     # (scheme, scheduler, workers, BLAS threads of the calling process): sequential on 1 and on 2
     # cores (BLAS threads); consensus's forward pass and code step keep 1 BLAS thread whatever
     # the workers (OpenBLAS with 2 threads gives other bits, and the placement must not change them)
@@ -93,7 +94,7 @@ def speed(a):
                ("consensus", "distributed", 1, 1), ("consensus", "distributed", 2, 1),
                ("sequential", "serial", 1, 2)]
     if a.threads_only:
-        configs = [c for c in configs if c[1] != "distributed" and c[3] == 1]
+        configs = [c for c in configs if c[1] != "distributed"]
     rows, weights = [], {}
     from threadpoolctl import threadpool_limits
     import numba
@@ -106,14 +107,14 @@ def speed(a):
         secs = [h["seconds"] for h in m.history_]
         la, busy = load()
         row = {"scheme": scheme, "scheduler": sched, "workers": w, "blas_threads": blas, "n": X.shape[0],
-               "depth": a.depth,
+               "depth": a.depth, "first_width": first,
                "width": a.width, "sweep_seconds": json.dumps([round(s, 3) for s in secs]),
                "median_sweep_s": float(np.median(secs)), "fit_wall_s": wall, "load": la}
         rows.append(row)
         weights[(scheme, sched, w, blas)] = [m.W_[0], m.W_[-1], m.Wo_, m.B_train_]
         print(f"  {scheme:10s} {sched:11s} workers={w} blas={blas}: sweeps {row['sweep_seconds']} s, median "
               f"{row['median_sweep_s']:.2f} s; fit {wall:.1f} s; load {la:.2f}", flush=True)
-        write_csv(BENCH / ("consensus_speed_threads.csv" if a.threads_only else "consensus_speed.csv"), rows)
+        write_csv(BENCH / (a.csv or ("consensus_speed_threads.csv" if a.threads_only else "consensus_speed.csv")), rows)
     med = {(r["scheme"], r["scheduler"], r["workers"], r["blas_threads"]): r["median_sweep_s"] for r in rows}
     la1, busy = load()
     flag = "  [unreliable: load above 0.5 per core]" if busy or la0 / (os.cpu_count() or 1) > 0.5 else ""
@@ -406,7 +407,10 @@ def main():
     p.add_argument("--width", type=int, default=1024)
     p.add_argument("--bits", type=int, default=32)
     p.add_argument("--sweeps", type=int, default=2)
-    p.add_argument("--threads-only", action="store_true", help="sequential and 1/2 threads only (a rerun)")
+    p.add_argument("--threads-only", action="store_true", help="no Dask: sequential on 1 and 2 cores, consensus on 1 and 2 threads")
+    p.add_argument("--first-width", type=int, default=None,
+                   help="width of the first hidden layer (default: --width; the studies' default is 1024)")
+    p.add_argument("--csv", default=None, help="file name under reports/bench/ (default: consensus_speed[_threads].csv)")
     p.set_defaults(fn=speed)
     p = sub.add_parser("edges")
     p.add_argument("--n", type=int, default=1000)
