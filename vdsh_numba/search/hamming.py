@@ -268,6 +268,71 @@ def compress_below64(typingctx, tiles, col, qw, q, t, kout, pos, idx0, nw, dense
     return types.uint64(tiles, col, qw, q, t, kout, pos, idx0, nw, dense), codegen
 
 
+def _compress_offsets(builder, offs, m, base, p, always=None):
+    """IR: store the lanes of ``<64 x i16> offs`` where ``m`` is set at ``base + p``,
+    ``base + p + 1``, ... (64 entries from ``p`` may be overwritten); returns how many.
+
+    Two 32-lane register compresses of 16-bit lanes (``vpcompressw``, AVX512-VBMI2), each
+    stored whole: a quarter of the work of :func:`_compress_store`'s eight 8-lane
+    compresses of 64-bit keys. Skipped when no lane is set unless ``always`` (an ``i1``).
+    """
+    i1, i16, i32, i64 = ir.IntType(1), ir.IntType(16), ir.IntType(32), ir.IntType(64)
+    m64 = builder.bitcast(m, i64)
+    go = builder.icmp_unsigned("!=", m64, ir.Constant(i64, 0))
+    if always is not None:
+        go = builder.or_(go, always)
+    v32, m32 = ir.VectorType(i16, 32), ir.VectorType(i1, 32)
+    cp = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v32, [v32, m32, v32]),
+                                        "llvm.experimental.vector.compress.v32i16")
+    with builder.if_then(go):
+        for h in range(2):
+            lanes = ir.Constant(ir.VectorType(i32, 32), list(range(32 * h, 32 * h + 32)))
+            mh = builder.shuffle_vector(m, ir.Constant(m.type, None), lanes)
+            vh = builder.shuffle_vector(offs, ir.Constant(offs.type, None), lanes)
+            kh = builder.call(cp, [vh, mh, ir.Constant(v32, None)])
+            ph = p if h == 0 else builder.add(
+                p, builder.ctpop(builder.and_(m64, ir.Constant(i64, 0xFFFFFFFF))))
+            builder.store(kh, builder.bitcast(builder.gep(base, [ph]), v32.as_pointer()),
+                          align=2)
+    return builder.ctpop(m64)
+
+
+@intrinsic
+def compress_offsets64(typingctx, tiles, col, qw, q, t, out, pos, off0, nw, dense):
+    """Append the offsets ``off0 + i`` (``uint16``) of the sub-block's rows below ``t``.
+
+    With ``d[i]`` the distances of :func:`words_below_mask64`, every ``i < 64`` with
+    ``d[i] < t`` writes, in order, ``out[pos + j] = off0 + i`` (``j`` counting from 0;
+    ``off0 + 63 < 2**16``); returns how many. ``out``: C-contiguous ``uint16``; the 64
+    entries from ``pos`` on may be overwritten. ``nw`` as in :func:`words_below_mask64`;
+    ``dense`` (bool): compress even an empty mask, branch-free. The distances are not
+    kept: the caller recomputes them for the few rows appended, from the tile still in
+    cache (:func:`_flush`).
+    """
+    arr2 = types.Array(types.uint64, 2, "C")
+    if not (tiles == arr2 and qw == arr2 and isinstance(col, types.Integer)
+            and isinstance(q, types.Integer) and t == types.uint64
+            and out == types.Array(types.uint16, 1, "C")
+            and isinstance(pos, types.Integer) and isinstance(off0, types.Integer)
+            and isinstance(nw, types.Integer) and isinstance(dense, types.Boolean)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        i16 = ir.IntType(16)
+        st = signature.args
+        d = _words_dist_vector(context, builder, st, args, 8)
+        m = builder.icmp_unsigned("<", d, _splat64(builder, args[4]))
+        oa = context.make_array(st[5])(context, builder, args[5])
+        p = context.cast(builder, args[6], st[6], types.intp)
+        o0 = builder.trunc(context.cast(builder, args[7], st[7], types.int64), i16)
+        offs = builder.add(_splat64(builder, o0), ir.Constant(ir.VectorType(i16, 64),
+                                                              list(range(64))))
+        dense_ = context.cast(builder, args[9], st[9], types.boolean)
+        return _compress_offsets(builder, offs, m, oa.data, p, dense_)
+
+    return types.uint64(tiles, col, qw, q, t, out, pos, off0, nw, dense), codegen
+
+
 @njit(inline="always")
 def _distance(qw, q, dbw, j):
     d = np.uint64(0)
@@ -376,6 +441,13 @@ class CodeStore:
 #: the kernels (not a tunable): 64 rows are 8 AVX-512 vectors of 64-bit words.
 SUB_ROWS = 64
 
+#: Most rows of a tile (their offsets in it are ``uint16``).
+MAX_TILE = 1 << 16
+
+#: Tile offsets a top-k thread buffers per query before turning them into keys
+#: (:func:`_flush`); ``uint16`` each, so the scratch stays in the L1 cache.
+SCRATCH_ROWS = 1024
+
 
 @njit(inline="always")
 def _tile(dbv, dbw, t0, t1, tb):
@@ -441,16 +513,66 @@ def _compact(ck, hist, q, c, k):
 
 
 @njit(inline="always")
-def _sweep(tv, off, full, qw, q, ck, hist, c, t, k, idx0, nw, dense):
-    """The full sub-blocks of a tile for query ``q``: returns the new ``(c, t)``."""
+def _flush(tv, off, qw, q, ck, hist, scr, ns, c, t, k, idx0):
+    """Append the rows at tile offsets ``scr[:ns]`` (in index order) to query ``q``'s
+    candidate keys, each with its distance recomputed from the tile (in cache): one
+    branch-free scalar pass, a row whose distance is no longer below ``t`` (tightened
+    meanwhile) overwritten by the next. Compacts (:func:`_compact`) when the buffer is
+    full. Returns the new ``(c, t)``."""
     C = ck.shape[1] - SUB_ROWS
     kq = ck[q]
-    for s in range(0, full, SUB_ROWS):
-        if c > C - SUB_ROWS and c > k:       # room for a whole sub-block
+    shift = np.uint64(KEY_SHIFT)
+    uoff = np.uint64(off)
+    uidx = np.uint64(idx0)
+    W = qw.shape[1]
+    i = 0
+    while i < ns:
+        if c >= C:
             c, t = _compact(ck, hist, q, c, k)
-        c += np.int64(compress_below64(tv, off + s, qw, q, np.uint64(t), kq, c, idx0 + s, nw,
-                                       dense))
+        e = min(ns, i + C - c)
+        ut = np.uint64(t)
+        uc = np.uint64(c)
+        if W == 1:              # one word: the row of the tile and the query word hoisted
+            row = tv[0]
+            x = qw[q, 0]
+            for j in range(np.uint64(i), np.uint64(e)):
+                o = np.uint64(scr[j])
+                d = popcount64(row[uoff + o] ^ x)
+                kq[uc] = (d << shift) | (uidx + o)
+                uc += np.uint64(d < ut)
+        else:
+            for j in range(np.uint64(i), np.uint64(e)):
+                o = np.uint64(scr[j])
+                d = _col_dist(tv, uoff + o, qw, q)
+                kq[uc] = (d << shift) | (uidx + o)
+                uc += np.uint64(d < ut)
+        c = np.int64(uc)
+        i = e
     return c, t
+
+
+@njit(inline="always")
+def _sweep(tv, off, full, qw, q, ck, hist, scr, c, t, k, idx0, nw, dense):
+    """The full sub-blocks of a tile for query ``q``: returns the new ``(c, t)`` and how
+    many rows were appended.
+
+    Per sub-block one vector expression appends the tile offsets of the rows below
+    ``t`` to the scratch ``scr`` (:func:`compress_offsets64`); the scratch is turned
+    into keys (:func:`_flush`) when it holds ``len(scr) - 2 * SUB_ROWS`` or more, and at
+    the end of the tile.
+    """
+    lim = scr.shape[0] - 2 * SUB_ROWS
+    ns = 0
+    napp = 0
+    for s in range(0, full, SUB_ROWS):
+        ns += np.int64(compress_offsets64(tv, off + s, qw, q, np.uint64(t), scr, ns, s, nw,
+                                          dense))
+        if ns >= lim:
+            c, t = _flush(tv, off, qw, q, ck, hist, scr, ns, c, t, k, idx0)
+            napp += ns
+            ns = 0
+    c, t = _flush(tv, off, qw, q, ck, hist, scr, ns, c, t, k, idx0)
+    return c, t, napp + ns
 
 
 @njit(parallel=True, cache=True)
@@ -475,9 +597,10 @@ def _topk_chunk(qw, dbw, base, ck, state, k, tile, nblocks):
     for b in prange(nblocks):
         q0 = b * nq // nblocks
         q1 = (b + 1) * nq // nblocks
-        tl = max(1, min(tile, m))
+        tl = max(1, min(tile, m, MAX_TILE))
         tb = np.empty((W, tl if W > 1 else 0), np.uint64)
         hist = np.empty(64 * W + 1, np.int64)
+        scr = np.empty(SCRATCH_ROWS + 2 * SUB_ROWS, np.uint16)
         for t0 in range(0, m, tl):
             t1 = min(t0 + tl, m)
             tv, off = _tile(dbv, dbw, t0, t1, tb)
@@ -485,18 +608,21 @@ def _topk_chunk(qw, dbw, base, ck, state, k, tile, nblocks):
             for q in range(q0, q1):
                 c = state[q, 0]
                 t = state[q, 1]
-                c0 = c
                 # dense: the query's previous tile had a candidate per two sub-blocks or more
                 dense = 2 * state[q, 2] * SUB_ROWS > full
                 if W == 1:             # a constant word count: LLVM unrolls the word loop
-                    c, t = _sweep(tv, off, full, qw, q, ck, hist, c, t, k, base + t0, 1, dense)
+                    c, t, na = _sweep(tv, off, full, qw, q, ck, hist, scr, c, t, k, base + t0, 1,
+                                       dense)
                 elif W == 2:
-                    c, t = _sweep(tv, off, full, qw, q, ck, hist, c, t, k, base + t0, 2, dense)
+                    c, t, na = _sweep(tv, off, full, qw, q, ck, hist, scr, c, t, k, base + t0, 2,
+                                       dense)
                 elif W == 4:
-                    c, t = _sweep(tv, off, full, qw, q, ck, hist, c, t, k, base + t0, 4, dense)
+                    c, t, na = _sweep(tv, off, full, qw, q, ck, hist, scr, c, t, k, base + t0, 4,
+                                       dense)
                 else:
-                    c, t = _sweep(tv, off, full, qw, q, ck, hist, c, t, k, base + t0, W, dense)
-                state[q, 2] = max(0, c - c0)
+                    c, t, na = _sweep(tv, off, full, qw, q, ck, hist, scr, c, t, k, base + t0, W,
+                                       dense)
+                state[q, 2] = na
                 for j in range(full, t1 - t0):       # the tile's last rows, one by one
                     d = _col_dist(tv, off + j, qw, q)
                     if d < np.uint64(t):
