@@ -441,6 +441,10 @@ class CodeStore:
 #: the kernels (not a tunable): 64 rows are 8 AVX-512 vectors of 64-bit words.
 SUB_ROWS = 64
 
+#: Top-k finish: the distances more than this far below the largest candidate distance
+#: are sorted from a list of their keys alone (:func:`_topk_finish`).
+TOPK_DEEP = 2
+
 #: Most rows of a tile (their offsets in it are ``uint16``).
 MAX_TILE = 1 << 16
 
@@ -692,6 +696,7 @@ def _topk_finish(ck, state, D, I, nbins, pass_bins, nblocks):
             width = max(width, state[q, 0])
         tmp = np.empty(width + SUB_ROWS + 1, np.uint64)
         low = np.empty(width + 2 * SUB_ROWS, np.uint64)
+        deep = np.empty(width + 2 * SUB_ROWS, np.uint64)
         hist = np.empty(nbins, np.int64)
         pos = np.empty(nbins, np.int64)
         for q in range(q0, q1):
@@ -716,11 +721,25 @@ def _topk_finish(ck, state, D, I, nbins, pass_bins, nblocks):
                         na += np.int64(compress_distance64(kq, s, dtop, low, na, True))
                     for i in range(na, na + SUB_ROWS):
                         low[i] = _NO_KEY
+                    # and the few keys far below it (the counts fall off quickly below
+                    # the bound): their passes run over this short list
+                    dsplit = dtop - np.uint64(TOPK_DEEP) if dtop - dmin > np.uint64(TOPK_DEEP) \
+                        else dmin
+                    nd = 0
+                    if dsplit > dmin:
+                        for s in range(0, na, SUB_ROWS):
+                            nd += np.int64(compress_distance64(low, s, dsplit, deep, nd, True))
+                        for i in range(nd, nd + SUB_ROWS):
+                            deep[i] = _NO_KEY
                     p = 0
                     d = dmin
                     while p < nout and d < dtop:
-                        for s in range(0, na, SUB_ROWS):
-                            p += np.int64(compress_distance64(low, s, d, tmp, p, False))
+                        if d < dsplit:
+                            for s in range(0, nd, SUB_ROWS):
+                                p += np.int64(compress_distance64(deep, s, d, tmp, p, False))
+                        else:
+                            for s in range(0, na, SUB_ROWS):
+                                p += np.int64(compress_distance64(low, s, d, tmp, p, False))
                         d += np.uint64(1)
                     if p < nout:
                         for s in range(0, c, SUB_ROWS):
