@@ -365,3 +365,29 @@ def test_search_estimate_too_tight_is_redone(sampled, monkeypatch):
     np.testing.assert_array_equal(D, Dn)
     np.testing.assert_array_equal(I, In)
     assert calls == [True, False]
+
+
+@pytest.mark.parametrize("bits", [12, 64, 130])
+def test_sample_bounds_match_naive(bits, sampled):
+    """Every starting bound is the smallest t with at least `target` sample rows at a
+    distance below t (naive distances), whatever the previous query's bound was: the
+    galloping search goes up and down from it (queries far apart, and copies)."""
+    from vdsh_numba.search import hamming
+    rng = np.random.default_rng(bits)
+    db = random_codes(rng, 3000, bits)
+    q = random_codes(rng, 12, bits)
+    q[3] = db[0]                                   # a bound far below its neighbours'
+    q[5:8] = db[7]                                 # equal neighbours
+    index = HammingIndex(bits)
+    index.add(db)
+    k = 300
+    S = config.TOPK_SAMPLE_ROWS
+    expect = k * S / db.shape[0]
+    target = min(S, int(np.ceil(expect + 3.0 * np.sqrt(expect))))
+    rows = np.arange(S) * db.shape[0] // S
+    dist = naive.hamming(q, db[rows], bits)
+    want = [next(t for t in range(bits + 2) if np.sum(dist[i] < t) >= target)
+            for i in range(q.shape[0])]
+    for nblocks in (1, 3):
+        got = hamming.sample_bounds(index._queries(q), index._store, k, nblocks)
+        np.testing.assert_array_equal(got, want)

@@ -639,30 +639,60 @@ def _topk_chunk(qw, dbw, base, ck, state, k, tile, nblocks):
                 state[q, 1] = t
 
 
+@njit(inline="always")
+def _sample_count(sample, qw, q, t, W):
+    """Rows of the word-major ``sample`` at a distance ``< t`` from query ``q``."""
+    cnt = 0
+    for s in range(0, sample.shape[1], SUB_ROWS):
+        cnt += popcount64(words_below_mask64(sample, s, qw, q, np.uint64(t), W))
+    return cnt
+
+
 @njit(parallel=True, cache=True)
 def _sample_bounds(qw, sample, target, bounds, nblocks):
     """``bounds[q]`` = the smallest ``t`` with at least ``target`` rows of ``sample`` at a
-    distance ``< t`` from query ``q`` (``bits + 1`` if none): a binary search over ``t``,
-    each step counting the set bits of the sample's sub-block masks.
+    distance ``< t`` from query ``q`` (``bits + 1`` if none): a galloping search from the
+    previous query's bound (neighbouring bounds are usually equal or adjacent: two
+    counts instead of a binary search's ``log2(bits)``), then a binary search; each count
+    sums the set bits of the sample's sub-block masks.
 
     ``sample``: word-major ``(W, S)``, ``S`` a multiple of ``SUB_ROWS``, ``target <= S``.
     """
     nq, W = qw.shape
-    S = sample.shape[1]
+    top = 64 * W + 1
     for b in prange(nblocks):
+        g = (top + 1) // 2              # first guess; then the previous query's bound
         for q in range(b * nq // nblocks, (b + 1) * nq // nblocks):
-            lo = 0                      # count(d < lo) < target <= count(d < hi)
-            hi = 64 * W + 1
+            # count(d < lo) < target <= count(d < hi); count(d < 0) = 0, count(d < top) = S
+            if _sample_count(sample, qw, q, g, W) >= target:    # gallop down from g
+                hi = g
+                lo = 0
+                step = 1
+                while hi - step > 0:
+                    if _sample_count(sample, qw, q, hi - step, W) >= target:
+                        hi -= step
+                        step *= 2
+                    else:
+                        lo = hi - step
+                        break
+            else:                                             # gallop up from g
+                lo = g
+                hi = top
+                step = 1
+                while lo + step < top:
+                    if _sample_count(sample, qw, q, lo + step, W) >= target:
+                        hi = lo + step
+                        break
+                    lo += step
+                    step *= 2
             while hi - lo > 1:
                 mid = (lo + hi) // 2
-                cnt = 0
-                for s in range(0, S, SUB_ROWS):
-                    cnt += popcount64(words_below_mask64(sample, s, qw, q, np.uint64(mid), W))
-                if cnt >= target:
+                if _sample_count(sample, qw, q, mid, W) >= target:
                     hi = mid
                 else:
                     lo = mid
             bounds[q] = hi
+            g = hi
 
 
 @njit(parallel=True, cache=True)
