@@ -391,3 +391,31 @@ def test_sample_bounds_match_naive(bits, sampled):
     for nblocks in (1, 3):
         got = hamming.sample_bounds(index._queries(q), index._store, k, nblocks)
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("bits", [64, 128, 200])
+def test_scratch_flushes_inside_a_tile(bits, monkeypatch):
+    """One tile of 5,000 rows: the per-tile offset scratch (SCRATCH_ROWS) fills and is
+    turned into keys several times inside the tile, with buffer compactions between its
+    pieces (small k, no estimated bound: every row of the first sub-blocks is a
+    candidate); range search writes more hits per tile than the scratch holds."""
+    from vdsh_numba.search import hamming
+    monkeypatch.setattr(config, "TILE_ROWS", 1 << 20)
+    monkeypatch.setattr(config, "TOPK_SAMPLE_MIN", 10**9)       # no estimate
+    assert hamming.SCRATCH_ROWS < 5000
+    rng = np.random.default_rng(bits)
+    x = rng.integers(0, 2, (5000, bits))
+    x[:, 6:] = x[0, 6:]                              # 64 patterns: heavy ties
+    x[::7] = rng.integers(0, 2, (len(x[::7]), bits))
+    db = pack_codes(x)
+    q = pack_codes(np.concatenate([x[:2], rng.integers(0, 2, (3, bits))]))
+    index = HammingIndex(bits)
+    index.add(db)
+    for k in (5, 300, 2600, 4999):
+        D, I = index.search(q, k)
+        Dn, In = naive.search(q, db, bits, k)
+        np.testing.assert_array_equal(D, Dn)
+        np.testing.assert_array_equal(I, In)
+    for radius in (3, bits // 2, bits):
+        for a, b in zip(index.range_search(q, radius), naive.range_search(q, db, bits, radius)):
+            np.testing.assert_array_equal(a, b)

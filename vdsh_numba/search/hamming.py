@@ -832,14 +832,51 @@ def _scatter_chunk(qw, dbw, base, pos, D, I):
             pos[q, d] = p + 1
 
 
+@njit(inline="always")
+def _write_hits(tv, off, qw, q, scr, ns, D, I, p, idx0):
+    """Write the rows at tile offsets ``scr[:ns]`` (in index order) to ``D[p:]``/``I[p:]``
+    with their distances recomputed from the tile: one branch-free scalar pass."""
+    uoff = np.uint64(off)
+    uidx = np.uint64(idx0)
+    up = np.uint64(p)
+    for j in range(np.uint64(ns)):
+        o = np.uint64(scr[j])
+        D[up + j] = np.int32(_col_dist(tv, uoff + o, qw, q))
+        I[up + j] = np.int64(uidx + o)
+    return p + ns
+
+
+@njit(inline="always")
+def _range_sweep(tv, off, full, qw, q, t, scr, D, I, p, idx0, nw, fill, dense):
+    """The full sub-blocks of a tile for query ``q``: count the rows below ``t`` (set
+    bits of the sub-block masks) or, with ``fill``, write them from ``D[p]``/``I[p]`` on
+    (offsets appended by :func:`compress_offsets64`, written by :func:`_write_hits`;
+    ``dense``: compress every sub-block, branch-free). Returns the new ``p``."""
+    if not fill:
+        for s in range(0, full, SUB_ROWS):
+            p += np.int64(popcount64(words_below_mask64(tv, off + s, qw, q, t, nw)))
+        return p
+    lim = scr.shape[0] - 2 * SUB_ROWS
+    ns = 0
+    for s in range(0, full, SUB_ROWS):
+        ns += np.int64(compress_offsets64(tv, off + s, qw, q, t, scr, ns, s, nw, dense))
+        if ns >= lim:
+            p = _write_hits(tv, off, qw, q, scr, ns, D, I, p, idx0)
+            ns = 0
+    return _write_hits(tv, off, qw, q, scr, ns, D, I, p, idx0)
+
+
 @njit(parallel=True, cache=True)
-def _range_chunk(qw, dbw, radius, base, cursor, D, I, tile, nblocks):
+def _range_chunk(qw, dbw, radius, base, cursor, D, I, dense, tile, nblocks):
     """Count (``D`` empty) or write (``D``, ``I`` sized) the chunk rows within ``radius``.
 
-    ``cursor[q]`` is the next write position of query ``q`` (or its running count).
+    ``cursor[q]`` is the next write position of query ``q`` (or its running count);
+    ``dense[q]`` (writes only): query ``q`` has so many hits that a branch-free compress
+    of every sub-block beats a branch on empty masks (measured, 1,000 x 59,000 64-bit:
+    1,770 hits per query 12.0 vs 14.9 ms; 109 hits per query 9.7 vs 8.6 ms).
     Same sweep as :func:`_topk_chunk` with the fixed bound ``radius + 1``: per sub-block
-    the bit mask of the rows within the radius in one vector expression. Writes are in
-    index order.
+    one vector expression, the count a popcount of its mask, the writes branch-free
+    (:func:`_range_sweep`). Writes are in index order.
     """
     nq, W = qw.shape
     m = dbw.shape[0]
@@ -849,25 +886,28 @@ def _range_chunk(qw, dbw, radius, base, cursor, D, I, tile, nblocks):
     for b in prange(nblocks):
         q0 = b * nq // nblocks
         q1 = (b + 1) * nq // nblocks
-        tl = max(1, min(tile, m))
+        tl = max(1, min(tile, m, MAX_TILE))
         tb = np.empty((W, tl if W > 1 else 0), np.uint64)
+        scr = np.empty(SCRATCH_ROWS + 2 * SUB_ROWS if fill else 0, np.uint16)
         for t0 in range(0, m, tl):
             t1 = min(t0 + tl, m)
             tv, off = _tile(dbv, dbw, t0, t1, tb)
             full = (t1 - t0) // SUB_ROWS * SUB_ROWS
             for q in range(q0, q1):
                 p = cursor[q]
-                for s in range(0, full, SUB_ROWS):
-                    mk = words_below_mask64(tv, off + s, qw, q, t, W)
-                    if fill:
-                        while mk:
-                            i = np.int64(trailing_zeros64(mk))
-                            mk &= mk - np.uint64(1)
-                            D[p] = np.int32(_col_dist(tv, off + s + i, qw, q))
-                            I[p] = base + t0 + s + i
-                            p += 1
-                    else:
-                        p += popcount64(mk)
+                dq = fill and dense[q]
+                if W == 1:             # a constant word count: LLVM unrolls the word loop
+                    p = _range_sweep(tv, off, full, qw, q, t, scr, D, I, p, base + t0, 1, fill,
+                                     dq)
+                elif W == 2:
+                    p = _range_sweep(tv, off, full, qw, q, t, scr, D, I, p, base + t0, 2, fill,
+                                     dq)
+                elif W == 4:
+                    p = _range_sweep(tv, off, full, qw, q, t, scr, D, I, p, base + t0, 4, fill,
+                                     dq)
+                else:
+                    p = _range_sweep(tv, off, full, qw, q, t, scr, D, I, p, base + t0, W, fill,
+                                     dq)
                 for j in range(full, t1 - t0):       # the tile's last rows, one by one
                     d = _col_dist(tv, off + j, qw, q)
                     if d < t:
@@ -876,6 +916,7 @@ def _range_chunk(qw, dbw, radius, base, cursor, D, I, tile, nblocks):
                             I[p] = base + t0 + j
                         p += 1
                 cursor[q] = p
+
 
 @njit(parallel=True, cache=True)
 def _csr_sort_by_distance(lims, D, I, nbins, nblocks):
@@ -1114,12 +1155,13 @@ class HammingIndex:
         empty_d = np.empty(0, np.int32)
         empty_i = np.empty(0, np.int64)
         counts = np.zeros(nq, dtype=np.int64)
+        no_dense = np.zeros(nq, dtype=np.bool_)
         if nq == 0:
             return np.zeros(1, np.int64), empty_d, empty_i
         nb = n_blocks(nq)
         tile = max(1, config.TILE_ROWS // qw.shape[1])
         for base, words in self._store.chunks(config.CHUNK_ROWS):
-            _range_chunk(qw, words, radius, base, counts, empty_d, empty_i, tile, nb)
+            _range_chunk(qw, words, radius, base, counts, empty_d, empty_i, no_dense, tile, nb)
         lims = np.zeros(nq + 1, dtype=np.int64)
         np.cumsum(counts, out=lims[1:])
         D = np.empty(lims[-1], dtype=np.int32)
@@ -1127,8 +1169,9 @@ class HammingIndex:
         if lims[-1] == 0:
             return lims, D, I
         cursor = lims[:-1].copy()
+        dense = 2 * SUB_ROWS * counts > self.ntotal    # a hit per two sub-blocks or more
         for base, words in self._store.chunks(config.CHUNK_ROWS):
-            _range_chunk(qw, words, radius, base, cursor, D, I, tile, nb)
+            _range_chunk(qw, words, radius, base, cursor, D, I, dense, tile, nb)
         _csr_sort_by_distance(lims, D, I, 64 * qw.shape[1] + 1, nb)
         return lims, D, I
 
