@@ -316,9 +316,12 @@ def sampled(monkeypatch):
 
 @pytest.mark.parametrize("bits", [12, 64, 128, 200])
 @pytest.mark.parametrize("pass_bins", [0, 10**6])
-def test_search_with_estimated_bounds_matches_naive(bits, pass_bins, sampled, monkeypatch):
+@pytest.mark.parametrize("fused", [False, True])
+def test_search_with_estimated_bounds_matches_naive(bits, pass_bins, fused, sampled, monkeypatch):
     """The sampled starting bound is used (and tight enough for most queries): same
-    results as the naive (distance, index) order, with ties."""
+    results as the naive (distance, index) order, with ties; through the tiled sweep
+    and through the one-query-at-a-time path of cache-sized databases."""
+    monkeypatch.setattr(config, "TOPK_FUSED_BYTES", 1 << 30 if fused else 0)
     from vdsh_numba.search import hamming
     calls = []
     real = hamming.topk_words
@@ -343,25 +346,34 @@ def test_search_with_estimated_bounds_matches_naive(bits, pass_bins, sampled, mo
     assert calls[0] is True
 
 
-def test_search_estimate_too_tight_is_redone(sampled, monkeypatch):
-    """A first block full of copies of the query makes the sample's bound 1, which holds
-    fewer than k rows of the whole database: those queries are searched again."""
+@pytest.mark.parametrize("fused", [False, True])
+def test_search_estimate_too_tight_is_redone(fused, sampled, monkeypatch):
+    """A first block full of copies of the query (or, in one block, copies on the
+    sample's rows) makes the sample's bound 1, which holds fewer than k rows of the
+    whole database: those queries are searched again."""
     from vdsh_numba.search import hamming
     calls = []
     real = hamming.topk_words
     monkeypatch.setattr(hamming, "topk_words",
                         lambda qw, store, k, estimate=True: calls.append(estimate) or
                         real(qw, store, k, estimate))
+    monkeypatch.setattr(config, "TOPK_FUSED_BYTES", 1 << 30 if fused else 0)
     rng = np.random.default_rng(3)
     bits = 64
     q = random_codes(rng, 3, bits)
     first = np.repeat(q[:1], 256, axis=0)
     rest = random_codes(rng, 3000, bits)
     index = HammingIndex(bits)
-    index.add(first)
-    index.add(rest)
+    if fused:       # one block: the sample rows (spread over it) are the copies
+        db = rest.copy()
+        db[np.arange(256) * len(db) // 256] = q[0]
+        index.add(db)
+    else:
+        db = np.concatenate([first, rest])
+        index.add(first)
+        index.add(rest)
     D, I = index.search(q, 500)
-    Dn, In = naive.search(q, np.concatenate([first, rest]), bits, 500)
+    Dn, In = naive.search(q, db, bits, 500)
     np.testing.assert_array_equal(D, Dn)
     np.testing.assert_array_equal(I, In)
     assert calls == [True, False]
@@ -394,7 +406,8 @@ def test_sample_bounds_match_naive(bits, sampled):
 
 
 @pytest.mark.parametrize("bits", [64, 128, 200])
-def test_scratch_flushes_inside_a_tile(bits, monkeypatch):
+@pytest.mark.parametrize("fused", [False, True])
+def test_scratch_flushes_inside_a_tile(bits, fused, monkeypatch):
     """One tile of 5,000 rows: the per-tile offset scratch (SCRATCH_ROWS) fills and is
     turned into keys several times inside the tile, with buffer compactions between its
     pieces (small k, no estimated bound: every row of the first sub-blocks is a
@@ -402,6 +415,7 @@ def test_scratch_flushes_inside_a_tile(bits, monkeypatch):
     from vdsh_numba.search import hamming
     monkeypatch.setattr(config, "TILE_ROWS", 1 << 20)
     monkeypatch.setattr(config, "TOPK_SAMPLE_MIN", 10**9)       # no estimate
+    monkeypatch.setattr(config, "TOPK_FUSED_BYTES", 1 << 30 if fused else 0)
     assert hamming.SCRATCH_ROWS < 5000
     rng = np.random.default_rng(bits)
     x = rng.integers(0, 2, (5000, bits))

@@ -416,6 +416,14 @@ class CodeStore:
             self.blocks.append(("words", as_words(codes, self.bits, name)))
         self.ntotal += codes.shape[0]
 
+    def whole(self):
+        """The database as one in-memory ``uint64 (n, W)`` array, or ``None`` (several
+        blocks, a memmap, or ``config.SPLIT_MEMORY_BLOCKS``)."""
+        if len(self.blocks) == 1 and self.blocks[0][0] == "words" \
+                and not config.SPLIT_MEMORY_BLOCKS:
+            return self.blocks[0][1]
+        return None
+
     def chunks(self, chunk_rows: int):
         """Yield ``(base, words)``: the global index of the first row and a word chunk.
 
@@ -480,12 +488,12 @@ def _col_dist(tv, col, qw, q):
 
 
 @njit(inline="always")
-def _kth(ck, q, c, k, hist):
-    """``(tk, below)``: the k-th smallest distance of the keys ``ck[q, :c]`` (``c >= k``)
+def _kth(kq, c, k, hist):
+    """``(tk, below)``: the k-th smallest distance of the keys ``kq[:c]`` (``c >= k``)
     and how many are smaller. ``hist`` is scratch of ``bits + 1`` entries."""
     hist[:] = 0
     for i in range(c):
-        hist[ck[q, i] >> np.uint64(KEY_SHIFT)] += 1
+        hist[kq[i] >> np.uint64(KEY_SHIFT)] += 1
     below = 0
     tk = 0
     while below + hist[tk] < k:
@@ -495,36 +503,35 @@ def _kth(ck, q, c, k, hist):
 
 
 @njit(cache=True)
-def _compact(ck, hist, q, c, k):
-    """Keep the candidates of query ``q`` that can still enter its top-k (order kept):
+def _compact(kq, hist, c, k):
+    """Keep the candidates ``kq[:c]`` that can still enter the top-k (order kept):
     those below the k-th smallest distance ``tk`` and, at ``tk``, the first
     ``k - below``. Returns ``(k, tk)``: the new count and the new bound, since a later
     row at distance ``>= tk`` is beaten by ``k`` buffered rows with smaller indices.
     Branch-free; called between sub-blocks, never inside the candidate loop.
     """
-    tk, below = _kth(ck, q, c, k, hist)
+    tk, below = _kth(kq, c, k, hist)
     need = k - below
     n = 0
     utk = np.uint64(tk)
     for i in range(c):
-        key = ck[q, i]
+        key = kq[i]
         d = key >> np.uint64(KEY_SHIFT)
         keep = (d < utk) | ((d == utk) & (need > 0))
-        ck[q, n] = key
+        kq[n] = key
         n += keep
         need -= (d == utk) & keep
     return n, tk
 
 
 @njit(inline="always")
-def _flush(tv, off, qw, q, ck, hist, scr, ns, c, t, k, idx0):
+def _flush(tv, off, qw, q, kq, hist, scr, ns, c, t, k, idx0):
     """Append the rows at tile offsets ``scr[:ns]`` (in index order) to query ``q``'s
-    candidate keys, each with its distance recomputed from the tile (in cache): one
+    candidate keys ``kq``, each with its distance recomputed from the tile (in cache): one
     branch-free scalar pass, a row whose distance is no longer below ``t`` (tightened
     meanwhile) overwritten by the next. Compacts (:func:`_compact`) when the buffer is
     full. Returns the new ``(c, t)``."""
-    C = ck.shape[1] - SUB_ROWS
-    kq = ck[q]
+    C = kq.shape[0] - SUB_ROWS
     shift = np.uint64(KEY_SHIFT)
     uoff = np.uint64(off)
     uidx = np.uint64(idx0)
@@ -532,7 +539,7 @@ def _flush(tv, off, qw, q, ck, hist, scr, ns, c, t, k, idx0):
     i = 0
     while i < ns:
         if c >= C:
-            c, t = _compact(ck, hist, q, c, k)
+            c, t = _compact(kq, hist, c, k)
         e = min(ns, i + C - c)
         ut = np.uint64(t)
         uc = np.uint64(c)
@@ -556,7 +563,7 @@ def _flush(tv, off, qw, q, ck, hist, scr, ns, c, t, k, idx0):
 
 
 @njit(inline="always")
-def _sweep(tv, off, full, qw, q, ck, hist, scr, c, t, k, idx0, nw, dense):
+def _sweep(tv, off, full, qw, q, kq, hist, scr, c, t, k, idx0, nw, dense):
     """The full sub-blocks of a tile for query ``q``: returns the new ``(c, t)`` and how
     many rows were appended.
 
@@ -572,11 +579,41 @@ def _sweep(tv, off, full, qw, q, ck, hist, scr, c, t, k, idx0, nw, dense):
         ns += np.int64(compress_offsets64(tv, off + s, qw, q, np.uint64(t), scr, ns, s, nw,
                                           dense))
         if ns >= lim:
-            c, t = _flush(tv, off, qw, q, ck, hist, scr, ns, c, t, k, idx0)
+            c, t = _flush(tv, off, qw, q, kq, hist, scr, ns, c, t, k, idx0)
             napp += ns
             ns = 0
-    c, t = _flush(tv, off, qw, q, ck, hist, scr, ns, c, t, k, idx0)
+    c, t = _flush(tv, off, qw, q, kq, hist, scr, ns, c, t, k, idx0)
     return c, t, napp + ns
+
+
+@njit(inline="always")
+def _sweep_tile(tv, off, rows, qw, q, kq, hist, scr, c, t, na, k, idx0):
+    """Query ``q`` against the ``rows`` rows of a word-major tile from column ``off`` on
+    (global indices ``idx0 ..``): the full sub-blocks by :func:`_sweep`, with the word
+    count a constant for 1, 2 and 4 words, the last rows one by one. ``na``: rows the
+    query appended in its previous tile (a candidate per two sub-blocks or more: compress
+    every sub-block, branch-free). Returns the new ``(c, t, na)``."""
+    W = qw.shape[1]
+    C = kq.shape[0] - SUB_ROWS
+    full = rows // SUB_ROWS * SUB_ROWS
+    dense = 2 * na * SUB_ROWS > full
+    if W == 1:             # a constant word count: LLVM unrolls the word loop
+        c, t, na = _sweep(tv, off, full, qw, q, kq, hist, scr, c, t, k, idx0, 1, dense)
+    elif W == 2:
+        c, t, na = _sweep(tv, off, full, qw, q, kq, hist, scr, c, t, k, idx0, 2, dense)
+    elif W == 4:
+        c, t, na = _sweep(tv, off, full, qw, q, kq, hist, scr, c, t, k, idx0, 4, dense)
+    else:
+        c, t, na = _sweep(tv, off, full, qw, q, kq, hist, scr, c, t, k, idx0, W, dense)
+    for j in range(full, rows):       # the tile's last rows, one by one
+        d = _col_dist(tv, off + j, qw, q)
+        if d < np.uint64(t):
+            if c >= C and c > k:
+                c, t = _compact(kq, hist, c, k)
+            if d < np.uint64(t):
+                kq[np.uint64(c)] = (d << np.uint64(KEY_SHIFT)) | np.uint64(idx0 + j)
+                c += 1
+    return c, t, na
 
 
 @njit(parallel=True, cache=True)
@@ -596,7 +633,6 @@ def _topk_chunk(qw, dbw, base, ck, state, k, tile, nblocks):
     """
     nq, W = qw.shape
     m = dbw.shape[0]
-    C = ck.shape[1] - SUB_ROWS
     dbv = dbw.reshape((1, m * W))       # the word-major view of a single-word database
     for b in prange(nblocks):
         q0 = b * nq // nblocks
@@ -608,33 +644,10 @@ def _topk_chunk(qw, dbw, base, ck, state, k, tile, nblocks):
         for t0 in range(0, m, tl):
             t1 = min(t0 + tl, m)
             tv, off = _tile(dbv, dbw, t0, t1, tb)
-            full = (t1 - t0) // SUB_ROWS * SUB_ROWS
             for q in range(q0, q1):
-                c = state[q, 0]
-                t = state[q, 1]
-                # dense: the query's previous tile had a candidate per two sub-blocks or more
-                dense = 2 * state[q, 2] * SUB_ROWS > full
-                if W == 1:             # a constant word count: LLVM unrolls the word loop
-                    c, t, na = _sweep(tv, off, full, qw, q, ck, hist, scr, c, t, k, base + t0, 1,
-                                       dense)
-                elif W == 2:
-                    c, t, na = _sweep(tv, off, full, qw, q, ck, hist, scr, c, t, k, base + t0, 2,
-                                       dense)
-                elif W == 4:
-                    c, t, na = _sweep(tv, off, full, qw, q, ck, hist, scr, c, t, k, base + t0, 4,
-                                       dense)
-                else:
-                    c, t, na = _sweep(tv, off, full, qw, q, ck, hist, scr, c, t, k, base + t0, W,
-                                       dense)
+                c, t, na = _sweep_tile(tv, off, t1 - t0, qw, q, ck[q], hist, scr, state[q, 0],
+                                       state[q, 1], state[q, 2], k, base + t0)
                 state[q, 2] = na
-                for j in range(full, t1 - t0):       # the tile's last rows, one by one
-                    d = _col_dist(tv, off + j, qw, q)
-                    if d < np.uint64(t):
-                        if c >= C and c > k:
-                            c, t = _compact(ck, hist, q, c, k)
-                        if d < np.uint64(t):
-                            ck[q, np.uint64(c)] = (d << np.uint64(KEY_SHIFT)) | np.uint64(base + t0 + j)
-                            c += 1
                 state[q, 0] = c
                 state[q, 1] = t
 
@@ -695,6 +708,81 @@ def _sample_bounds(qw, sample, target, bounds, nblocks):
             g = hi
 
 
+@njit(inline="always")
+def _finish_query(kq, c, Dq, Iq, pass_bins, tmp, low, deep, hist, pos):
+    """Query ``q``'s ``c`` candidate keys ``kq`` (index order; ``SUB_ROWS`` spare
+    entries after them) sorted into ``Dq``/``Iq`` (its rows of ``D``/``I``), padded;
+    see :func:`_topk_finish`. ``tmp``, ``low``, ``deep``: scratch of ``c + 2 * SUB_ROWS + 1``
+    keys or more; ``hist``, ``pos``: of ``bits + 1`` entries."""
+    k = Dq.shape[0]
+    shift = np.uint64(KEY_SHIFT)
+    nout = min(c, k)
+    if nout > 0:
+        mn = kq[0]
+        mx = kq[0]
+        for i in range(c):
+            mn = min(mn, kq[np.uint64(i)])
+            mx = max(mx, kq[np.uint64(i)])
+        dmin = mn >> shift
+        dtop = mx >> shift
+        if np.int64(dtop - dmin) < pass_bins:
+            for i in range(c, c + SUB_ROWS):
+                kq[i] = _NO_KEY
+            # the keys below the top distance first (the top one, the bound's
+            # neighbour, holds many keys and few of them are kept)
+            na = 0
+            for s in range(0, c, SUB_ROWS):
+                na += np.int64(compress_distance64(kq, s, dtop, low, na, True))
+            for i in range(na, na + SUB_ROWS):
+                low[i] = _NO_KEY
+            # and the few keys far below it (the counts fall off quickly below
+            # the bound): their passes run over this short list
+            dsplit = dtop - np.uint64(TOPK_DEEP) if dtop - dmin > np.uint64(TOPK_DEEP) \
+                else dmin
+            nd = 0
+            if dsplit > dmin:
+                for s in range(0, na, SUB_ROWS):
+                    nd += np.int64(compress_distance64(low, s, dsplit, deep, nd, True))
+                for i in range(nd, nd + SUB_ROWS):
+                    deep[i] = _NO_KEY
+            p = 0
+            d = dmin
+            while p < nout and d < dtop:
+                if d < dsplit:
+                    for s in range(0, nd, SUB_ROWS):
+                        p += np.int64(compress_distance64(deep, s, d, tmp, p, False))
+                else:
+                    for s in range(0, na, SUB_ROWS):
+                        p += np.int64(compress_distance64(low, s, d, tmp, p, False))
+                d += np.uint64(1)
+            if p < nout:
+                for s in range(0, c, SUB_ROWS):
+                    p += np.int64(compress_distance64(kq, s, dtop, tmp, p, False))
+        else:
+            tk, below = _kth(kq, c, nout, hist)
+            acc = 0
+            for d in range(tk + 1):
+                pos[d] = acc
+                acc += hist[d]
+            utk = np.uint64(tk)
+            spare = tmp.shape[0] - 1
+            for i in range(c):
+                key = kq[i]
+                d = key >> shift
+                dd = min(d, utk)
+                p = pos[dd]
+                keep = (d < utk) | ((d == utk) & (p < nout))
+                tmp[p if keep else spare] = key
+                pos[dd] = p + keep
+        for i in range(nout):
+            key = tmp[np.uint64(i)]
+            Dq[np.uint64(i)] = np.int32(key >> shift)
+            Iq[np.uint64(i)] = np.int64(key & np.uint64(KEY_MASK))
+    for i in range(nout, k):            # faiss's padding when fewer than k
+        Dq[i] = DIST_PAD
+        Iq[i] = -1
+
+
 @njit(parallel=True, cache=True)
 def _topk_finish(ck, state, D, I, nbins, pass_bins, nblocks):
     """Sort every query's candidate keys into ``D``/``I`` and pad each row.
@@ -717,85 +805,55 @@ def _topk_finish(ck, state, D, I, nbins, pass_bins, nblocks):
     (filled here with a key no distance matches).
     """
     nq, k = D.shape
-    shift = np.uint64(KEY_SHIFT)
     for b in prange(nblocks):
         q0 = b * nq // nblocks
         q1 = (b + 1) * nq // nblocks
         width = 0
         for q in range(q0, q1):
             width = max(width, state[q, 0])
-        tmp = np.empty(width + SUB_ROWS + 1, np.uint64)
+        tmp = np.empty(width + 2 * SUB_ROWS + 1, np.uint64)
         low = np.empty(width + 2 * SUB_ROWS, np.uint64)
         deep = np.empty(width + 2 * SUB_ROWS, np.uint64)
         hist = np.empty(nbins, np.int64)
         pos = np.empty(nbins, np.int64)
         for q in range(q0, q1):
-            c = state[q, 0]
-            nout = min(c, k)
-            kq = ck[q]
-            if nout > 0:
-                mn = kq[0]
-                mx = kq[0]
-                for i in range(c):
-                    mn = min(mn, kq[np.uint64(i)])
-                    mx = max(mx, kq[np.uint64(i)])
-                dmin = mn >> shift
-                dtop = mx >> shift
-                if np.int64(dtop - dmin) < pass_bins:
-                    for i in range(c, c + SUB_ROWS):
-                        kq[i] = _NO_KEY
-                    # the keys below the top distance first (the top one, the bound's
-                    # neighbour, holds many keys and few of them are kept)
-                    na = 0
-                    for s in range(0, c, SUB_ROWS):
-                        na += np.int64(compress_distance64(kq, s, dtop, low, na, True))
-                    for i in range(na, na + SUB_ROWS):
-                        low[i] = _NO_KEY
-                    # and the few keys far below it (the counts fall off quickly below
-                    # the bound): their passes run over this short list
-                    dsplit = dtop - np.uint64(TOPK_DEEP) if dtop - dmin > np.uint64(TOPK_DEEP) \
-                        else dmin
-                    nd = 0
-                    if dsplit > dmin:
-                        for s in range(0, na, SUB_ROWS):
-                            nd += np.int64(compress_distance64(low, s, dsplit, deep, nd, True))
-                        for i in range(nd, nd + SUB_ROWS):
-                            deep[i] = _NO_KEY
-                    p = 0
-                    d = dmin
-                    while p < nout and d < dtop:
-                        if d < dsplit:
-                            for s in range(0, nd, SUB_ROWS):
-                                p += np.int64(compress_distance64(deep, s, d, tmp, p, False))
-                        else:
-                            for s in range(0, na, SUB_ROWS):
-                                p += np.int64(compress_distance64(low, s, d, tmp, p, False))
-                        d += np.uint64(1)
-                    if p < nout:
-                        for s in range(0, c, SUB_ROWS):
-                            p += np.int64(compress_distance64(kq, s, dtop, tmp, p, False))
-                else:
-                    tk, below = _kth(ck, q, c, nout, hist)
-                    acc = 0
-                    for d in range(tk + 1):
-                        pos[d] = acc
-                        acc += hist[d]
-                    utk = np.uint64(tk)
-                    for i in range(c):
-                        key = kq[i]
-                        d = key >> shift
-                        dd = min(d, utk)
-                        p = pos[dd]
-                        keep = (d < utk) | ((d == utk) & (p < nout))
-                        tmp[p if keep else width + SUB_ROWS] = key
-                        pos[dd] = p + keep
-                for i in range(nout):
-                    key = tmp[np.uint64(i)]
-                    D[q, np.uint64(i)] = np.int32(key >> shift)
-                    I[q, np.uint64(i)] = np.int64(key & np.uint64(KEY_MASK))
-            for i in range(nout, k):            # faiss's padding when fewer than k
-                D[q, i] = DIST_PAD
-                I[q, i] = -1
+            _finish_query(ck[q], state[q, 0], D[q], I[q], pass_bins, tmp, low, deep, hist, pos)
+
+
+@njit(parallel=True, cache=True)
+def _topk_fused(qw, dbt, bounds, na0, k, C, tile, D, I, counts, pass_bins, nblocks):
+    """Top-k of a database small enough to stay in the L2 cache, one query at a time.
+
+    ``dbt``: the whole database word-major ``(W, n)``; ``bounds[q]``: query ``q``'s
+    starting bound; ``na0``: the rows of a tile expected below it (the first tile's
+    dense/sparse choice, as ``state[:, 2]`` of :func:`_topk_chunk`). Each thread sweeps all rows for one query (:func:`_sweep_tile`,
+    ``tile`` rows at a time), into one candidate buffer of ``C + SUB_ROWS`` keys that
+    it reuses for every query, and sorts them into ``D[q]``/``I[q]`` right away
+    (:func:`_finish_query`) while they are in cache: no ``(nq, C)`` buffer to allocate
+    and to read back. ``counts[q]``: the candidates query ``q`` kept (fewer than ``k``:
+    the bound was too tight). Same results as :func:`_topk_chunk` + :func:`_topk_finish`.
+    """
+    nq, W = qw.shape
+    n = dbt.shape[1]
+    nbins = 64 * W + 1
+    for b in prange(nblocks):
+        kq = np.empty(C + SUB_ROWS, np.uint64)
+        hist = np.empty(nbins, np.int64)
+        pos = np.empty(nbins, np.int64)
+        scr = np.empty(SCRATCH_ROWS + 2 * SUB_ROWS, np.uint16)
+        tmp = np.empty(C + 2 * SUB_ROWS + 1, np.uint64)
+        low = np.empty(C + 2 * SUB_ROWS, np.uint64)
+        deep = np.empty(C + 2 * SUB_ROWS, np.uint64)
+        tl = max(1, min(tile, n, MAX_TILE))
+        for q in range(b * nq // nblocks, (b + 1) * nq // nblocks):
+            c = 0
+            t = bounds[q]
+            na = na0
+            for t0 in range(0, n, tl):
+                c, t, na = _sweep_tile(dbt, t0, min(tl, n - t0), qw, q, kq, hist, scr, c, t,
+                                       na, k, t0)
+            counts[q] = c
+            _finish_query(kq, c, D[q], I[q], pass_bins, tmp, low, deep, hist, pos)
 
 
 @njit(parallel=True, cache=True)
@@ -1008,19 +1066,28 @@ def topk_words(qw, store, k, estimate=True):
     # candidate buffer per query: >= k + SUB_ROWS (or every row); the extra room
     # makes compactions rare (each costs O(C)), capped to keep memory O(nq * k)
     C = min(n, 2 * k + SUB_ROWS + min(2 * k, config.TOPK_BUFFER_EXTRA))
-    ck = np.empty((nq, C + SUB_ROWS), dtype=np.uint64)   # room for one sub-block's stores
     nb = n_blocks(nq)
-    state = np.zeros((nq, 3), dtype=np.int64)    # (count, bound t, appended in last tile)
     bounds = sample_bounds(qw, store, k, nb) if estimate else None
     tile = max(1, config.TILE_ROWS // W)
-    state[:, 1] = 64 * W + 1 if bounds is None else bounds
-    if bounds is not None:      # about this many rows of a tile lie below the estimate:
-        state[:, 2] = tile * k // n             # the first tile's dense/sparse choice
-    for base, words in store.chunks(config.CHUNK_ROWS):
-        _topk_chunk(qw, words, base, ck, state, k, tile, nb)
-    _topk_finish(ck, state, D, I, 64 * W + 1, config.TOPK_PASS_BINS, nb)
+    start = np.full(nq, 64 * W + 1, dtype=np.int64) if bounds is None else bounds
+    na0 = 0 if bounds is None else tile * k // n    # rows of a tile below the estimate
+    whole = store.whole()
+    if whole is not None and n * W * 8 <= config.TOPK_FUSED_BYTES:
+        # the database stays in cache: one query at a time, buffers reused (_topk_fused)
+        dbt = whole.reshape((1, n)) if W == 1 else np.ascontiguousarray(whole.T)
+        kept = np.empty(nq, dtype=np.int64)
+        _topk_fused(qw, dbt, start, na0, k, C, tile, D, I, kept, config.TOPK_PASS_BINS, nb)
+    else:
+        ck = np.empty((nq, C + SUB_ROWS), dtype=np.uint64)   # room for one sub-block's stores
+        state = np.zeros((nq, 3), dtype=np.int64)    # (count, bound t, appended in last tile)
+        state[:, 1] = start
+        state[:, 2] = na0                           # the first tile's dense/sparse choice
+        for base, words in store.chunks(config.CHUNK_ROWS):
+            _topk_chunk(qw, words, base, ck, state, k, tile, nb)
+        _topk_finish(ck, state, D, I, 64 * W + 1, config.TOPK_PASS_BINS, nb)
+        kept = state[:, 0]
     if bounds is not None:
-        redo = np.flatnonzero(state[:, 0] < k)      # fewer than k rows below the estimate
+        redo = np.flatnonzero(kept < k)             # fewer than k rows below the estimate
         if redo.size:
             D[redo], I[redo] = topk_words(np.ascontiguousarray(qw[redo]), store, k, False)
     return D, I
