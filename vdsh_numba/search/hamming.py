@@ -16,23 +16,30 @@ Algorithms
 * Top-k, one sweep with a bound that only tightens. Each query first gets a starting
   bound from a sample of ``config.TOPK_SAMPLE_ROWS`` rows (:func:`sample_bounds`: the
   distance below which the sample holds the expected share of the top-k plus three
-  standard deviations), so that the sweep appends few rows beyond the final top-k; a
-  query whose estimate held fewer than ``k`` rows of the whole database is searched
-  again without it (exactness never depends on the estimate). An ``np.memmap``
-  database is streamed in chunks of ``config.CHUNK_ROWS`` rows (an in-memory one goes
-  to the kernel whole). ``prange`` runs over query blocks; each thread sweeps the rows
-  one tile (``config.TILE_ROWS`` 64-bit words, word-major) at a time for all its
-  queries, so a tile is read from cache by every query of the block. Per query and
-  tile, ``SUB_ROWS`` = 64 rows at a time, one branch-free vector expression
-  (:func:`compress_below64`): xor, popcount, compare with the bound, and the rows
-  below it appended as packed keys ``(distance << 40) | index`` by register
-  compresses (a sub-block without a candidate skips the compress). No histogram in
-  the sweep: a buffer (``2k + 64`` and some room; with ``k >= n`` every row) that
-  fills is compacted to ``k`` and the bound becomes their k-th smallest distance (a
-  later row at a distance ``>= t`` cannot enter: ``k`` rows with smaller indices beat
-  it). At the end the candidates (in index order) are collected distance by distance
-  (one vector pass over the keys per distance, when few distances are in play) or by
-  a stable counting sort: the exact (distance, index) order. No comparison sort.
+  standard deviations, found by galloping from the previous query's bound), so that
+  the sweep appends few rows beyond the final top-k; a query whose estimate held fewer
+  than ``k`` rows of the whole database is searched again without it (exactness never
+  depends on the estimate). An ``np.memmap`` database is streamed in chunks of
+  ``config.CHUNK_ROWS`` rows (an in-memory one goes to the kernel whole). ``prange``
+  runs over query blocks; each thread sweeps the rows one tile (``config.TILE_ROWS``
+  64-bit words, word-major) at a time for all its queries, so a tile is read from cache
+  by every query of the block (an in-memory database of at most
+  ``config.TOPK_FUSED_BYTES`` stays in cache whole: it is swept one query at a time,
+  into one reused buffer, sorted right away, :func:`_topk_fused`). Per query and tile,
+  ``SUB_ROWS`` = 64 rows at a time, one branch-free vector expression
+  (:func:`compress_offsets64`): xor, popcount, compare with the bound, and the tile
+  offsets of the rows below it appended as ``uint16`` by two 32-lane register
+  compresses (a sub-block without a candidate skips them unless the query's previous
+  tile had a candidate per two sub-blocks). A scalar pass then turns the offsets into
+  packed keys ``(distance << 40) | index``, the distance recomputed from the tile in
+  cache (:func:`_flush`). No histogram in the sweep: a buffer (``2k + 64`` and some
+  room; with ``k >= n`` every row) that fills is compacted to ``k`` and the bound
+  becomes their k-th smallest distance (a later row at a distance ``>= t`` cannot
+  enter: ``k`` rows with smaller indices beat it). At the end the candidates (in index
+  order) are collected distance by distance (one vector pass over the keys per
+  distance, when few distances are in play; the distances far below the largest from
+  a short list of their own) or by a stable counting sort: the exact (distance, index)
+  order. No comparison sort.
 * Code widths: any number of 64-bit words (odd widths like 12 or 48 bits are one
   zero-padded word); the vector expressions loop over the words, with the word count
   a constant for 1, 2 and 4 words (LLVM unrolls), a runtime loop otherwise. Multi-word
@@ -43,8 +50,10 @@ Algorithms
   whatever another target has.
 * Indices in hot loops are cast to unsigned, which removes numba's negative-index
   wraparound test; with it LLVM does not vectorise the popcount loops (5x slower).
-* Range search: the same sweep with the fixed bound ``radius + 1``, twice (count, then
-  fill in index order), and a counting sort of each query's hits by distance.
+* Range search: the same sweep with the fixed bound ``radius + 1``, twice: count (a
+  popcount of each sub-block's mask), then fill in index order (the top-k's offset
+  compress and a scalar write pass, branch-free for queries with a hit per two
+  sub-blocks or more), and a counting sort of each query's hits by distance.
 """
 from __future__ import annotations
 
@@ -152,8 +161,8 @@ def _words_dist_vector(context, builder, st, args, inw):
 
 
 #: Candidates of the top-k are packed ``uint64`` keys ``(distance << KEY_SHIFT) | index``:
-#: one compress and one store per candidate, and the key order is the (distance,
-#: index) order. Indices below ``2**40``, distances below ``2**24`` (codes up to 16M bits).
+#: one store per candidate, and the key order is the (distance, index) order. Indices
+#: below ``2**40``, distances below ``2**24`` (codes up to 16M bits).
 KEY_SHIFT = 40
 KEY_MASK = (1 << KEY_SHIFT) - 1
 _NO_KEY = np.uint64(0xFFFFFFFFFFFFFFFF)     # pads key arrays: no distance matches it
@@ -228,53 +237,14 @@ def compress_distance64(typingctx, keys, start, d, out, pos, below):
     return types.uint64(keys, start, d, out, pos, below), codegen
 
 
-@intrinsic
-def compress_below64(typingctx, tiles, col, qw, q, t, kout, pos, idx0, nw, dense):
-    """Append the keys of the sub-block's rows below ``t`` to ``kout``; returns how many.
-
-    With ``d[i]`` the distances of :func:`words_below_mask64`, every ``i < 64`` with
-    ``d[i] < t`` writes, in order, ``kout[pos + j] = (d[i] << KEY_SHIFT) | (idx0 + i)``
-    (``j`` counting from 0). ``kout``: C-contiguous ``uint64``; the 64 entries from
-    ``pos`` on may be overwritten. ``nw`` as in :func:`words_below_mask64`. ``dense``
-    (bool): compress even an empty mask, branch-free (see :func:`_compress_store`). Branch-free: eight 8-lane register compresses
-    (``vpcompressq`` on AVX-512) each stored whole, the next group's store starting
-    where the kept lanes end. A loop over the mask's set bits cost 15 ns per candidate
-    here (mispredicted branches); a compress straight to memory is microcoded on AMD
-    Zen 4 (30x slower), and a 64-lane compress is scalarised by LLVM's legaliser.
-    """
-    arr2 = types.Array(types.uint64, 2, "C")
-    if not (tiles == arr2 and qw == arr2 and isinstance(col, types.Integer)
-            and isinstance(q, types.Integer) and t == types.uint64
-            and kout == types.Array(types.uint64, 1, "C")
-            and isinstance(pos, types.Integer) and isinstance(idx0, types.Integer)
-            and isinstance(nw, types.Integer) and isinstance(dense, types.Boolean)):
-        return None
-
-    def codegen(context, builder, signature, args):
-        i1, i32, i64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
-        vty = ir.VectorType(i64, 64)
-        mty = ir.VectorType(i1, 64)
-        st = signature.args
-        d = _words_dist_vector(context, builder, st, args, 8)
-        m = builder.icmp_unsigned("<", d, _splat64(builder, args[4]))
-        ka = context.make_array(st[5])(context, builder, args[5])
-        p = context.cast(builder, args[6], st[6], types.intp)
-        base = context.cast(builder, args[7], st[7], types.int64)
-        idx = builder.add(_splat64(builder, base), ir.Constant(vty, list(range(64))))
-        key = builder.or_(builder.shl(d, _splat64(builder, ir.Constant(i64, KEY_SHIFT))), idx)
-        dense_ = context.cast(builder, args[9], st[9], types.boolean)
-        return _compress_store(builder, key, m, ka.data, p, dense_)
-
-    return types.uint64(tiles, col, qw, q, t, kout, pos, idx0, nw, dense), codegen
-
-
 def _compress_offsets(builder, offs, m, base, p, always=None):
     """IR: store the lanes of ``<64 x i16> offs`` where ``m`` is set at ``base + p``,
     ``base + p + 1``, ... (64 entries from ``p`` may be overwritten); returns how many.
 
     Two 32-lane register compresses of 16-bit lanes (``vpcompressw``, AVX512-VBMI2), each
-    stored whole: a quarter of the work of :func:`_compress_store`'s eight 8-lane
-    compresses of 64-bit keys. Skipped when no lane is set unless ``always`` (an ``i1``).
+    stored whole: a quarter of the work of eight 8-lane compresses of 64-bit keys
+    (:func:`_compress_store`; the sweep used them before, 29 cycles per sub-block with a
+    candidate here). Skipped when no lane is set unless ``always`` (an ``i1``).
     """
     i1, i16, i32, i64 = ir.IntType(1), ir.IntType(16), ir.IntType(32), ir.IntType(64)
     m64 = builder.bitcast(m, i64)
@@ -621,15 +591,16 @@ def _topk_chunk(qw, dbw, base, ck, state, k, tile, nblocks):
     """Sweep database rows ``dbw`` (global indices ``base ..``) into every query's candidates.
 
     Per query ``q``: ``ck[q]`` buffers candidate keys (see :data:`KEY_SHIFT`) in index
-    order, ``state[q] = (count, t, appended in the previous tile)``; a row is a candidate only if its distance is below
-    the bound ``t``. ``t`` starts at ``bits + 1`` or at an estimate (see
-    :func:`sample_bounds`) and only tightens, when a buffer of ``C >= k + SUB_ROWS``
-    entries (or at least every row; ``SUB_ROWS`` more allocated) lacks room for a whole
-    sub-block: it is then compacted to ``k`` and ``t`` becomes their k-th smallest
+    order, ``state[q] = (count, t, appended in the previous tile)``; a row is a candidate
+    only if its distance is below the bound ``t``. ``t`` starts at ``bits + 1`` or at an
+    estimate (see :func:`sample_bounds`) and only tightens, when a buffer of
+    ``C >= k + SUB_ROWS`` entries (or at least every row; ``SUB_ROWS`` more allocated)
+    is full: it is then compacted to ``k`` and ``t`` becomes their k-th smallest
     distance. Each thread owns a block of queries and sweeps the rows ``tile`` at a time
     for all of them (the tile stays in cache), ``SUB_ROWS`` rows at a time per query:
-    distances, compare and append in one branch-free vector expression
-    (:func:`compress_below64`). No histogram in the sweep.
+    distances, compare and append of the tile offsets in one branch-free vector
+    expression (:func:`compress_offsets64`), then keys (:func:`_flush`). No histogram
+    in the sweep.
     """
     nq, W = qw.shape
     m = dbw.shape[0]
@@ -826,10 +797,11 @@ def _topk_fused(qw, dbt, bounds, na0, k, C, tile, D, I, counts, pass_bins, nbloc
 
     ``dbt``: the whole database word-major ``(W, n)``; ``bounds[q]``: query ``q``'s
     starting bound; ``na0``: the rows of a tile expected below it (the first tile's
-    dense/sparse choice, as ``state[:, 2]`` of :func:`_topk_chunk`). Each thread sweeps all rows for one query (:func:`_sweep_tile`,
-    ``tile`` rows at a time), into one candidate buffer of ``C + SUB_ROWS`` keys that
-    it reuses for every query, and sorts them into ``D[q]``/``I[q]`` right away
-    (:func:`_finish_query`) while they are in cache: no ``(nq, C)`` buffer to allocate
+    dense/sparse choice, as ``state[:, 2]`` of :func:`_topk_chunk`). Each thread sweeps
+    all rows for one query (:func:`_sweep_tile`, ``tile`` rows at a time), into one
+    candidate buffer of ``C + SUB_ROWS`` keys that it reuses for every query, and sorts
+    them into ``D[q]``/``I[q]`` right away (:func:`_finish_query`) while they are in
+    cache: no ``(nq, C)`` buffer to allocate
     and to read back. ``counts[q]``: the candidates query ``q`` kept (fewer than ``k``:
     the bound was too tight). Same results as :func:`_topk_chunk` + :func:`_topk_finish`.
     """
