@@ -498,9 +498,11 @@ def _compact(kq, hist, c, k):
 def _flush(tv, off, qw, q, kq, hist, scr, ns, c, t, k, idx0):
     """Append the rows at tile offsets ``scr[:ns]`` (in index order) to query ``q``'s
     candidate keys ``kq``, each with its distance recomputed from the tile (in cache): one
-    branch-free scalar pass, a row whose distance is no longer below ``t`` (tightened
-    meanwhile) overwritten by the next. Compacts (:func:`_compact`) when the buffer is
-    full. Returns the new ``(c, t)``."""
+    branch-free scalar pass, no compare. Compacts (:func:`_compact`) when the buffer is
+    full; a row whose distance is no longer below ``t`` (the compaction tightened it) is
+    appended all the same: it is one more candidate in index order, which the next
+    compaction or the final sort drops (a filter, ``c += d < t``, cost 6% of the whole
+    top-1000 over 59,000). Returns the new ``(c, t)``."""
     C = kq.shape[0] - SUB_ROWS
     shift = np.uint64(KEY_SHIFT)
     uoff = np.uint64(off)
@@ -511,7 +513,6 @@ def _flush(tv, off, qw, q, kq, hist, scr, ns, c, t, k, idx0):
         if c >= C:
             c, t = _compact(kq, hist, c, k)
         e = min(ns, i + C - c)
-        ut = np.uint64(t)
         uc = np.uint64(c)
         if W == 1:              # one word: the row of the tile and the query word hoisted
             row = tv[0]
@@ -519,14 +520,14 @@ def _flush(tv, off, qw, q, kq, hist, scr, ns, c, t, k, idx0):
             for j in range(np.uint64(i), np.uint64(e)):
                 o = np.uint64(scr[j])
                 d = popcount64(row[uoff + o] ^ x)
-                kq[uc] = (d << shift) | (uidx + o)
-                uc += np.uint64(d < ut)
+                kq[uc - np.uint64(i) + j] = (d << shift) | (uidx + o)
+            uc += np.uint64(e - i)
         else:
             for j in range(np.uint64(i), np.uint64(e)):
                 o = np.uint64(scr[j])
                 d = _col_dist(tv, uoff + o, qw, q)
-                kq[uc] = (d << shift) | (uidx + o)
-                uc += np.uint64(d < ut)
+                kq[uc - np.uint64(i) + j] = (d << shift) | (uidx + o)
+            uc += np.uint64(e - i)
         c = np.int64(uc)
         i = e
     return c, t
