@@ -305,6 +305,35 @@ def test_mask_intrinsics_match_numpy():
         assert int(tz(np.uint64(v))) == (v & -v).bit_length() - 1
 
 
+def test_compress_offsets_match_numpy():
+    """compress_offsets64 (64-bit lane compares for wide codes or dense sub-blocks, byte
+    compares otherwise) appends exactly the offsets of the rows below t, in order."""
+    from numba import njit
+    from vdsh_numba.search.hamming import compress_offsets64
+
+    @njit
+    def offs(tiles, col, qw, q, t, out, pos, off0, dense):
+        return compress_offsets64(tiles, col, qw, q, t, out, pos, off0, qw.shape[1], dense)
+
+    rng = np.random.default_rng(11)
+    for W in (1, 2, 3, 4, 5):
+        tiles = rng.integers(0, 2**63, (W, 200), dtype=np.uint64)
+        tiles |= rng.integers(0, 2, (W, 200), dtype=np.uint64) << np.uint64(63)
+        qw = rng.integers(0, 2**63, (3, W), dtype=np.uint64)
+        qw[2] = 2**64 - 1
+        for col, t, q in [(0, 32 * W, 0), (5, 64 * W + 1, 1), (130, 0, 2), (70, 30 * W, 2),
+                          (17, 1, 0), (99, 64 * W, 1)]:
+            pops = np.array([sum(bin(int(tiles[w, col + i]) ^ int(qw[q, w])).count("1")
+                                 for w in range(W)) for i in range(64)])
+            want = 1000 + np.flatnonzero(pops < t)
+            for dense in (False, True):
+                out = np.zeros(7 + 64 + 64, np.uint16)
+                got = offs(tiles, col, qw, q, np.uint64(t), out, 7, 1000, dense)
+                assert int(got) == want.size
+                np.testing.assert_array_equal(out[7:7 + want.size], want)
+                assert not out[:7].any()
+
+
 @pytest.fixture
 def sampled(monkeypatch):
     """Estimate starting bounds on a small sample even for small inputs; small tiles."""

@@ -129,10 +129,30 @@ def words_below_mask64(typingctx, tiles, col, qw, q, t, nw):
     def codegen(context, builder, signature, args):
         st = signature.args
         d = _words_dist_vector(context, builder, st, args, 5)
-        return builder.bitcast(builder.icmp_unsigned("<", d, _splat64(builder, args[4])),
-                               ir.IntType(64))
+        nw = context.cast(builder, args[5], st[5], types.intp)
+        return builder.bitcast(_below(context, builder, d, args[4], nw), ir.IntType(64))
 
     return types.uint64(tiles, col, qw, q, t, nw), codegen
+
+
+def _below(context, builder, d, t, nw, wide=None):
+    """IR: the ``<64 x i1>`` lanes of ``d`` below ``t``. Codes of at most 3 words have
+    distances below 256: the lanes are truncated to bytes and compared as one
+    64-byte vector; wider ones, or where ``wide`` (an ``i1``) is set, are compared as
+    64-bit lanes."""
+    i8, i64 = ir.IntType(8), ir.IntType(64)
+    res = cgutils.alloca_once(builder, ir.VectorType(ir.IntType(1), 64))
+    small = builder.icmp_unsigned("<=", nw, ir.Constant(nw.type, 3))
+    if wide is not None:
+        small = builder.and_(small, builder.not_(wide))
+    with builder.if_else(small) as (then, other):
+        with then:
+            d8 = builder.trunc(d, ir.VectorType(i8, 64))
+            builder.store(builder.icmp_unsigned("<", d8, _splat64(builder, builder.trunc(t, i8))),
+                          res)
+        with other:
+            builder.store(builder.icmp_unsigned("<", d, _splat64(builder, t)), res)
+    return builder.load(res)
 
 
 def _words_dist_vector(context, builder, st, args, inw):
@@ -291,13 +311,14 @@ def compress_offsets64(typingctx, tiles, col, qw, q, t, out, pos, off0, nw, dens
         i16 = ir.IntType(16)
         st = signature.args
         d = _words_dist_vector(context, builder, st, args, 8)
-        m = builder.icmp_unsigned("<", d, _splat64(builder, args[4]))
+        dense_ = context.cast(builder, args[9], st[9], types.boolean)
+        m = _below(context, builder, d, args[4], context.cast(builder, args[8], st[8], types.intp),
+                   dense_)
         oa = context.make_array(st[5])(context, builder, args[5])
         p = context.cast(builder, args[6], st[6], types.intp)
         o0 = builder.trunc(context.cast(builder, args[7], st[7], types.int64), i16)
         offs = builder.add(_splat64(builder, o0), ir.Constant(ir.VectorType(i16, 64),
                                                               list(range(64))))
-        dense_ = context.cast(builder, args[9], st[9], types.boolean)
         return _compress_offsets(builder, offs, m, oa.data, p, dense_)
 
     return types.uint64(tiles, col, qw, q, t, out, pos, off0, nw, dense), codegen
