@@ -349,7 +349,7 @@ def sampled(monkeypatch):
 def test_search_with_estimated_bounds_matches_naive(bits, pass_bins, fused, sampled, monkeypatch):
     """The sampled starting bound is used (and tight enough for most queries): same
     results as the naive (distance, index) order, with ties; through the tiled sweep
-    and through the one-query-at-a-time path of cache-sized databases."""
+    and through the few-queries-at-a-time path of cache-sized databases."""
     monkeypatch.setattr(config, "TOPK_FUSED_BYTES", 1 << 30 if fused else 0)
     from vdsh_numba.search import hamming
     calls = []

@@ -24,8 +24,9 @@ Algorithms
   runs over query blocks; each thread sweeps the rows one tile (``config.TILE_ROWS``
   64-bit words, word-major) at a time for all its queries, so a tile is read from cache
   by every query of the block (an in-memory database of at most
-  ``config.TOPK_FUSED_BYTES`` stays in cache whole: it is swept one query at a time,
-  into one reused buffer, sorted right away, :func:`_topk_fused`). Per query and tile,
+  ``config.TOPK_FUSED_BYTES`` stays in cache whole: it is swept
+  ``config.TOPK_FUSED_QUERIES`` queries at a time, into reused buffers sorted right
+  away, :func:`_topk_fused`). Per query and tile,
   ``SUB_ROWS`` = 64 rows at a time, one branch-free vector expression
   (:func:`compress_offsets64`): xor, popcount, compare with the bound, and the tile
   offsets of the rows below it appended as ``uint16`` by two 32-lane register
@@ -701,7 +702,7 @@ def _sample_bounds(qw, sample, target, bounds, nblocks):
             g = hi
 
 
-@njit(inline="always")
+@njit(cache=True)
 def _finish_query(kq, c, Dq, Iq, pass_bins, tmp, low, deep, hist, pos):
     """Query ``q``'s ``c`` candidate keys ``kq`` (index order; ``SUB_ROWS`` spare
     entries after them) sorted into ``Dq``/``Iq`` (its rows of ``D``/``I``), padded;
@@ -814,24 +815,26 @@ def _topk_finish(ck, state, D, I, nbins, pass_bins, nblocks):
 
 
 @njit(parallel=True, cache=True)
-def _topk_fused(qw, dbt, bounds, na0, k, C, tile, D, I, counts, pass_bins, nblocks):
-    """Top-k of a database small enough to stay in the L2 cache, one query at a time.
+def _topk_fused(qw, dbt, bounds, na0, k, C, tile, group, D, I, counts, pass_bins, nblocks):
+    """Top-k of a database small enough to stay in the L2 cache, ``group`` queries at a time.
 
     ``dbt``: the whole database word-major ``(W, n)``; ``bounds[q]``: query ``q``'s
     starting bound; ``na0``: the rows of a tile expected below it (the first tile's
     dense/sparse choice, as ``state[:, 2]`` of :func:`_topk_chunk`). Each thread sweeps
-    all rows for one query (:func:`_sweep_tile`, ``tile`` rows at a time), into one
-    candidate buffer of ``C + SUB_ROWS`` keys that it reuses for every query, and sorts
-    them into ``D[q]``/``I[q]`` right away (:func:`_finish_query`) while they are in
-    cache: no ``(nq, C)`` buffer to allocate
-    and to read back. ``counts[q]``: the candidates query ``q`` kept (fewer than ``k``:
-    the bound was too tight). Same results as :func:`_topk_chunk` + :func:`_topk_finish`.
+    all rows for ``group`` queries (:func:`_sweep_tile`, ``tile`` rows at a time), into
+    candidate buffers of ``C + SUB_ROWS`` keys that it reuses for every group, and sorts
+    them into ``D``/``I`` right away (:func:`_finish_query`) while they are in cache: no
+    ``(nq, C)`` buffer to allocate and to read back. ``counts[q]``: the candidates query
+    ``q`` kept (fewer than ``k``: the bound was too tight). Same results as
+    :func:`_topk_chunk` + :func:`_topk_finish`.
     """
     nq, W = qw.shape
     n = dbt.shape[1]
     nbins = 64 * W + 1
+    G = max(1, group)
     for b in prange(nblocks):
-        kq = np.empty(C + SUB_ROWS, np.uint64)
+        ck = np.empty((G, C + SUB_ROWS), np.uint64)
+        st = np.empty((G, 3), np.int64)
         hist = np.empty(nbins, np.int64)
         pos = np.empty(nbins, np.int64)
         scr = np.empty(SCRATCH_ROWS + 2 * SUB_ROWS, np.uint16)
@@ -839,15 +842,24 @@ def _topk_fused(qw, dbt, bounds, na0, k, C, tile, D, I, counts, pass_bins, nbloc
         low = np.empty(C + 2 * SUB_ROWS, np.uint64)
         deep = np.empty(C + 2 * SUB_ROWS, np.uint64)
         tl = max(1, min(tile, n, MAX_TILE))
-        for q in range(b * nq // nblocks, (b + 1) * nq // nblocks):
-            c = 0
-            t = bounds[q]
-            na = na0
+        q1 = (b + 1) * nq // nblocks
+        for g0 in range(b * nq // nblocks, q1, G):
+            g1 = min(g0 + G, q1)
+            for j in range(g1 - g0):
+                st[j, 0] = 0
+                st[j, 1] = bounds[g0 + j]
+                st[j, 2] = na0
             for t0 in range(0, n, tl):
-                c, t, na = _sweep_tile(dbt, t0, min(tl, n - t0), qw, q, kq, hist, scr, c, t,
-                                       na, k, t0)
-            counts[q] = c
-            _finish_query(kq, c, D[q], I[q], pass_bins, tmp, low, deep, hist, pos)
+                for j in range(g1 - g0):
+                    c, t, na = _sweep_tile(dbt, t0, min(tl, n - t0), qw, g0 + j, ck[j], hist, scr,
+                                           st[j, 0], st[j, 1], st[j, 2], k, t0)
+                    st[j, 0] = c
+                    st[j, 1] = t
+                    st[j, 2] = na
+            for j in range(g1 - g0):
+                counts[g0 + j] = st[j, 0]
+                _finish_query(ck[j], st[j, 0], D[g0 + j], I[g0 + j], pass_bins, tmp, low, deep,
+                              hist, pos)
 
 
 @njit(parallel=True, cache=True)
@@ -1067,10 +1079,11 @@ def topk_words(qw, store, k, estimate=True):
     na0 = 0 if bounds is None else tile * k // n    # rows of a tile below the estimate
     whole = store.whole()
     if whole is not None and n * W * 8 <= config.TOPK_FUSED_BYTES:
-        # the database stays in cache: one query at a time, buffers reused (_topk_fused)
+        # the database stays in cache: a few queries at a time, buffers reused (_topk_fused)
         dbt = whole.reshape((1, n)) if W == 1 else np.ascontiguousarray(whole.T)
         kept = np.empty(nq, dtype=np.int64)
-        _topk_fused(qw, dbt, start, na0, k, C, tile, D, I, kept, config.TOPK_PASS_BINS, nb)
+        _topk_fused(qw, dbt, start, na0, k, C, tile, config.TOPK_FUSED_QUERIES, D, I, kept,
+                    config.TOPK_PASS_BINS, nb)
     else:
         ck = np.empty((nq, C + SUB_ROWS), dtype=np.uint64)   # room for one sub-block's stores
         state = np.zeros((nq, 3), dtype=np.int64)    # (count, bound t, appended in last tile)
