@@ -108,11 +108,12 @@ def main(argv=None):
     sweep(bounds, na0)()
     st = state.copy()
     rows.append(("  its sort (_topk_finish, buffers in memory)",
-                 med(lambda: H._topk_finish(ck, st, D, I, 64 * W + 1, config.TOPK_PASS_BINS, nb))))
+                 med(lambda: H._topk_finish(ck, st, D, I, 64 * W + 1, config.TOPK_PASS_BINS,
+                                                  config.TOPK_DEEP_GAP, nb))))
     rows.append(("cache-sized path (_topk_fused: sweep + sort)",
                  med(lambda: H._topk_fused(qw, dbt, bounds, na0, k, C, tile,
                                            config.TOPK_FUSED_QUERIES, D, I, kept,
-                                           config.TOPK_PASS_BINS, nb))))
+                                           config.TOPK_PASS_BINS, config.TOPK_DEEP_GAP, nb))))
     rows.append(("output alone (D, I allocated + written)",
                  med(lambda: write_output(np.empty((nq, k), np.int32), np.empty((nq, k), np.int64)))))
     rows.append(("search (all of it)", med(lambda: index.search(q, k))))

@@ -346,11 +346,15 @@ def sampled(monkeypatch):
 @pytest.mark.parametrize("bits", [12, 64, 128, 200])
 @pytest.mark.parametrize("pass_bins", [0, 10**6])
 @pytest.mark.parametrize("fused", [False, True])
-def test_search_with_estimated_bounds_matches_naive(bits, pass_bins, fused, sampled, monkeypatch):
+@pytest.mark.parametrize("deep_gap", [0, 2])
+def test_search_with_estimated_bounds_matches_naive(bits, pass_bins, fused, deep_gap, sampled,
+                                                    monkeypatch):
     """The sampled starting bound is used (and tight enough for most queries): same
     results as the naive (distance, index) order, with ties; through the tiled sweep
-    and through the few-queries-at-a-time path of cache-sized databases."""
+    and through the few-queries-at-a-time path of cache-sized databases; with and
+    without the short list of the keys far below the largest distance."""
     monkeypatch.setattr(config, "TOPK_FUSED_BYTES", 1 << 30 if fused else 0)
+    monkeypatch.setattr(config, "TOPK_DEEP_GAP", deep_gap)
     from vdsh_numba.search import hamming
     calls = []
     real = hamming.topk_words

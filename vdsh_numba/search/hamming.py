@@ -441,10 +441,6 @@ class CodeStore:
 #: the kernels (not a tunable): 64 rows are 8 AVX-512 vectors of 64-bit words.
 SUB_ROWS = 64
 
-#: Top-k finish: the distances more than this far below the largest candidate distance
-#: are sorted from a list of their keys alone (:func:`_topk_finish`).
-TOPK_DEEP = 2
-
 #: Most rows of a tile (their offsets in it are ``uint16``).
 MAX_TILE = 1 << 16
 
@@ -703,11 +699,12 @@ def _sample_bounds(qw, sample, target, bounds, nblocks):
 
 
 @njit(cache=True)
-def _finish_query(kq, c, Dq, Iq, pass_bins, tmp, low, deep, hist, pos):
+def _finish_query(kq, c, Dq, Iq, pass_bins, deep_gap, tmp, low, deep, hist, pos):
     """Query ``q``'s ``c`` candidate keys ``kq`` (index order; ``SUB_ROWS`` spare
     entries after them) sorted into ``Dq``/``Iq`` (its rows of ``D``/``I``), padded;
-    see :func:`_topk_finish`. ``tmp``, ``low``, ``deep``: scratch of ``c + 2 * SUB_ROWS + 1``
-    keys or more; ``hist``, ``pos``: of ``bits + 1`` entries."""
+    see :func:`_topk_finish`. ``pass_bins``, ``deep_gap``: ``config.TOPK_PASS_BINS`` and
+    ``config.TOPK_DEEP_GAP``. ``tmp``, ``low``, ``deep``: scratch of
+    ``c + 2 * SUB_ROWS + 1`` keys or more; ``hist``, ``pos``: of ``bits + 1`` entries."""
     k = Dq.shape[0]
     shift = np.uint64(KEY_SHIFT)
     nout = min(c, k)
@@ -731,8 +728,8 @@ def _finish_query(kq, c, Dq, Iq, pass_bins, tmp, low, deep, hist, pos):
                 low[i] = _NO_KEY
             # and the few keys far below it (the counts fall off quickly below
             # the bound): their passes run over this short list
-            dsplit = dtop - np.uint64(TOPK_DEEP) if dtop - dmin > np.uint64(TOPK_DEEP) \
-                else dmin
+            gap = np.uint64(max(deep_gap, 0))
+            dsplit = dtop - gap if dtop - dmin > gap else dmin
             nd = 0
             if dsplit > dmin:
                 for s in range(0, na, SUB_ROWS):
@@ -778,7 +775,7 @@ def _finish_query(kq, c, Dq, Iq, pass_bins, tmp, low, deep, hist, pos):
 
 
 @njit(parallel=True, cache=True)
-def _topk_finish(ck, state, D, I, nbins, pass_bins, nblocks):
+def _topk_finish(ck, state, D, I, nbins, pass_bins, deep_gap, nblocks):
     """Sort every query's candidate keys into ``D``/``I`` and pad each row.
 
     Candidates are in index order, so collecting them distance by distance, each
@@ -811,11 +808,13 @@ def _topk_finish(ck, state, D, I, nbins, pass_bins, nblocks):
         hist = np.empty(nbins, np.int64)
         pos = np.empty(nbins, np.int64)
         for q in range(q0, q1):
-            _finish_query(ck[q], state[q, 0], D[q], I[q], pass_bins, tmp, low, deep, hist, pos)
+            _finish_query(ck[q], state[q, 0], D[q], I[q], pass_bins, deep_gap, tmp, low, deep,
+                          hist, pos)
 
 
 @njit(parallel=True, cache=True)
-def _topk_fused(qw, dbt, bounds, na0, k, C, tile, group, D, I, counts, pass_bins, nblocks):
+def _topk_fused(qw, dbt, bounds, na0, k, C, tile, group, D, I, counts, pass_bins, deep_gap,
+                nblocks):
     """Top-k of a database small enough to stay in the L2 cache, ``group`` queries at a time.
 
     ``dbt``: the whole database word-major ``(W, n)``; ``bounds[q]``: query ``q``'s
@@ -858,8 +857,8 @@ def _topk_fused(qw, dbt, bounds, na0, k, C, tile, group, D, I, counts, pass_bins
                     st[j, 2] = na
             for j in range(g1 - g0):
                 counts[g0 + j] = st[j, 0]
-                _finish_query(ck[j], st[j, 0], D[g0 + j], I[g0 + j], pass_bins, tmp, low, deep,
-                              hist, pos)
+                _finish_query(ck[j], st[j, 0], D[g0 + j], I[g0 + j], pass_bins, deep_gap, tmp,
+                              low, deep, hist, pos)
 
 
 @njit(parallel=True, cache=True)
@@ -1083,7 +1082,7 @@ def topk_words(qw, store, k, estimate=True):
         dbt = whole.reshape((1, n)) if W == 1 else np.ascontiguousarray(whole.T)
         kept = np.empty(nq, dtype=np.int64)
         _topk_fused(qw, dbt, start, na0, k, C, tile, config.TOPK_FUSED_QUERIES, D, I, kept,
-                    config.TOPK_PASS_BINS, nb)
+                    config.TOPK_PASS_BINS, config.TOPK_DEEP_GAP, nb)
     else:
         ck = np.empty((nq, C + SUB_ROWS), dtype=np.uint64)   # room for one sub-block's stores
         state = np.zeros((nq, 3), dtype=np.int64)    # (count, bound t, appended in last tile)
@@ -1091,7 +1090,8 @@ def topk_words(qw, store, k, estimate=True):
         state[:, 2] = na0                           # the first tile's dense/sparse choice
         for base, words in store.chunks(config.CHUNK_ROWS):
             _topk_chunk(qw, words, base, ck, state, k, tile, nb)
-        _topk_finish(ck, state, D, I, 64 * W + 1, config.TOPK_PASS_BINS, nb)
+        _topk_finish(ck, state, D, I, 64 * W + 1, config.TOPK_PASS_BINS, config.TOPK_DEEP_GAP,
+                     nb)
         kept = state[:, 0]
     if bounds is not None:
         redo = np.flatnonzero(kept < k)             # fewer than k rows below the estimate
