@@ -305,6 +305,35 @@ def test_mask_intrinsics_match_numpy():
         assert int(tz(np.uint64(v))) == (v & -v).bit_length() - 1
 
 
+def test_compress_offsets_match_numpy():
+    """compress_offsets64 (64-bit lane compares for wide codes or dense sub-blocks, byte
+    compares otherwise) appends exactly the offsets of the rows below t, in order."""
+    from numba import njit
+    from vdsh_numba.search.hamming import compress_offsets64
+
+    @njit
+    def offs(tiles, col, qw, q, t, out, pos, off0, dense):
+        return compress_offsets64(tiles, col, qw, q, t, out, pos, off0, qw.shape[1], dense)
+
+    rng = np.random.default_rng(11)
+    for W in (1, 2, 3, 4, 5):
+        tiles = rng.integers(0, 2**63, (W, 200), dtype=np.uint64)
+        tiles |= rng.integers(0, 2, (W, 200), dtype=np.uint64) << np.uint64(63)
+        qw = rng.integers(0, 2**63, (3, W), dtype=np.uint64)
+        qw[2] = 2**64 - 1
+        for col, t, q in [(0, 32 * W, 0), (5, 64 * W + 1, 1), (130, 0, 2), (70, 30 * W, 2),
+                          (17, 1, 0), (99, 64 * W, 1)]:
+            pops = np.array([sum(bin(int(tiles[w, col + i]) ^ int(qw[q, w])).count("1")
+                                 for w in range(W)) for i in range(64)])
+            want = 1000 + np.flatnonzero(pops < t)
+            for dense in (False, True):
+                out = np.zeros(7 + 64 + 64, np.uint16)
+                got = offs(tiles, col, qw, q, np.uint64(t), out, 7, 1000, dense)
+                assert int(got) == want.size
+                np.testing.assert_array_equal(out[7:7 + want.size], want)
+                assert not out[:7].any()
+
+
 @pytest.fixture
 def sampled(monkeypatch):
     """Estimate starting bounds on a small sample even for small inputs; small tiles."""
@@ -316,9 +345,16 @@ def sampled(monkeypatch):
 
 @pytest.mark.parametrize("bits", [12, 64, 128, 200])
 @pytest.mark.parametrize("pass_bins", [0, 10**6])
-def test_search_with_estimated_bounds_matches_naive(bits, pass_bins, sampled, monkeypatch):
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("deep_gap", [0, 2])
+def test_search_with_estimated_bounds_matches_naive(bits, pass_bins, fused, deep_gap, sampled,
+                                                    monkeypatch):
     """The sampled starting bound is used (and tight enough for most queries): same
-    results as the naive (distance, index) order, with ties."""
+    results as the naive (distance, index) order, with ties; through the tiled sweep
+    and through the few-queries-at-a-time path of cache-sized databases; with and
+    without the short list of the keys far below the largest distance."""
+    monkeypatch.setattr(config, "TOPK_FUSED_BYTES", 1 << 30 if fused else 0)
+    monkeypatch.setattr(config, "TOPK_DEEP_GAP", deep_gap)
     from vdsh_numba.search import hamming
     calls = []
     real = hamming.topk_words
@@ -343,25 +379,90 @@ def test_search_with_estimated_bounds_matches_naive(bits, pass_bins, sampled, mo
     assert calls[0] is True
 
 
-def test_search_estimate_too_tight_is_redone(sampled, monkeypatch):
-    """A first block full of copies of the query makes the sample's bound 1, which holds
-    fewer than k rows of the whole database: those queries are searched again."""
+@pytest.mark.parametrize("fused", [False, True])
+def test_search_estimate_too_tight_is_redone(fused, sampled, monkeypatch):
+    """A first block full of copies of the query (or, in one block, copies on the
+    sample's rows) makes the sample's bound 1, which holds fewer than k rows of the
+    whole database: those queries are searched again."""
     from vdsh_numba.search import hamming
     calls = []
     real = hamming.topk_words
     monkeypatch.setattr(hamming, "topk_words",
                         lambda qw, store, k, estimate=True: calls.append(estimate) or
                         real(qw, store, k, estimate))
+    monkeypatch.setattr(config, "TOPK_FUSED_BYTES", 1 << 30 if fused else 0)
     rng = np.random.default_rng(3)
     bits = 64
     q = random_codes(rng, 3, bits)
     first = np.repeat(q[:1], 256, axis=0)
     rest = random_codes(rng, 3000, bits)
     index = HammingIndex(bits)
-    index.add(first)
-    index.add(rest)
+    if fused:       # one block: the sample rows (spread over it) are the copies
+        db = rest.copy()
+        db[np.arange(256) * len(db) // 256] = q[0]
+        index.add(db)
+    else:
+        db = np.concatenate([first, rest])
+        index.add(first)
+        index.add(rest)
     D, I = index.search(q, 500)
-    Dn, In = naive.search(q, np.concatenate([first, rest]), bits, 500)
+    Dn, In = naive.search(q, db, bits, 500)
     np.testing.assert_array_equal(D, Dn)
     np.testing.assert_array_equal(I, In)
     assert calls == [True, False]
+
+
+@pytest.mark.parametrize("bits", [12, 64, 130])
+def test_sample_bounds_match_naive(bits, sampled):
+    """Every starting bound is the smallest t with at least `target` sample rows at a
+    distance below t (naive distances), whatever the previous query's bound was: the
+    galloping search goes up and down from it (queries far apart, and copies)."""
+    from vdsh_numba.search import hamming
+    rng = np.random.default_rng(bits)
+    db = random_codes(rng, 3000, bits)
+    q = random_codes(rng, 12, bits)
+    q[3] = db[0]                                   # a bound far below its neighbours'
+    q[5:8] = db[7]                                 # equal neighbours
+    index = HammingIndex(bits)
+    index.add(db)
+    k = 300
+    S = config.TOPK_SAMPLE_ROWS
+    expect = k * S / db.shape[0]
+    target = min(S, int(np.ceil(expect + 3.0 * np.sqrt(expect))))
+    rows = np.arange(S) * db.shape[0] // S
+    dist = naive.hamming(q, db[rows], bits)
+    want = [next(t for t in range(bits + 2) if np.sum(dist[i] < t) >= target)
+            for i in range(q.shape[0])]
+    for nblocks in (1, 3):
+        got = hamming.sample_bounds(index._queries(q), index._store, k, nblocks)
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("bits", [64, 128, 200])
+@pytest.mark.parametrize("fused", [False, True])
+def test_scratch_flushes_inside_a_tile(bits, fused, monkeypatch):
+    """One tile of 5,000 rows: the per-tile offset scratch (SCRATCH_ROWS) fills and is
+    turned into keys several times inside the tile, with buffer compactions between its
+    pieces (small k, no estimated bound: every row of the first sub-blocks is a
+    candidate); range search writes more hits per tile than the scratch holds."""
+    from vdsh_numba.search import hamming
+    monkeypatch.setattr(config, "TILE_ROWS", 1 << 20)
+    monkeypatch.setattr(config, "TOPK_SAMPLE_MIN", 10**9)       # no estimate
+    monkeypatch.setattr(config, "TOPK_FUSED_BYTES", 1 << 30 if fused else 0)
+    assert hamming.SCRATCH_ROWS < 5000
+    rng = np.random.default_rng(bits)
+    x = rng.integers(0, 2, (5000, bits))
+    x[:, 6:] = x[0, 6:]                              # 64 patterns: heavy ties
+    x[::7] = rng.integers(0, 2, (len(x[::7]), bits))
+    db = pack_codes(x)
+    q = pack_codes(np.concatenate([x[:2], rng.integers(0, 2, (3, bits))]))
+    index = HammingIndex(bits)
+    index.add(db)
+    for k in (5, 300, 2600, 4999):
+        D, I = index.search(q, k)
+        Dn, In = naive.search(q, db, bits, k)
+        np.testing.assert_array_equal(D, Dn)
+        np.testing.assert_array_equal(I, In)
+    for radius in (3, bits // 2, bits):
+        for a, b in zip(index.range_search(q, radius), naive.range_search(q, db, bits, radius)):
+            np.testing.assert_array_equal(a, b)

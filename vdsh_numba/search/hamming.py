@@ -16,23 +16,31 @@ Algorithms
 * Top-k, one sweep with a bound that only tightens. Each query first gets a starting
   bound from a sample of ``config.TOPK_SAMPLE_ROWS`` rows (:func:`sample_bounds`: the
   distance below which the sample holds the expected share of the top-k plus three
-  standard deviations), so that the sweep appends few rows beyond the final top-k; a
-  query whose estimate held fewer than ``k`` rows of the whole database is searched
-  again without it (exactness never depends on the estimate). An ``np.memmap``
-  database is streamed in chunks of ``config.CHUNK_ROWS`` rows (an in-memory one goes
-  to the kernel whole). ``prange`` runs over query blocks; each thread sweeps the rows
-  one tile (``config.TILE_ROWS`` 64-bit words, word-major) at a time for all its
-  queries, so a tile is read from cache by every query of the block. Per query and
-  tile, ``SUB_ROWS`` = 64 rows at a time, one branch-free vector expression
-  (:func:`compress_below64`): xor, popcount, compare with the bound, and the rows
-  below it appended as packed keys ``(distance << 40) | index`` by register
-  compresses (a sub-block without a candidate skips the compress). No histogram in
-  the sweep: a buffer (``2k + 64`` and some room; with ``k >= n`` every row) that
-  fills is compacted to ``k`` and the bound becomes their k-th smallest distance (a
-  later row at a distance ``>= t`` cannot enter: ``k`` rows with smaller indices beat
-  it). At the end the candidates (in index order) are collected distance by distance
-  (one vector pass over the keys per distance, when few distances are in play) or by
-  a stable counting sort: the exact (distance, index) order. No comparison sort.
+  standard deviations, found by galloping from the previous query's bound), so that
+  the sweep appends few rows beyond the final top-k; a query whose estimate held fewer
+  than ``k`` rows of the whole database is searched again without it (exactness never
+  depends on the estimate). An ``np.memmap`` database is streamed in chunks of
+  ``config.CHUNK_ROWS`` rows (an in-memory one goes to the kernel whole). ``prange``
+  runs over query blocks; each thread sweeps the rows one tile (``config.TILE_ROWS``
+  64-bit words, word-major) at a time for all its queries, so a tile is read from cache
+  by every query of the block (an in-memory database of at most
+  ``config.TOPK_FUSED_BYTES`` stays in cache whole: it is swept
+  ``config.TOPK_FUSED_QUERIES`` queries at a time, into reused buffers sorted right
+  away, :func:`_topk_fused`). Per query and tile,
+  ``SUB_ROWS`` = 64 rows at a time, one branch-free vector expression
+  (:func:`compress_offsets64`): xor, popcount, compare with the bound, and the tile
+  offsets of the rows below it appended as ``uint16`` by two 32-lane register
+  compresses (a sub-block without a candidate skips them unless the query's previous
+  tile had a candidate per two sub-blocks). A scalar pass then turns the offsets into
+  packed keys ``(distance << 40) | index``, the distance recomputed from the tile in
+  cache (:func:`_flush`). No histogram in the sweep: a buffer (``2k + 64`` and some
+  room; with ``k >= n`` every row) that fills is compacted to ``k`` and the bound
+  becomes their k-th smallest distance (a later row at a distance ``>= t`` cannot
+  enter: ``k`` rows with smaller indices beat it). At the end the candidates (in index
+  order) are collected distance by distance (one vector pass over the keys per
+  distance, when few distances are in play; the distances far below the largest from
+  a short list of their own) or by a stable counting sort: the exact (distance, index)
+  order. No comparison sort.
 * Code widths: any number of 64-bit words (odd widths like 12 or 48 bits are one
   zero-padded word); the vector expressions loop over the words, with the word count
   a constant for 1, 2 and 4 words (LLVM unrolls), a runtime loop otherwise. Multi-word
@@ -43,8 +51,10 @@ Algorithms
   whatever another target has.
 * Indices in hot loops are cast to unsigned, which removes numba's negative-index
   wraparound test; with it LLVM does not vectorise the popcount loops (5x slower).
-* Range search: the same sweep with the fixed bound ``radius + 1``, twice (count, then
-  fill in index order), and a counting sort of each query's hits by distance.
+* Range search: the same sweep with the fixed bound ``radius + 1``, twice: count (a
+  popcount of each sub-block's mask), then fill in index order (the top-k's offset
+  compress and a scalar write pass, branch-free for queries with a hit per two
+  sub-blocks or more), and a counting sort of each query's hits by distance.
 """
 from __future__ import annotations
 
@@ -120,10 +130,30 @@ def words_below_mask64(typingctx, tiles, col, qw, q, t, nw):
     def codegen(context, builder, signature, args):
         st = signature.args
         d = _words_dist_vector(context, builder, st, args, 5)
-        return builder.bitcast(builder.icmp_unsigned("<", d, _splat64(builder, args[4])),
-                               ir.IntType(64))
+        nw = context.cast(builder, args[5], st[5], types.intp)
+        return builder.bitcast(_below(context, builder, d, args[4], nw), ir.IntType(64))
 
     return types.uint64(tiles, col, qw, q, t, nw), codegen
+
+
+def _below(context, builder, d, t, nw, wide=None):
+    """IR: the ``<64 x i1>`` lanes of ``d`` below ``t``. Codes of at most 3 words have
+    distances below 256: the lanes are truncated to bytes and compared as one
+    64-byte vector; wider ones, or where ``wide`` (an ``i1``) is set, are compared as
+    64-bit lanes."""
+    i8, i64 = ir.IntType(8), ir.IntType(64)
+    res = cgutils.alloca_once(builder, ir.VectorType(ir.IntType(1), 64))
+    small = builder.icmp_unsigned("<=", nw, ir.Constant(nw.type, 3))
+    if wide is not None:
+        small = builder.and_(small, builder.not_(wide))
+    with builder.if_else(small) as (then, other):
+        with then:
+            d8 = builder.trunc(d, ir.VectorType(i8, 64))
+            builder.store(builder.icmp_unsigned("<", d8, _splat64(builder, builder.trunc(t, i8))),
+                          res)
+        with other:
+            builder.store(builder.icmp_unsigned("<", d, _splat64(builder, t)), res)
+    return builder.load(res)
 
 
 def _words_dist_vector(context, builder, st, args, inw):
@@ -152,8 +182,8 @@ def _words_dist_vector(context, builder, st, args, inw):
 
 
 #: Candidates of the top-k are packed ``uint64`` keys ``(distance << KEY_SHIFT) | index``:
-#: one compress and one store per candidate, and the key order is the (distance,
-#: index) order. Indices below ``2**40``, distances below ``2**24`` (codes up to 16M bits).
+#: one store per candidate, and the key order is the (distance, index) order. Indices
+#: below ``2**40``, distances below ``2**24`` (codes up to 16M bits).
 KEY_SHIFT = 40
 KEY_MASK = (1 << KEY_SHIFT) - 1
 _NO_KEY = np.uint64(0xFFFFFFFFFFFFFFFF)     # pads key arrays: no distance matches it
@@ -228,44 +258,71 @@ def compress_distance64(typingctx, keys, start, d, out, pos, below):
     return types.uint64(keys, start, d, out, pos, below), codegen
 
 
+def _compress_offsets(builder, offs, m, base, p, always=None):
+    """IR: store the lanes of ``<64 x i16> offs`` where ``m`` is set at ``base + p``,
+    ``base + p + 1``, ... (64 entries from ``p`` may be overwritten); returns how many.
+
+    Two 32-lane register compresses of 16-bit lanes (``vpcompressw``, AVX512-VBMI2), each
+    stored whole: a quarter of the work of eight 8-lane compresses of 64-bit keys
+    (:func:`_compress_store`; the sweep used them before, 29 cycles per sub-block with a
+    candidate here). Skipped when no lane is set unless ``always`` (an ``i1``).
+    """
+    i1, i16, i32, i64 = ir.IntType(1), ir.IntType(16), ir.IntType(32), ir.IntType(64)
+    m64 = builder.bitcast(m, i64)
+    go = builder.icmp_unsigned("!=", m64, ir.Constant(i64, 0))
+    if always is not None:
+        go = builder.or_(go, always)
+    v32, m32 = ir.VectorType(i16, 32), ir.VectorType(i1, 32)
+    cp = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v32, [v32, m32, v32]),
+                                        "llvm.experimental.vector.compress.v32i16")
+    with builder.if_then(go):
+        for h in range(2):
+            lanes = ir.Constant(ir.VectorType(i32, 32), list(range(32 * h, 32 * h + 32)))
+            mh = builder.shuffle_vector(m, ir.Constant(m.type, None), lanes)
+            vh = builder.shuffle_vector(offs, ir.Constant(offs.type, None), lanes)
+            kh = builder.call(cp, [vh, mh, ir.Constant(v32, None)])
+            ph = p if h == 0 else builder.add(
+                p, builder.ctpop(builder.and_(m64, ir.Constant(i64, 0xFFFFFFFF))))
+            builder.store(kh, builder.bitcast(builder.gep(base, [ph]), v32.as_pointer()),
+                          align=2)
+    return builder.ctpop(m64)
+
+
 @intrinsic
-def compress_below64(typingctx, tiles, col, qw, q, t, kout, pos, idx0, nw, dense):
-    """Append the keys of the sub-block's rows below ``t`` to ``kout``; returns how many.
+def compress_offsets64(typingctx, tiles, col, qw, q, t, out, pos, off0, nw, dense):
+    """Append the offsets ``off0 + i`` (``uint16``) of the sub-block's rows below ``t``.
 
     With ``d[i]`` the distances of :func:`words_below_mask64`, every ``i < 64`` with
-    ``d[i] < t`` writes, in order, ``kout[pos + j] = (d[i] << KEY_SHIFT) | (idx0 + i)``
-    (``j`` counting from 0). ``kout``: C-contiguous ``uint64``; the 64 entries from
-    ``pos`` on may be overwritten. ``nw`` as in :func:`words_below_mask64`. ``dense``
-    (bool): compress even an empty mask, branch-free (see :func:`_compress_store`). Branch-free: eight 8-lane register compresses
-    (``vpcompressq`` on AVX-512) each stored whole, the next group's store starting
-    where the kept lanes end. A loop over the mask's set bits cost 15 ns per candidate
-    here (mispredicted branches); a compress straight to memory is microcoded on AMD
-    Zen 4 (30x slower), and a 64-lane compress is scalarised by LLVM's legaliser.
+    ``d[i] < t`` writes, in order, ``out[pos + j] = off0 + i`` (``j`` counting from 0;
+    ``off0 + 63 < 2**16``); returns how many. ``out``: C-contiguous ``uint16``; the 64
+    entries from ``pos`` on may be overwritten. ``nw`` as in :func:`words_below_mask64`;
+    ``dense`` (bool): compress even an empty mask, branch-free. The distances are not
+    kept: the caller recomputes them for the few rows appended, from the tile still in
+    cache (:func:`_flush`).
     """
     arr2 = types.Array(types.uint64, 2, "C")
     if not (tiles == arr2 and qw == arr2 and isinstance(col, types.Integer)
             and isinstance(q, types.Integer) and t == types.uint64
-            and kout == types.Array(types.uint64, 1, "C")
-            and isinstance(pos, types.Integer) and isinstance(idx0, types.Integer)
+            and out == types.Array(types.uint16, 1, "C")
+            and isinstance(pos, types.Integer) and isinstance(off0, types.Integer)
             and isinstance(nw, types.Integer) and isinstance(dense, types.Boolean)):
         return None
 
     def codegen(context, builder, signature, args):
-        i1, i32, i64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
-        vty = ir.VectorType(i64, 64)
-        mty = ir.VectorType(i1, 64)
+        i16 = ir.IntType(16)
         st = signature.args
         d = _words_dist_vector(context, builder, st, args, 8)
-        m = builder.icmp_unsigned("<", d, _splat64(builder, args[4]))
-        ka = context.make_array(st[5])(context, builder, args[5])
-        p = context.cast(builder, args[6], st[6], types.intp)
-        base = context.cast(builder, args[7], st[7], types.int64)
-        idx = builder.add(_splat64(builder, base), ir.Constant(vty, list(range(64))))
-        key = builder.or_(builder.shl(d, _splat64(builder, ir.Constant(i64, KEY_SHIFT))), idx)
         dense_ = context.cast(builder, args[9], st[9], types.boolean)
-        return _compress_store(builder, key, m, ka.data, p, dense_)
+        m = _below(context, builder, d, args[4], context.cast(builder, args[8], st[8], types.intp),
+                   dense_)
+        oa = context.make_array(st[5])(context, builder, args[5])
+        p = context.cast(builder, args[6], st[6], types.intp)
+        o0 = builder.trunc(context.cast(builder, args[7], st[7], types.int64), i16)
+        offs = builder.add(_splat64(builder, o0), ir.Constant(ir.VectorType(i16, 64),
+                                                              list(range(64))))
+        return _compress_offsets(builder, offs, m, oa.data, p, dense_)
 
-    return types.uint64(tiles, col, qw, q, t, kout, pos, idx0, nw, dense), codegen
+    return types.uint64(tiles, col, qw, q, t, out, pos, off0, nw, dense), codegen
 
 
 @njit(inline="always")
@@ -351,6 +408,14 @@ class CodeStore:
             self.blocks.append(("words", as_words(codes, self.bits, name)))
         self.ntotal += codes.shape[0]
 
+    def whole(self):
+        """The database as one in-memory ``uint64 (n, W)`` array, or ``None`` (several
+        blocks, a memmap, or ``config.SPLIT_MEMORY_BLOCKS``)."""
+        if len(self.blocks) == 1 and self.blocks[0][0] == "words" \
+                and not config.SPLIT_MEMORY_BLOCKS:
+            return self.blocks[0][1]
+        return None
+
     def chunks(self, chunk_rows: int):
         """Yield ``(base, words)``: the global index of the first row and a word chunk.
 
@@ -375,6 +440,13 @@ class CodeStore:
 #: 64-lane vector expression (:func:`words_below_mask64`). A structural constant of
 #: the kernels (not a tunable): 64 rows are 8 AVX-512 vectors of 64-bit words.
 SUB_ROWS = 64
+
+#: Most rows of a tile (their offsets in it are ``uint16``).
+MAX_TILE = 1 << 16
+
+#: Tile offsets a top-k thread buffers per query before turning them into keys
+#: (:func:`_flush`); ``uint16`` each, so the scratch stays in the L1 cache.
+SCRATCH_ROWS = 1024
 
 
 @njit(inline="always")
@@ -404,12 +476,12 @@ def _col_dist(tv, col, qw, q):
 
 
 @njit(inline="always")
-def _kth(ck, q, c, k, hist):
-    """``(tk, below)``: the k-th smallest distance of the keys ``ck[q, :c]`` (``c >= k``)
+def _kth(kq, c, k, hist):
+    """``(tk, below)``: the k-th smallest distance of the keys ``kq[:c]`` (``c >= k``)
     and how many are smaller. ``hist`` is scratch of ``bits + 1`` entries."""
     hist[:] = 0
     for i in range(c):
-        hist[ck[q, i] >> np.uint64(KEY_SHIFT)] += 1
+        hist[kq[i] >> np.uint64(KEY_SHIFT)] += 1
     below = 0
     tk = 0
     while below + hist[tk] < k:
@@ -419,38 +491,118 @@ def _kth(ck, q, c, k, hist):
 
 
 @njit(cache=True)
-def _compact(ck, hist, q, c, k):
-    """Keep the candidates of query ``q`` that can still enter its top-k (order kept):
+def _compact(kq, hist, c, k):
+    """Keep the candidates ``kq[:c]`` that can still enter the top-k (order kept):
     those below the k-th smallest distance ``tk`` and, at ``tk``, the first
     ``k - below``. Returns ``(k, tk)``: the new count and the new bound, since a later
     row at distance ``>= tk`` is beaten by ``k`` buffered rows with smaller indices.
     Branch-free; called between sub-blocks, never inside the candidate loop.
     """
-    tk, below = _kth(ck, q, c, k, hist)
+    tk, below = _kth(kq, c, k, hist)
     need = k - below
     n = 0
     utk = np.uint64(tk)
     for i in range(c):
-        key = ck[q, i]
+        key = kq[i]
         d = key >> np.uint64(KEY_SHIFT)
         keep = (d < utk) | ((d == utk) & (need > 0))
-        ck[q, n] = key
+        kq[n] = key
         n += keep
         need -= (d == utk) & keep
     return n, tk
 
 
 @njit(inline="always")
-def _sweep(tv, off, full, qw, q, ck, hist, c, t, k, idx0, nw, dense):
-    """The full sub-blocks of a tile for query ``q``: returns the new ``(c, t)``."""
-    C = ck.shape[1] - SUB_ROWS
-    kq = ck[q]
-    for s in range(0, full, SUB_ROWS):
-        if c > C - SUB_ROWS and c > k:       # room for a whole sub-block
-            c, t = _compact(ck, hist, q, c, k)
-        c += np.int64(compress_below64(tv, off + s, qw, q, np.uint64(t), kq, c, idx0 + s, nw,
-                                       dense))
+def _flush(tv, off, qw, q, kq, hist, scr, ns, c, t, k, idx0):
+    """Append the rows at tile offsets ``scr[:ns]`` (in index order) to query ``q``'s
+    candidate keys ``kq``, each with its distance recomputed from the tile (in cache): one
+    branch-free scalar pass, no compare. Compacts (:func:`_compact`) when the buffer is
+    full; a row whose distance is no longer below ``t`` (the compaction tightened it) is
+    appended all the same: it is one more candidate in index order, which the next
+    compaction or the final sort drops (a filter, ``c += d < t``, cost 6% of the whole
+    top-1000 over 59,000). Returns the new ``(c, t)``."""
+    C = kq.shape[0] - SUB_ROWS
+    shift = np.uint64(KEY_SHIFT)
+    uoff = np.uint64(off)
+    uidx = np.uint64(idx0)
+    W = qw.shape[1]
+    i = 0
+    while i < ns:
+        if c >= C:
+            c, t = _compact(kq, hist, c, k)
+        e = min(ns, i + C - c)
+        uc = np.uint64(c)
+        if W == 1:              # one word: the row of the tile and the query word hoisted
+            row = tv[0]
+            x = qw[q, 0]
+            for j in range(np.uint64(i), np.uint64(e)):
+                o = np.uint64(scr[j])
+                d = popcount64(row[uoff + o] ^ x)
+                kq[uc - np.uint64(i) + j] = (d << shift) | (uidx + o)
+            uc += np.uint64(e - i)
+        else:
+            for j in range(np.uint64(i), np.uint64(e)):
+                o = np.uint64(scr[j])
+                d = _col_dist(tv, uoff + o, qw, q)
+                kq[uc - np.uint64(i) + j] = (d << shift) | (uidx + o)
+            uc += np.uint64(e - i)
+        c = np.int64(uc)
+        i = e
     return c, t
+
+
+@njit(inline="always")
+def _sweep(tv, off, full, qw, q, kq, hist, scr, c, t, k, idx0, nw, dense):
+    """The full sub-blocks of a tile for query ``q``: returns the new ``(c, t)`` and how
+    many rows were appended.
+
+    Per sub-block one vector expression appends the tile offsets of the rows below
+    ``t`` to the scratch ``scr`` (:func:`compress_offsets64`); the scratch is turned
+    into keys (:func:`_flush`) when it holds ``len(scr) - 2 * SUB_ROWS`` or more, and at
+    the end of the tile.
+    """
+    lim = scr.shape[0] - 2 * SUB_ROWS
+    ns = 0
+    napp = 0
+    for s in range(0, full, SUB_ROWS):
+        ns += np.int64(compress_offsets64(tv, off + s, qw, q, np.uint64(t), scr, ns, s, nw,
+                                          dense))
+        if ns >= lim:
+            c, t = _flush(tv, off, qw, q, kq, hist, scr, ns, c, t, k, idx0)
+            napp += ns
+            ns = 0
+    c, t = _flush(tv, off, qw, q, kq, hist, scr, ns, c, t, k, idx0)
+    return c, t, napp + ns
+
+
+@njit(inline="always")
+def _sweep_tile(tv, off, rows, qw, q, kq, hist, scr, c, t, na, k, idx0):
+    """Query ``q`` against the ``rows`` rows of a word-major tile from column ``off`` on
+    (global indices ``idx0 ..``): the full sub-blocks by :func:`_sweep`, with the word
+    count a constant for 1, 2 and 4 words, the last rows one by one. ``na``: rows the
+    query appended in its previous tile (a candidate per two sub-blocks or more: compress
+    every sub-block, branch-free). Returns the new ``(c, t, na)``."""
+    W = qw.shape[1]
+    C = kq.shape[0] - SUB_ROWS
+    full = rows // SUB_ROWS * SUB_ROWS
+    dense = 2 * na * SUB_ROWS > full
+    if W == 1:             # a constant word count: LLVM unrolls the word loop
+        c, t, na = _sweep(tv, off, full, qw, q, kq, hist, scr, c, t, k, idx0, 1, dense)
+    elif W == 2:
+        c, t, na = _sweep(tv, off, full, qw, q, kq, hist, scr, c, t, k, idx0, 2, dense)
+    elif W == 4:
+        c, t, na = _sweep(tv, off, full, qw, q, kq, hist, scr, c, t, k, idx0, 4, dense)
+    else:
+        c, t, na = _sweep(tv, off, full, qw, q, kq, hist, scr, c, t, k, idx0, W, dense)
+    for j in range(full, rows):       # the tile's last rows, one by one
+        d = _col_dist(tv, off + j, qw, q)
+        if d < np.uint64(t):
+            if c >= C and c > k:
+                c, t = _compact(kq, hist, c, k)
+            if d < np.uint64(t):
+                kq[np.uint64(c)] = (d << np.uint64(KEY_SHIFT)) | np.uint64(idx0 + j)
+                c += 1
+    return c, t, na
 
 
 @njit(parallel=True, cache=True)
@@ -458,85 +610,172 @@ def _topk_chunk(qw, dbw, base, ck, state, k, tile, nblocks):
     """Sweep database rows ``dbw`` (global indices ``base ..``) into every query's candidates.
 
     Per query ``q``: ``ck[q]`` buffers candidate keys (see :data:`KEY_SHIFT`) in index
-    order, ``state[q] = (count, t, appended in the previous tile)``; a row is a candidate only if its distance is below
-    the bound ``t``. ``t`` starts at ``bits + 1`` or at an estimate (see
-    :func:`sample_bounds`) and only tightens, when a buffer of ``C >= k + SUB_ROWS``
-    entries (or at least every row; ``SUB_ROWS`` more allocated) lacks room for a whole
-    sub-block: it is then compacted to ``k`` and ``t`` becomes their k-th smallest
+    order, ``state[q] = (count, t, appended in the previous tile)``; a row is a candidate
+    only if its distance is below the bound ``t``. ``t`` starts at ``bits + 1`` or at an
+    estimate (see :func:`sample_bounds`) and only tightens, when a buffer of
+    ``C >= k + SUB_ROWS`` entries (or at least every row; ``SUB_ROWS`` more allocated)
+    is full: it is then compacted to ``k`` and ``t`` becomes their k-th smallest
     distance. Each thread owns a block of queries and sweeps the rows ``tile`` at a time
     for all of them (the tile stays in cache), ``SUB_ROWS`` rows at a time per query:
-    distances, compare and append in one branch-free vector expression
-    (:func:`compress_below64`). No histogram in the sweep.
+    distances, compare and append of the tile offsets in one branch-free vector
+    expression (:func:`compress_offsets64`), then keys (:func:`_flush`). No histogram
+    in the sweep.
     """
     nq, W = qw.shape
     m = dbw.shape[0]
-    C = ck.shape[1] - SUB_ROWS
     dbv = dbw.reshape((1, m * W))       # the word-major view of a single-word database
     for b in prange(nblocks):
         q0 = b * nq // nblocks
         q1 = (b + 1) * nq // nblocks
-        tl = max(1, min(tile, m))
+        tl = max(1, min(tile, m, MAX_TILE))
         tb = np.empty((W, tl if W > 1 else 0), np.uint64)
         hist = np.empty(64 * W + 1, np.int64)
+        scr = np.empty(SCRATCH_ROWS + 2 * SUB_ROWS, np.uint16)
         for t0 in range(0, m, tl):
             t1 = min(t0 + tl, m)
             tv, off = _tile(dbv, dbw, t0, t1, tb)
-            full = (t1 - t0) // SUB_ROWS * SUB_ROWS
             for q in range(q0, q1):
-                c = state[q, 0]
-                t = state[q, 1]
-                c0 = c
-                # dense: the query's previous tile had a candidate per two sub-blocks or more
-                dense = 2 * state[q, 2] * SUB_ROWS > full
-                if W == 1:             # a constant word count: LLVM unrolls the word loop
-                    c, t = _sweep(tv, off, full, qw, q, ck, hist, c, t, k, base + t0, 1, dense)
-                elif W == 2:
-                    c, t = _sweep(tv, off, full, qw, q, ck, hist, c, t, k, base + t0, 2, dense)
-                elif W == 4:
-                    c, t = _sweep(tv, off, full, qw, q, ck, hist, c, t, k, base + t0, 4, dense)
-                else:
-                    c, t = _sweep(tv, off, full, qw, q, ck, hist, c, t, k, base + t0, W, dense)
-                state[q, 2] = max(0, c - c0)
-                for j in range(full, t1 - t0):       # the tile's last rows, one by one
-                    d = _col_dist(tv, off + j, qw, q)
-                    if d < np.uint64(t):
-                        if c >= C and c > k:
-                            c, t = _compact(ck, hist, q, c, k)
-                        if d < np.uint64(t):
-                            ck[q, np.uint64(c)] = (d << np.uint64(KEY_SHIFT)) | np.uint64(base + t0 + j)
-                            c += 1
+                c, t, na = _sweep_tile(tv, off, t1 - t0, qw, q, ck[q], hist, scr, state[q, 0],
+                                       state[q, 1], state[q, 2], k, base + t0)
+                state[q, 2] = na
                 state[q, 0] = c
                 state[q, 1] = t
+
+
+@njit(inline="always")
+def _sample_count(sample, qw, q, t, W):
+    """Rows of the word-major ``sample`` at a distance ``< t`` from query ``q``."""
+    cnt = 0
+    for s in range(0, sample.shape[1], SUB_ROWS):
+        cnt += popcount64(words_below_mask64(sample, s, qw, q, np.uint64(t), W))
+    return cnt
 
 
 @njit(parallel=True, cache=True)
 def _sample_bounds(qw, sample, target, bounds, nblocks):
     """``bounds[q]`` = the smallest ``t`` with at least ``target`` rows of ``sample`` at a
-    distance ``< t`` from query ``q`` (``bits + 1`` if none): a binary search over ``t``,
-    each step counting the set bits of the sample's sub-block masks.
+    distance ``< t`` from query ``q`` (``bits + 1`` if none): a galloping search from the
+    previous query's bound (neighbouring bounds are usually equal or adjacent: two
+    counts instead of a binary search's ``log2(bits)``), then a binary search; each count
+    sums the set bits of the sample's sub-block masks.
 
     ``sample``: word-major ``(W, S)``, ``S`` a multiple of ``SUB_ROWS``, ``target <= S``.
     """
     nq, W = qw.shape
-    S = sample.shape[1]
+    top = 64 * W + 1
     for b in prange(nblocks):
+        g = (top + 1) // 2              # first guess; then the previous query's bound
         for q in range(b * nq // nblocks, (b + 1) * nq // nblocks):
-            lo = 0                      # count(d < lo) < target <= count(d < hi)
-            hi = 64 * W + 1
+            # count(d < lo) < target <= count(d < hi); count(d < 0) = 0, count(d < top) = S
+            if _sample_count(sample, qw, q, g, W) >= target:    # gallop down from g
+                hi = g
+                lo = 0
+                step = 1
+                while hi - step > 0:
+                    if _sample_count(sample, qw, q, hi - step, W) >= target:
+                        hi -= step
+                        step *= 2
+                    else:
+                        lo = hi - step
+                        break
+            else:                                             # gallop up from g
+                lo = g
+                hi = top
+                step = 1
+                while lo + step < top:
+                    if _sample_count(sample, qw, q, lo + step, W) >= target:
+                        hi = lo + step
+                        break
+                    lo += step
+                    step *= 2
             while hi - lo > 1:
                 mid = (lo + hi) // 2
-                cnt = 0
-                for s in range(0, S, SUB_ROWS):
-                    cnt += popcount64(words_below_mask64(sample, s, qw, q, np.uint64(mid), W))
-                if cnt >= target:
+                if _sample_count(sample, qw, q, mid, W) >= target:
                     hi = mid
                 else:
                     lo = mid
             bounds[q] = hi
+            g = hi
+
+
+@njit(cache=True)
+def _finish_query(kq, c, Dq, Iq, pass_bins, deep_gap, tmp, low, deep, hist, pos):
+    """Query ``q``'s ``c`` candidate keys ``kq`` (index order; ``SUB_ROWS`` spare
+    entries after them) sorted into ``Dq``/``Iq`` (its rows of ``D``/``I``), padded;
+    see :func:`_topk_finish`. ``pass_bins``, ``deep_gap``: ``config.TOPK_PASS_BINS`` and
+    ``config.TOPK_DEEP_GAP``. ``tmp``, ``low``, ``deep``: scratch of
+    ``c + 2 * SUB_ROWS + 1`` keys or more; ``hist``, ``pos``: of ``bits + 1`` entries."""
+    k = Dq.shape[0]
+    shift = np.uint64(KEY_SHIFT)
+    nout = min(c, k)
+    if nout > 0:
+        mn = kq[0]
+        mx = kq[0]
+        for i in range(c):
+            mn = min(mn, kq[np.uint64(i)])
+            mx = max(mx, kq[np.uint64(i)])
+        dmin = mn >> shift
+        dtop = mx >> shift
+        if np.int64(dtop - dmin) < pass_bins:
+            for i in range(c, c + SUB_ROWS):
+                kq[i] = _NO_KEY
+            # the keys below the top distance first (the top one, the bound's
+            # neighbour, holds many keys and few of them are kept)
+            na = 0
+            for s in range(0, c, SUB_ROWS):
+                na += np.int64(compress_distance64(kq, s, dtop, low, na, True))
+            for i in range(na, na + SUB_ROWS):
+                low[i] = _NO_KEY
+            # and the few keys far below it (the counts fall off quickly below
+            # the bound): their passes run over this short list
+            gap = np.uint64(max(deep_gap, 0))
+            dsplit = dtop - gap if dtop - dmin > gap else dmin
+            nd = 0
+            if dsplit > dmin:
+                for s in range(0, na, SUB_ROWS):
+                    nd += np.int64(compress_distance64(low, s, dsplit, deep, nd, True))
+                for i in range(nd, nd + SUB_ROWS):
+                    deep[i] = _NO_KEY
+            p = 0
+            d = dmin
+            while p < nout and d < dtop:
+                if d < dsplit:
+                    for s in range(0, nd, SUB_ROWS):
+                        p += np.int64(compress_distance64(deep, s, d, tmp, p, False))
+                else:
+                    for s in range(0, na, SUB_ROWS):
+                        p += np.int64(compress_distance64(low, s, d, tmp, p, False))
+                d += np.uint64(1)
+            if p < nout:
+                for s in range(0, c, SUB_ROWS):
+                    p += np.int64(compress_distance64(kq, s, dtop, tmp, p, False))
+        else:
+            tk, below = _kth(kq, c, nout, hist)
+            acc = 0
+            for d in range(tk + 1):
+                pos[d] = acc
+                acc += hist[d]
+            utk = np.uint64(tk)
+            spare = tmp.shape[0] - 1
+            for i in range(c):
+                key = kq[i]
+                d = key >> shift
+                dd = min(d, utk)
+                p = pos[dd]
+                keep = (d < utk) | ((d == utk) & (p < nout))
+                tmp[p if keep else spare] = key
+                pos[dd] = p + keep
+        for i in range(nout):
+            key = tmp[np.uint64(i)]
+            Dq[np.uint64(i)] = np.int32(key >> shift)
+            Iq[np.uint64(i)] = np.int64(key & np.uint64(KEY_MASK))
+    for i in range(nout, k):            # faiss's padding when fewer than k
+        Dq[i] = DIST_PAD
+        Iq[i] = -1
 
 
 @njit(parallel=True, cache=True)
-def _topk_finish(ck, state, D, I, nbins, pass_bins, nblocks):
+def _topk_finish(ck, state, D, I, nbins, pass_bins, deep_gap, nblocks):
     """Sort every query's candidate keys into ``D``/``I`` and pad each row.
 
     Candidates are in index order, so collecting them distance by distance, each
@@ -557,70 +796,69 @@ def _topk_finish(ck, state, D, I, nbins, pass_bins, nblocks):
     (filled here with a key no distance matches).
     """
     nq, k = D.shape
-    shift = np.uint64(KEY_SHIFT)
     for b in prange(nblocks):
         q0 = b * nq // nblocks
         q1 = (b + 1) * nq // nblocks
         width = 0
         for q in range(q0, q1):
             width = max(width, state[q, 0])
-        tmp = np.empty(width + SUB_ROWS + 1, np.uint64)
+        tmp = np.empty(width + 2 * SUB_ROWS + 1, np.uint64)
         low = np.empty(width + 2 * SUB_ROWS, np.uint64)
+        deep = np.empty(width + 2 * SUB_ROWS, np.uint64)
         hist = np.empty(nbins, np.int64)
         pos = np.empty(nbins, np.int64)
         for q in range(q0, q1):
-            c = state[q, 0]
-            nout = min(c, k)
-            kq = ck[q]
-            if nout > 0:
-                mn = kq[0]
-                mx = kq[0]
-                for i in range(c):
-                    mn = min(mn, kq[np.uint64(i)])
-                    mx = max(mx, kq[np.uint64(i)])
-                dmin = mn >> shift
-                dtop = mx >> shift
-                if np.int64(dtop - dmin) < pass_bins:
-                    for i in range(c, c + SUB_ROWS):
-                        kq[i] = _NO_KEY
-                    # the keys below the top distance first (the top one, the bound's
-                    # neighbour, holds many keys and few of them are kept)
-                    na = 0
-                    for s in range(0, c, SUB_ROWS):
-                        na += np.int64(compress_distance64(kq, s, dtop, low, na, True))
-                    for i in range(na, na + SUB_ROWS):
-                        low[i] = _NO_KEY
-                    p = 0
-                    d = dmin
-                    while p < nout and d < dtop:
-                        for s in range(0, na, SUB_ROWS):
-                            p += np.int64(compress_distance64(low, s, d, tmp, p, False))
-                        d += np.uint64(1)
-                    if p < nout:
-                        for s in range(0, c, SUB_ROWS):
-                            p += np.int64(compress_distance64(kq, s, dtop, tmp, p, False))
-                else:
-                    tk, below = _kth(ck, q, c, nout, hist)
-                    acc = 0
-                    for d in range(tk + 1):
-                        pos[d] = acc
-                        acc += hist[d]
-                    utk = np.uint64(tk)
-                    for i in range(c):
-                        key = kq[i]
-                        d = key >> shift
-                        dd = min(d, utk)
-                        p = pos[dd]
-                        keep = (d < utk) | ((d == utk) & (p < nout))
-                        tmp[p if keep else width + SUB_ROWS] = key
-                        pos[dd] = p + keep
-                for i in range(nout):
-                    key = tmp[np.uint64(i)]
-                    D[q, np.uint64(i)] = np.int32(key >> shift)
-                    I[q, np.uint64(i)] = np.int64(key & np.uint64(KEY_MASK))
-            for i in range(nout, k):            # faiss's padding when fewer than k
-                D[q, i] = DIST_PAD
-                I[q, i] = -1
+            _finish_query(ck[q], state[q, 0], D[q], I[q], pass_bins, deep_gap, tmp, low, deep,
+                          hist, pos)
+
+
+@njit(parallel=True, cache=True)
+def _topk_fused(qw, dbt, bounds, na0, k, C, tile, group, D, I, counts, pass_bins, deep_gap,
+                nblocks):
+    """Top-k of a database small enough to stay in the L2 cache, ``group`` queries at a time.
+
+    ``dbt``: the whole database word-major ``(W, n)``; ``bounds[q]``: query ``q``'s
+    starting bound; ``na0``: the rows of a tile expected below it (the first tile's
+    dense/sparse choice, as ``state[:, 2]`` of :func:`_topk_chunk`). Each thread sweeps
+    all rows for ``group`` queries (:func:`_sweep_tile`, ``tile`` rows at a time), into
+    candidate buffers of ``C + SUB_ROWS`` keys that it reuses for every group, and sorts
+    them into ``D``/``I`` right away (:func:`_finish_query`) while they are in cache: no
+    ``(nq, C)`` buffer to allocate and to read back. ``counts[q]``: the candidates query
+    ``q`` kept (fewer than ``k``: the bound was too tight). Same results as
+    :func:`_topk_chunk` + :func:`_topk_finish`.
+    """
+    nq, W = qw.shape
+    n = dbt.shape[1]
+    nbins = 64 * W + 1
+    G = max(1, group)
+    for b in prange(nblocks):
+        ck = np.empty((G, C + SUB_ROWS), np.uint64)
+        st = np.empty((G, 3), np.int64)
+        hist = np.empty(nbins, np.int64)
+        pos = np.empty(nbins, np.int64)
+        scr = np.empty(SCRATCH_ROWS + 2 * SUB_ROWS, np.uint16)
+        tmp = np.empty(C + 2 * SUB_ROWS + 1, np.uint64)
+        low = np.empty(C + 2 * SUB_ROWS, np.uint64)
+        deep = np.empty(C + 2 * SUB_ROWS, np.uint64)
+        tl = max(1, min(tile, n, MAX_TILE))
+        q1 = (b + 1) * nq // nblocks
+        for g0 in range(b * nq // nblocks, q1, G):
+            g1 = min(g0 + G, q1)
+            for j in range(g1 - g0):
+                st[j, 0] = 0
+                st[j, 1] = bounds[g0 + j]
+                st[j, 2] = na0
+            for t0 in range(0, n, tl):
+                for j in range(g1 - g0):
+                    c, t, na = _sweep_tile(dbt, t0, min(tl, n - t0), qw, g0 + j, ck[j], hist, scr,
+                                           st[j, 0], st[j, 1], st[j, 2], k, t0)
+                    st[j, 0] = c
+                    st[j, 1] = t
+                    st[j, 2] = na
+            for j in range(g1 - g0):
+                counts[g0 + j] = st[j, 0]
+                _finish_query(ck[j], st[j, 0], D[g0 + j], I[g0 + j], pass_bins, deep_gap, tmp,
+                              low, deep, hist, pos)
 
 
 @njit(parallel=True, cache=True)
@@ -657,14 +895,51 @@ def _scatter_chunk(qw, dbw, base, pos, D, I):
             pos[q, d] = p + 1
 
 
+@njit(inline="always")
+def _write_hits(tv, off, qw, q, scr, ns, D, I, p, idx0):
+    """Write the rows at tile offsets ``scr[:ns]`` (in index order) to ``D[p:]``/``I[p:]``
+    with their distances recomputed from the tile: one branch-free scalar pass."""
+    uoff = np.uint64(off)
+    uidx = np.uint64(idx0)
+    up = np.uint64(p)
+    for j in range(np.uint64(ns)):
+        o = np.uint64(scr[j])
+        D[up + j] = np.int32(_col_dist(tv, uoff + o, qw, q))
+        I[up + j] = np.int64(uidx + o)
+    return p + ns
+
+
+@njit(inline="always")
+def _range_sweep(tv, off, full, qw, q, t, scr, D, I, p, idx0, nw, fill, dense):
+    """The full sub-blocks of a tile for query ``q``: count the rows below ``t`` (set
+    bits of the sub-block masks) or, with ``fill``, write them from ``D[p]``/``I[p]`` on
+    (offsets appended by :func:`compress_offsets64`, written by :func:`_write_hits`;
+    ``dense``: compress every sub-block, branch-free). Returns the new ``p``."""
+    if not fill:
+        for s in range(0, full, SUB_ROWS):
+            p += np.int64(popcount64(words_below_mask64(tv, off + s, qw, q, t, nw)))
+        return p
+    lim = scr.shape[0] - 2 * SUB_ROWS
+    ns = 0
+    for s in range(0, full, SUB_ROWS):
+        ns += np.int64(compress_offsets64(tv, off + s, qw, q, t, scr, ns, s, nw, dense))
+        if ns >= lim:
+            p = _write_hits(tv, off, qw, q, scr, ns, D, I, p, idx0)
+            ns = 0
+    return _write_hits(tv, off, qw, q, scr, ns, D, I, p, idx0)
+
+
 @njit(parallel=True, cache=True)
-def _range_chunk(qw, dbw, radius, base, cursor, D, I, tile, nblocks):
+def _range_chunk(qw, dbw, radius, base, cursor, D, I, dense, tile, nblocks):
     """Count (``D`` empty) or write (``D``, ``I`` sized) the chunk rows within ``radius``.
 
-    ``cursor[q]`` is the next write position of query ``q`` (or its running count).
+    ``cursor[q]`` is the next write position of query ``q`` (or its running count);
+    ``dense[q]`` (writes only): query ``q`` has so many hits that a branch-free compress
+    of every sub-block beats a branch on empty masks (measured, 1,000 x 59,000 64-bit:
+    1,770 hits per query 12.0 vs 14.9 ms; 109 hits per query 9.7 vs 8.6 ms).
     Same sweep as :func:`_topk_chunk` with the fixed bound ``radius + 1``: per sub-block
-    the bit mask of the rows within the radius in one vector expression. Writes are in
-    index order.
+    one vector expression, the count a popcount of its mask, the writes branch-free
+    (:func:`_range_sweep`). Writes are in index order.
     """
     nq, W = qw.shape
     m = dbw.shape[0]
@@ -674,25 +949,28 @@ def _range_chunk(qw, dbw, radius, base, cursor, D, I, tile, nblocks):
     for b in prange(nblocks):
         q0 = b * nq // nblocks
         q1 = (b + 1) * nq // nblocks
-        tl = max(1, min(tile, m))
+        tl = max(1, min(tile, m, MAX_TILE))
         tb = np.empty((W, tl if W > 1 else 0), np.uint64)
+        scr = np.empty(SCRATCH_ROWS + 2 * SUB_ROWS if fill else 0, np.uint16)
         for t0 in range(0, m, tl):
             t1 = min(t0 + tl, m)
             tv, off = _tile(dbv, dbw, t0, t1, tb)
             full = (t1 - t0) // SUB_ROWS * SUB_ROWS
             for q in range(q0, q1):
                 p = cursor[q]
-                for s in range(0, full, SUB_ROWS):
-                    mk = words_below_mask64(tv, off + s, qw, q, t, W)
-                    if fill:
-                        while mk:
-                            i = np.int64(trailing_zeros64(mk))
-                            mk &= mk - np.uint64(1)
-                            D[p] = np.int32(_col_dist(tv, off + s + i, qw, q))
-                            I[p] = base + t0 + s + i
-                            p += 1
-                    else:
-                        p += popcount64(mk)
+                dq = fill and dense[q]
+                if W == 1:             # a constant word count: LLVM unrolls the word loop
+                    p = _range_sweep(tv, off, full, qw, q, t, scr, D, I, p, base + t0, 1, fill,
+                                     dq)
+                elif W == 2:
+                    p = _range_sweep(tv, off, full, qw, q, t, scr, D, I, p, base + t0, 2, fill,
+                                     dq)
+                elif W == 4:
+                    p = _range_sweep(tv, off, full, qw, q, t, scr, D, I, p, base + t0, 4, fill,
+                                     dq)
+                else:
+                    p = _range_sweep(tv, off, full, qw, q, t, scr, D, I, p, base + t0, W, fill,
+                                     dq)
                 for j in range(full, t1 - t0):       # the tile's last rows, one by one
                     d = _col_dist(tv, off + j, qw, q)
                     if d < t:
@@ -701,6 +979,7 @@ def _range_chunk(qw, dbw, radius, base, cursor, D, I, tile, nblocks):
                             I[p] = base + t0 + j
                         p += 1
                 cursor[q] = p
+
 
 @njit(parallel=True, cache=True)
 def _csr_sort_by_distance(lims, D, I, nbins, nblocks):
@@ -792,19 +1071,30 @@ def topk_words(qw, store, k, estimate=True):
     # candidate buffer per query: >= k + SUB_ROWS (or every row); the extra room
     # makes compactions rare (each costs O(C)), capped to keep memory O(nq * k)
     C = min(n, 2 * k + SUB_ROWS + min(2 * k, config.TOPK_BUFFER_EXTRA))
-    ck = np.empty((nq, C + SUB_ROWS), dtype=np.uint64)   # room for one sub-block's stores
     nb = n_blocks(nq)
-    state = np.zeros((nq, 3), dtype=np.int64)    # (count, bound t, appended in last tile)
     bounds = sample_bounds(qw, store, k, nb) if estimate else None
     tile = max(1, config.TILE_ROWS // W)
-    state[:, 1] = 64 * W + 1 if bounds is None else bounds
-    if bounds is not None:      # about this many rows of a tile lie below the estimate:
-        state[:, 2] = tile * k // n             # the first tile's dense/sparse choice
-    for base, words in store.chunks(config.CHUNK_ROWS):
-        _topk_chunk(qw, words, base, ck, state, k, tile, nb)
-    _topk_finish(ck, state, D, I, 64 * W + 1, config.TOPK_PASS_BINS, nb)
+    start = np.full(nq, 64 * W + 1, dtype=np.int64) if bounds is None else bounds
+    na0 = 0 if bounds is None else tile * k // n    # rows of a tile below the estimate
+    whole = store.whole()
+    if whole is not None and n * W * 8 <= config.TOPK_FUSED_BYTES:
+        # the database stays in cache: a few queries at a time, buffers reused (_topk_fused)
+        dbt = whole.reshape((1, n)) if W == 1 else np.ascontiguousarray(whole.T)
+        kept = np.empty(nq, dtype=np.int64)
+        _topk_fused(qw, dbt, start, na0, k, C, tile, config.TOPK_FUSED_QUERIES, D, I, kept,
+                    config.TOPK_PASS_BINS, config.TOPK_DEEP_GAP, nb)
+    else:
+        ck = np.empty((nq, C + SUB_ROWS), dtype=np.uint64)   # room for one sub-block's stores
+        state = np.zeros((nq, 3), dtype=np.int64)    # (count, bound t, appended in last tile)
+        state[:, 1] = start
+        state[:, 2] = na0                           # the first tile's dense/sparse choice
+        for base, words in store.chunks(config.CHUNK_ROWS):
+            _topk_chunk(qw, words, base, ck, state, k, tile, nb)
+        _topk_finish(ck, state, D, I, 64 * W + 1, config.TOPK_PASS_BINS, config.TOPK_DEEP_GAP,
+                     nb)
+        kept = state[:, 0]
     if bounds is not None:
-        redo = np.flatnonzero(state[:, 0] < k)      # fewer than k rows below the estimate
+        redo = np.flatnonzero(kept < k)             # fewer than k rows below the estimate
         if redo.size:
             D[redo], I[redo] = topk_words(np.ascontiguousarray(qw[redo]), store, k, False)
     return D, I
@@ -939,12 +1229,13 @@ class HammingIndex:
         empty_d = np.empty(0, np.int32)
         empty_i = np.empty(0, np.int64)
         counts = np.zeros(nq, dtype=np.int64)
+        no_dense = np.zeros(nq, dtype=np.bool_)
         if nq == 0:
             return np.zeros(1, np.int64), empty_d, empty_i
         nb = n_blocks(nq)
         tile = max(1, config.TILE_ROWS // qw.shape[1])
         for base, words in self._store.chunks(config.CHUNK_ROWS):
-            _range_chunk(qw, words, radius, base, counts, empty_d, empty_i, tile, nb)
+            _range_chunk(qw, words, radius, base, counts, empty_d, empty_i, no_dense, tile, nb)
         lims = np.zeros(nq + 1, dtype=np.int64)
         np.cumsum(counts, out=lims[1:])
         D = np.empty(lims[-1], dtype=np.int32)
@@ -952,8 +1243,9 @@ class HammingIndex:
         if lims[-1] == 0:
             return lims, D, I
         cursor = lims[:-1].copy()
+        dense = 2 * SUB_ROWS * counts > self.ntotal    # a hit per two sub-blocks or more
         for base, words in self._store.chunks(config.CHUNK_ROWS):
-            _range_chunk(qw, words, radius, base, cursor, D, I, tile, nb)
+            _range_chunk(qw, words, radius, base, cursor, D, I, dense, tile, nb)
         _csr_sort_by_distance(lims, D, I, 64 * qw.shape[1] + 1, nb)
         return lims, D, I
 
