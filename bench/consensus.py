@@ -1,8 +1,8 @@
 """The consensus scheme of VDSH (vdsh.scheme: consensus, docs/algorithm.md §10) measured.
 
     # a. seconds per sweep at depth 64 x 1024 (n = 5,000): 1 and 2 threads, 1 and 2 Dask workers,
-    #    against sequential's seconds per sweep (needs both cores: run through /work/logs/quiet.sh)
-    NUMBA_NUM_THREADS=2 /work/logs/quiet.sh python bench/consensus.py speed --dataset fashion_mnist
+    #    against sequential's seconds per sweep (needs both cores: run it with every other job paused)
+    NUMBA_NUM_THREADS=2 python bench/consensus.py speed --dataset fashion_mnist
     # b. cost vs depth and vs width^2 at small n, linear fits with R^2
     python bench/consensus.py edges
     # c. convergence: 32 bits, depth {4, 16, 64}, mnist (test-only) and fashion_mnist, seeds;
