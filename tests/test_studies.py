@@ -109,6 +109,23 @@ def test_rows_of_the_earlier_fingerprint_scheme_are_recognised(params, tmp_path)
     assert todo[-1]["fingerprint"] not in {r["fingerprint"] for r in left} and len(left) == 3
 
 
+def test_fingerprints_do_not_depend_on_where_the_checkout_lies(params, tmp_path, monkeypatch):
+    """Two checkouts at different places, each running from its root with data_dir resolved to
+    an absolute path the way `vdsh study run` does it, give the same fingerprints (a committed
+    row must be recognised in any clone); another data folder gives other fingerprints."""
+    from pathlib import Path
+    spec = studies.load_study(_write(tmp_path, SPEC))
+    prints = []
+    for where, data in (("a", "data"), ("b/c", "data"), ("d", "other")):
+        root = tmp_path / where
+        root.mkdir(parents=True)
+        monkeypatch.chdir(root)
+        p = {**params, "data_dir": str(Path(data).resolve())}
+        prints.append([r["fingerprint"] for r in studies.pending_runs(spec, p, root / "t.csv")[0]])
+    assert prints[0] == prints[1]
+    assert not set(prints[0]) & set(prints[2])
+
+
 def test_bad_study_files(tmp_path, params):
     with pytest.raises(ParamsError, match="unknown key 'method'"):
         studies.load_study(_write(tmp_path, {"name": "x", "method": ["vdsh"], "bits": [8]}))

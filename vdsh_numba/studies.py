@@ -31,6 +31,7 @@ import datetime
 import hashlib
 import itertools
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -168,6 +169,9 @@ def _fingerprint(p, method):
     from .methods import METHODS
     cfg = as_config(p)
     keep = {k: v for k, v in cfg.items() if k not in METHODS and k != "methods"}
+    # where the data lies relative to the checkout (studies run from its root), not the absolute
+    # path: a clone elsewhere must recognise the committed rows
+    keep["data_dir"] = os.path.relpath(str(cfg["data_dir"]))
     keep["own"] = cfg[method]
     blob = json.dumps({"params": keep, "method": method, "version": __version__}, sort_keys=True,
                       default=str)
