@@ -95,30 +95,45 @@ def speed(a):
                ("sequential", "serial", 1, 2)]
     if a.threads_only:
         configs = [c for c in configs if c[1] != "distributed"]
+    if a.dask_only:  # the consensus rows only: threads as the anchor, Dask beside them
+        configs = [c for c in configs if c[0] == "consensus"]
     rows, weights = [], {}
     from threadpoolctl import threadpool_limits
     import numba
     for scheme, sched, w, blas in configs:
         numba.set_num_threads(min(blas, numba.config.NUMBA_NUM_THREADS))  # the prange kernels too
+        est = VDSH(a.bits, scheme=scheme, scheduler=sched, workers=w, **kw)
+        close, sent = None, float("nan")
+        if sched == "distributed":  # our own cluster, to read the bytes its workers sent
+            from vdsh_numba.methods.vdsh.executors import worker_bytes_sent
+            from vdsh_numba.search.distributed import local_cluster
+            cluster, est.client = local_cluster(n_workers=w)
+            close = cluster.close
         t0 = time.perf_counter()
         with threadpool_limits(limits=blas):
-            m = VDSH(a.bits, scheme=scheme, scheduler=sched, workers=w, **kw).fit(X, y)
+            m = est.fit(X, y)
         wall = time.perf_counter() - t0
+        if close is not None:
+            sent = worker_bytes_sent(est.client) / a.sweeps
+            est.client.close()
+            close()
         secs = [h["seconds"] for h in m.history_]
         la, busy = load()
         row = {"scheme": scheme, "scheduler": sched, "workers": w, "blas_threads": blas, "n": X.shape[0],
                "depth": a.depth, "first_width": first,
                "width": a.width, "sweep_seconds": json.dumps([round(s, 3) for s in secs]),
-               "median_sweep_s": float(np.median(secs)), "fit_wall_s": wall, "load": la}
+               "median_sweep_s": float(np.median(secs)), "fit_wall_s": wall, "load": la,
+               "worker_bytes_per_sweep": sent}
         rows.append(row)
         weights[(scheme, sched, w, blas)] = [m.W_[0], m.W_[-1], m.Wo_, m.B_train_]
+        extra = f"; workers sent {sent / 1e9:.3f} GB per sweep" if sent == sent else ""
         print(f"  {scheme:10s} {sched:11s} workers={w} blas={blas}: sweeps {row['sweep_seconds']} s, median "
-              f"{row['median_sweep_s']:.2f} s; fit {wall:.1f} s; load {la:.2f}", flush=True)
+              f"{row['median_sweep_s']:.2f} s; fit {wall:.1f} s; load {la:.2f}{extra}", flush=True)
         write_csv(BENCH / (a.csv or ("consensus_speed_threads.csv" if a.threads_only else "consensus_speed.csv")), rows)
     med = {(r["scheme"], r["scheduler"], r["workers"], r["blas_threads"]): r["median_sweep_s"] for r in rows}
     la1, busy = load()
     flag = "  [unreliable: load above 0.5 per core]" if busy or la0 / (os.cpu_count() or 1) > 0.5 else ""
-    seq = med[("sequential", "serial", 1, 1)]
+    seq = med.get(("sequential", "serial", 1, 1), float("nan"))
     for sched in ("threads",) if a.threads_only else ("threads", "distributed"):
         r = med[("consensus", sched, 2, 1)] / med[("consensus", sched, 1, 1)]
         print(f"{sched}: 2 workers / 1 worker = {r:.2f} (goal <= 0.6){flag}")
@@ -408,6 +423,7 @@ def main():
     p.add_argument("--bits", type=int, default=32)
     p.add_argument("--sweeps", type=int, default=2)
     p.add_argument("--threads-only", action="store_true", help="no Dask: sequential on 1 and 2 cores, consensus on 1 and 2 threads")
+    p.add_argument("--dask-only", action="store_true", help="no sequential rows: consensus on 1 and 2 threads and 1 and 2 Dask workers")
     p.add_argument("--first-width", type=int, default=None,
                    help="width of the first hidden layer (default: --width; the studies' default is 1024)")
     p.add_argument("--csv", default=None, help="file name under reports/bench/ (default: consensus_speed[_threads].csv)")

@@ -282,3 +282,127 @@ def test_digits_residuals_fall(digits):
     for key, factor in (("objective", 0.9), ("primal_z", 0.6), ("consensus", 0.1), ("dtheta", 0.3)):
         first, last = _drop(hist, key)
         assert last < factor * first, (key, first, last)
+
+
+# ---------------------------------------------------------------------------- placement on Dask
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_forward_layer_against_naive(residual):
+    n = cs.FORWARD_ROWS * 2 + 37  # three row blocks, the last one short
+    a_prev, W, b = np.abs(_arr(n, 9)), _arr(9, 9, scale=0.4), _arr(9, scale=0.2)
+    a, z = cs.forward_layer(a_prev, W, b, residual)
+    rz, ra = naive.bias_act(a_prev.astype(np.float64) @ W.T.astype(np.float64), b, a_prev, residual)
+    np.testing.assert_allclose(z, rz, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(a, ra, rtol=1e-5, atol=1e-5)
+    out = (np.empty_like(a), np.empty_like(z))  # in place: the same bits
+    cs.forward_layer(a_prev, W, b, residual, out=out)
+    assert np.array_equal(out[0], a) and np.array_equal(out[1], z)
+
+
+@pytest.mark.parametrize("n,parts", [(0, 2), (10, 3), (cs.FORWARD_ROWS, 2), (5000, 2), (5000, 3), (5000, 16)])
+def test_row_blocks(n, parts):
+    blocks = cs.row_blocks(n, parts)
+    assert len(blocks) <= parts
+    assert [s for s, _ in blocks] == [0] + [e for _, e in blocks[:-1]] if n else blocks == []  # contiguous
+    if n:
+        assert blocks[-1][1] == n and all(s < e for s, e in blocks)
+        assert all(s % cs.FORWARD_ROWS == 0 for s, _ in blocks)
+    if n >= parts * cs.FORWARD_ROWS:
+        assert len(blocks) == parts
+
+
+def _wide():
+    """More rows than one forward block, so that 2 threads cut them."""
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((cs.FORWARD_ROWS + 700, 20)).astype(np.float32)
+    y = (X[:, :3] > 0) @ np.array([1, 2, 4])
+    return X, y
+
+
+def _dask_fit(X, y, workers, **kw):
+    """A consensus fit on a LocalCluster of ``workers`` processes; returns it and the bytes its
+    workers sent per sweep."""
+    from vdsh_numba.methods.vdsh.executors import worker_bytes_sent
+    from vdsh_numba.search.distributed import local_cluster
+    cluster, client = local_cluster(n_workers=workers, threads_per_worker=1)
+    try:
+        m = VDSH(8, scheduler="distributed", workers=workers, **kw)
+        m.client = client
+        m.fit(X, y)
+        return m, worker_bytes_sent(client) / kw["sweeps"]
+    finally:
+        client.close()
+        cluster.close()
+
+
+def test_dask_resident_state_bitwise_and_boundary_traffic():
+    """The default consensus fit (forward re-synchronisation every sweep) on 2 Dask workers:
+    bitwise the serial and 2-thread fits, and the bytes the workers send per sweep do not grow
+    with depth (the per-sample arrays stay on their layer's worker; only block boundaries cross),
+    where the client-centred placement shipped about 12 L n w floats per sweep."""
+    X, y = _wide()
+    kw = dict(width=16, first_width=16, seed=0, scheme="consensus", sweeps=2)
+    sent = {}
+    for depth in (4, 12):
+        m1 = VDSH(8, depth=depth, **kw).fit(X, y)
+        m2 = VDSH(8, depth=depth, scheduler="threads", workers=2, **kw).fit(X, y)
+        m3, sent[depth] = _dask_fit(X, y, 2, depth=depth, **kw)
+        _assert_bitwise(m1, m2)
+        _assert_bitwise(m1, m3)
+        assert [h["forward_gap"] for h in m1.history_][1:] == [h["forward_gap"] for h in m3.history_][1:]
+    n, w = X.shape[0], 16
+    star = 12 * 12 * n * w * 4  # what the client-centred placement moved per sweep at depth 12
+    assert sent[12] < 1.25 * sent[4], sent
+    assert sent[12] < star / 4, (sent, star)
+
+
+def test_dask_checkpoint_resume_bitwise(tmp_path):
+    """A Dask fit's checkpoints fetch the per-sample state from the workers; stopped after
+    sweep 3 and resumed on Dask, it equals the uninterrupted serial fit (no resync: every a, z
+    goes through the checkpoint and back onto the workers)."""
+    from vdsh_numba.search.distributed import local_cluster
+    ck = tmp_path / "ck.npz"
+    full = _fit(sweeps=6)
+    X, y = _small()
+    cluster, client = local_cluster(n_workers=2, threads_per_worker=1)
+    try:
+        killed = VDSH(8, sweeps=6, checkpoint_every=1, scheduler="distributed", workers=2, **CFG)
+        killed.client = client
+
+        def die(it, m):
+            if it + 1 == 3:
+                raise Stop
+        killed.on_sweep = die
+        with pytest.raises(Stop):
+            killed.fit(X, y, checkpoint_path=ck)
+        with np.load(ck) as d:
+            assert {"Lam_0", "A_1", "Z_4", "extra_dual_W_3_4"} <= set(d.files)
+        m = VDSH(8, sweeps=6, checkpoint_every=1, scheduler="distributed", workers=2, **CFG)
+        m.client = client
+        m.fit(X, y, checkpoint_path=ck)
+    finally:
+        client.close()
+        cluster.close()
+    assert m.resumed_from_ == 3
+    _assert_bitwise(full, m)
+
+
+def test_dask_executor_places_by_position_and_keeps():
+    from vdsh_numba.search.distributed import local_cluster
+    cluster, client = local_cluster(n_workers=2, threads_per_worker=1)
+    try:
+        ex = DaskExecutor(client, timeout=60)
+        w0, w1 = sorted(client.scheduler_info()["workers"])
+        assert [ex.worker_at(p) for p in (0.0, 0.49, 0.5, 0.99)] == [w0, w0, w1, w1]
+        with pytest.raises(ValueError, match=r"position \(where\) must be in \[0, 1\), got 1.0"):
+            ex.worker_at(1.0)
+        args = [(_arr(30, 4), _arr(4, 4), _arr(4), p > 0.5) for p in (0.1, 0.7)]
+        got = ex.map(cs.forward_layer, args, where=[0.1, 0.7], keep=(1,))
+        for (a, z), p, arg in zip(got, (0.1, 0.7), args):
+            assert isinstance(a, np.ndarray) and cs.is_remote(z)  # z stayed on its worker
+            assert set(client.who_has([z])[z.key]) == {ex.worker_at(p)}
+            ra, rz = cs.forward_layer(*arg)
+            assert np.array_equal(a, ra) and np.array_equal(ex.get(z), rz)
+    finally:
+        client.close()
+        cluster.close()

@@ -14,9 +14,12 @@ weights ``θ`` by consensus constraints with scaled duals ``U``. One sweep of th
 4. the dual steps: ``U += θ̃ - θ`` (:func:`dual_step`) and the multipliers of the ``z``
    constraints, ``Λ_h += z_h - W_h a_{h-1} - b_h`` (:func:`multiplier_step`).
 
-Every task of steps 1, 2 and 4 is a pure function of arrays, runs with single-threaded BLAS and
-only ``nogil`` Numba kernels, and is handed to an executor (:mod:`vdsh_numba.methods.vdsh.executors`):
-serial, a pool of threads, or Dask workers give bitwise-equal weights.
+Every task of steps 1, 2 and 4, and every layer of the forward re-synchronisation
+(:func:`executor_resync`), is a pure function of arrays, runs with single-threaded BLAS and only
+``nogil`` Numba kernels, and is handed to an executor (:mod:`vdsh_numba.methods.vdsh.executors`):
+serial, a pool of threads, or Dask workers give bitwise-equal weights. On Dask each task runs on
+the worker of its layer (contiguous blocks of layers per worker) and the per-sample arrays
+``a_h``, ``z_h``, ``Λ_h`` stay there between sweeps (docs/algorithm.md §10.6).
 
 Indexing (0-based): hidden activations ``A[0] = X``, ``A[h]``, ``Z[h]`` (h = 1..L); weight layer
 ``j`` (``Ws[j]``, ``bs[j]``) maps ``A[j]`` to ``Z[j + 1]`` for ``j < L`` and to the codes ``B``
@@ -33,16 +36,19 @@ guard, final refit and history are the engine's, shared with the sequential sche
 from __future__ import annotations
 
 import sys
+from functools import partial
 
 import numpy as np
 from numba import njit
 
 from . import engine
-from .admm import a_rhs_value, phi, z_min
+from .admm import a_rhs_value, phi, sq_dist, z_min
 
 __all__ = ["owners", "ridge_consensus", "local_solve", "block_update", "consensus_step", "dual_step",
            "multiplier_step", "consensus_sweep", "copy_keys", "network_state", "consensus_update",
-           "ridge_consensus_moments", "a_system", "copy_average"]
+           "ridge_consensus_moments", "a_system", "copy_average", "bias_act_block", "FORWARD_ROWS",
+           "forward_layer", "output_layer", "gap_terms", "all_finite", "row_blocks", "executor_resync",
+           "remote_input", "place_state", "is_remote"]
 
 def owners(j, L):
     """The substructures holding a copy of weight layer ``j`` (0..L; ``L`` is the output)."""
@@ -78,12 +84,15 @@ def a_rhs_block(q, coef, gamma, z, a_prev, residual, skip, a_next, z_next, out):
 
 
 @njit(nogil=True, cache=True)
-def act_block(p, b, a_prev, residual, a_out):
-    """``a_out = relu(p + b) (+ a_prev)``: a layer's output from its product ``p``."""
+def bias_act_block(p, b, a_prev, residual, z_out, a_out):
+    """``z_out = p + b``, ``a_out = relu(z_out) (+ a_prev)``: a layer's output from its product
+    ``p`` (``z_out`` may be ``p``)."""
     n, w = p.shape
     for i in range(n):
         for j in range(w):
-            a_out[i, j] = phi(p[i, j] + b[j], a_prev[i, j], residual)
+            z = p[i, j] + b[j]
+            z_out[i, j] = z
+            a_out[i, j] = phi(z, a_prev[i, j] if residual else 0.0, residual)
 
 
 @njit(nogil=True, cache=True)
@@ -163,7 +172,7 @@ def local_solve(prob):
     if prob.get("through", False):
         p = A @ lo[0].T
         A_hi = np.empty_like(p)
-        act_block(p, lo[1], A, prob["residual_mid"], A_hi)
+        bias_act_block(p, lo[1], A, prob["residual_mid"], p, A_hi)
     hi = ridge_consensus(A_hi, _target(Z, Lam), c, r, eta, V, v)
     return lo, hi
 
@@ -235,6 +244,110 @@ def multiplier_step(lam, z, a, a_prev, W, b, residual):
     return out, rz, ra
 
 
+#: rows per product of the forward pass (:func:`forward_layer`): every placement cuts the rows
+#: at multiples of it, so the products have the same shapes wherever they run
+FORWARD_ROWS = 1024
+
+
+def forward_layer(a_prev, W, b, residual, out=None):
+    """One layer of the forward pass: ``z = a_prev Wᵀ + b``, ``a = relu(z) (+ a_prev)``.
+
+    The product runs in blocks of :data:`FORWARD_ROWS` rows. Returns ``(a, z)``, new arrays,
+    or ``out = (a_out, z_out)`` filled in place -- only where the caller shares the task's
+    memory (a local executor; a Dask worker would fill a copy)."""
+    n, w = a_prev.shape[0], W.shape[0]
+    a, z = out if out is not None else (np.empty((n, w), np.float32), np.empty((n, w), np.float32))
+    for s in range(0, n, FORWARD_ROWS):
+        e = min(n, s + FORWARD_ROWS)
+        np.dot(a_prev[s:e], W.T, out=z[s:e])
+        bias_act_block(z[s:e], b, a_prev[s:e], residual, z[s:e], a[s:e])
+    return a, z
+
+
+def output_layer(a, Wo, bo):
+    """The network's outputs ``U = a_L W_oᵀ + b_o`` (float32)."""
+    U = np.dot(a, Wo.T)
+    np.add(U, bo, out=U)
+    return U
+
+
+def gap_terms(a_old, a_new):
+    """``(||a_old - a_new||², ||a_new||²)`` in float64: the forward gap's two sums."""
+    return sq_dist(a_old, a_new), sq_dist(a_new, np.zeros_like(a_new))
+
+
+def all_finite(x):
+    """Whether every entry of ``x`` is finite."""
+    return bool(np.isfinite(x).all())
+
+
+def row_blocks(n, parts):
+    """``parts`` (or fewer) contiguous ``(start, stop)`` row ranges covering ``0..n``, cut at
+    multiples of :data:`FORWARD_ROWS`."""
+    nb = -(-n // FORWARD_ROWS)
+    cuts = sorted({min(n, FORWARD_ROWS * (nb * i // parts)) for i in range(parts + 1)})
+    return list(zip(cuts[:-1], cuts[1:])) if n else []
+
+
+def executor_resync(run, S, it, Wd, bd, flags, executor):
+    """Step 1 of a consensus sweep on the CPU (the ``resync`` of
+    :func:`vdsh_numba.methods.vdsh.engine.codes_step`): the forward pass as tasks of
+    ``executor``, the same arithmetic wherever they run.
+
+    A local executor fills the engine's spare buffers ``S["Af"]``, ``S["Zf"]``, each layer in
+    row blocks, one per worker (:func:`row_blocks`), then swaps them in as the engine's
+    :func:`~vdsh_numba.methods.vdsh.engine.resync_forward` does. A resident one (Dask) runs layer
+    ``h`` on the worker of position ``(h - 1) / L``, where its ``a_h``, ``z_h`` stay (as
+    futures in ``S["A"]``, ``S["Z"]``): only ``a`` crosses a block boundary; the outputs ``U``
+    come back to this process. Returns ``(U, gap)``. (On the cuda backend the engine's own
+    forward pass runs on the device instead.)
+    """
+    ex, o, L = executor, run.o, run.L
+    Ws, bs = S["Ws"], S["bs"]
+    pos = [(h - 1) / L for h in range(L + 1)]  # hidden layer h's position (h >= 1)
+
+    def forward_pass():
+        if ex.resident:
+            A, Z = [remote_input(run, S, ex)], [None]
+            for h in range(1, L + 1):
+                (a, z), = ex.map(forward_layer, [(A[h - 1], Ws[h - 1], bs[h - 1], flags[h - 1])],
+                                 where=[pos[h]], keep=(0, 1))
+                A.append(a)
+                Z.append(z)
+        else:
+            A, Z = S["Af"], S["Zf"]
+            blocks = row_blocks(run.n, ex.workers)
+            for h in range(1, L + 1):
+                ex.map(forward_layer, [(A[h - 1][s:e], Ws[h - 1], bs[h - 1], flags[h - 1], (A[h][s:e], Z[h][s:e]))
+                                       for s, e in blocks])
+        U, = ex.map(output_layer, [(A[L], S["Wo"], S["bo"])], where=[pos[L]])
+        return A, Z, U
+
+    A, Z, U = run.dense(forward_pass)
+    if not all_finite(U):
+        bad = next((h for h in range(1, L + 1) if not ex.map(all_finite, [(A[h],)], where=[pos[h]])[0]), "output")
+        raise run.diverged(it, bad, "the forward pass")
+    gap = np.nan
+    if S["aux"]:
+        d, nrm = ex.map(gap_terms, [(S["A"][L], A[L])], where=[pos[L]])[0]
+        gap = float(np.sqrt(d / max(nrm, 1e-30)))
+    if not S["aux"] or o["resync"]:
+        if ex.resident:  # the engine's buffers stay here, unused; the previous futures are dropped
+            S["A"], S["Z"] = A, Z
+        else:
+            S["A"], S["Af"], S["Z"], S["Zf"] = A, S["A"], Z, S["Z"]
+        S["aux"] = True
+    return U, gap
+
+
+def remote_input(run, S, executor):
+    """The features, put once on the worker of the first layer (kept in ``S["remote"]``)."""
+    rem = S.setdefault("remote", {})
+    if rem.get("X_of") is not run.X:
+        rem["X"], rem["X_of"] = executor.put(run.X, 0.0), run.X
+    return rem["X"]
+
+
 # ---------------------------------------------------------------------------- one sweep
 
 def consensus_sweep(S, executor, ops=None):
@@ -280,7 +393,7 @@ def consensus_sweep(S, executor, ops=None):
         # 1. local problems, independent, from the previous iterate
         probs = [({"lo": spec(m, m), "hi": spec(m, m + 1), "eta": eta, "through": through,
                    "residual_mid": res[m]},) for m in range(L)]
-        out = executor.map(ops.local_solve, probs)
+        out = executor.map(ops.local_solve, probs, where=[m / L for m in range(L)])
         for m, (lo, hi) in enumerate(out):
             copies[(m, m)], copies[(m, m + 1)] = lo, hi
 
@@ -298,7 +411,8 @@ def consensus_sweep(S, executor, ops=None):
                               "a_next": None if top else A[h + 1], "z_next": None if top else Z[h + 1],
                               "skip": S["skip_weight"] * gamma if (not top and res[h]) else 0.0,
                               "residual": res[h - 1], "beta": beta, "gamma": gamma},))
-            for h, (a, z) in zip(hs, executor.map(ops.block_update, blks)):
+            for h, (a, z) in zip(hs, executor.map(ops.block_update, blks, where=[(h - 1) / L for h in hs],
+                                                  keep=(0, 1))):
                 A[h], Z[h] = a, z
 
     copies = S["copies"]  # filled in place by local_step; kept for the next sweep
@@ -323,7 +437,7 @@ def consensus_sweep(S, executor, ops=None):
             rc[j] += float(((tW - W).astype(np.float64) ** 2).sum() + ((tb - b).astype(np.float64) ** 2).sum())
             U[(m, j)] = (dual_step(U[(m, j)][0], tW, W), dual_step(U[(m, j)][1], tb, b))
     out = executor.map(ops.multiplier_step, [(Lam[j], Z[j + 1], A[j + 1], A[j], Ws[j], bs[j], res[j])
-                                         for j in range(L)])
+                                             for j in range(L)], where=[j / L for j in range(L)], keep=(0,))
     rz, ra = np.zeros(L), np.zeros(L)
     for j, (lam, rz_j, ra_j) in enumerate(out):
         Lam[j] = lam
@@ -352,6 +466,28 @@ def network_state(Ws, bs, A, Z, Lam, B, copies, duals, o, beta, gamma, eta, flag
             "residual": list(flags), "local": o["local"], "order": o["order"]}
 
 
+def place_state(run, S, executor):
+    """Puts the per-sample state that is still here on the workers of a resident executor:
+    ``Λ_h`` (and ``a_h``, ``z_h`` after a resume without re-synchronisation) on the worker of
+    hidden layer ``h``; a no-op once they are there. Checkpoints fetch them back
+    (``run.fetch``)."""
+    L = run.L
+    for j in range(L):
+        if not is_remote(S["Lam"][j]):
+            S["Lam"][j] = executor.put(S["Lam"][j], j / L)
+    if S["aux"] and not run.o["resync"]:  # with resync the forward pass replaces them first
+        for h in range(1, L + 1):
+            for key in ("A", "Z"):
+                if not is_remote(S[key][h]):
+                    S[key][h] = executor.put(S[key][h], (h - 1) / L)
+    run.fetch = lambda x: run.ops.to_host(executor.get(x))
+
+
+def is_remote(x):
+    """Whether ``x`` is held elsewhere (a Dask future) rather than an array here."""
+    return not isinstance(x, np.ndarray)
+
+
 def consensus_update(run, S, it, executor, tasks=None):
     """One sweep of the consensus scheme: the ``update`` of
     :func:`vdsh_numba.methods.vdsh.engine.train` (``functools.partial`` binds ``executor`` and
@@ -368,7 +504,10 @@ def consensus_update(run, S, it, executor, tasks=None):
     sweep and the layer.
     """
     o, L = run.o, run.L
-    ctx = engine.codes_step(run, S, it)
+    resync = None if run.ops.NAME == "cuda" else partial(executor_resync, executor=executor)
+    if executor.resident:
+        place_state(run, S, executor)
+    ctx = engine.codes_step(run, S, it, resync)
     X, meta = S["extra"], S["extra_meta"]
     keys = copy_keys(L)
     Ws, bs = S["Ws"] + [S["Wo"]], S["bs"] + [S["bo"]]

@@ -37,7 +37,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .solves import classifier, initial_parameters, label_loss, objective_terms, ridge_from_moments, sym_inverse
 
 __all__ = ["TrainingDiverged", "DenseTimer", "Workspace", "Run", "residual_flags", "forward", "ridge",
-           "project", "codes_step", "sweep_terms", "layerwise_sweep", "train", "TrainResult"]
+           "project", "resync_forward", "codes_step", "sweep_terms", "layerwise_sweep", "train", "TrainResult"]
 
 
 class TrainingDiverged(FloatingPointError):
@@ -161,6 +161,9 @@ class Run:
         self.ws = Workspace(ops)
         self.checkpoint = None
         self.zero = {}
+        #: a host copy of a training array wherever it lives (``ops.to_host``; an update order
+        #: that keeps arrays on other machines sets its own, e.g. the consensus scheme on Dask)
+        self.fetch = ops.to_host
 
     def zeros(self, width, rows=None):
         """A device ``(n, width)`` (or ``(width,)`` with ``rows=0``) array of zeros, never written."""
@@ -179,31 +182,43 @@ class Run:
         return TrainingDiverged(it + 1, layer, what, ck if ck is not None and os.path.exists(ck) else None)
 
 
-def codes_step(run, S, it):
-    """Steps 1 and 2 of every sweep, whatever the update order of the network.
-
-    1. forward pass, auxiliary variables re-synchronised with it (``o["resync"]``, or the first
-    sweep); 2. code step (DCC) and classifier ``G`` (``S["B"]``, ``S["G"]`` and ``run.Bf``, the
-    float32 codes, updated). Returns what the network step and :func:`sweep_terms` need:
-    ``Wd``, ``bd`` (device weights), ``flags`` (:func:`residual_flags`), ``U`` (the outputs of the
-    forward pass), ``gap`` (the forward gap), ``flips``, ``BtB``, ``BtY``.
-    """
-    ops, o, dense, n, L, k = run.ops, run.o, run.dense, run.n, run.L, run.k
-    Ws, bs = S["Ws"], S["bs"]
-    flags = residual_flags(o["residual"], Ws)
-    Wd, bd = [ops.to_device(W) for W in Ws], [ops.to_device(b) for b in bs]
-    # 1. re-synchronise the auxiliary variables with the forward pass
+def resync_forward(run, S, it, Wd, bd, flags):
+    """Step 1 of a sweep: the forward pass into the spare buffers ``S["Af"]``, ``S["Zf"]`` and
+    ``run.U``; the auxiliary variables are re-synchronised with it (``o["resync"]``, or the
+    first sweep: the buffer lists swap). Returns ``(U, gap)``, ``gap`` the forward gap
+    ``||a_L - a_L^fwd|| / ||a_L^fwd||`` (NaN on the first sweep)."""
+    ops, o, L = run.ops, run.o, run.L
     Af, Zf, U = S["Af"], S["Zf"], run.U
-    dense(forward, ops, run.X, Wd, bd, ops.to_device(S["Wo"]), ops.to_device(S["bo"]), flags, Af, Zf, U)
+    run.dense(forward, ops, run.X, Wd, bd, ops.to_device(S["Wo"]), ops.to_device(S["bo"]), flags, Af, Zf, U)
     if not ops.all_finite(U):
         bad = next((h for h in range(1, L + 1) if not ops.all_finite(Af[h])), "output")
         raise run.diverged(it, bad, "the forward pass")
     gap = np.nan
     if S["aux"]:
-        gap = float(np.sqrt(ops.sq_dist(S["A"][L], Af[L]) / max(ops.sq_dist(Af[L], run.zeros(Ws[-1].shape[0])), 1e-30)))
+        gap = float(np.sqrt(ops.sq_dist(S["A"][L], Af[L]) / max(ops.sq_dist(Af[L], run.zeros(Af[L].shape[1])), 1e-30)))
     if not S["aux"] or o["resync"]:
         S["A"], S["Af"], S["Z"], S["Zf"] = Af, S["A"], Zf, S["Z"]
         S["aux"] = True
+    return U, gap
+
+
+def codes_step(run, S, it, resync=None):
+    """Steps 1 and 2 of every sweep, whatever the update order of the network.
+
+    1. forward pass, auxiliary variables re-synchronised with it: ``resync(run, S, it, Wd, bd,
+    flags) -> (U, gap)``, by default :func:`resync_forward` (an update order whose tasks run
+    elsewhere brings its own: :func:`vdsh_numba.methods.vdsh.consensus.executor_resync`);
+    2. code step (DCC) and classifier ``G`` (``S["B"]``, ``S["G"]`` and ``run.Bf``, the
+    float32 codes, updated). Returns what the network step and :func:`sweep_terms` need:
+    ``Wd``, ``bd`` (device weights), ``flags`` (:func:`residual_flags`), ``U`` (the outputs of the
+    forward pass), ``gap`` (the forward gap), ``flips``, ``BtB``, ``BtY``.
+    """
+    ops, o, dense, n, k = run.ops, run.o, run.dense, run.n, run.k
+    Ws, bs = S["Ws"], S["bs"]
+    flags = residual_flags(o["residual"], Ws)
+    Wd, bd = [ops.to_device(W) for W in Ws], [ops.to_device(b) for b in bs]
+    # 1. re-synchronise the auxiliary variables with the forward pass
+    U, gap = (resync or resync_forward)(run, S, it, Wd, bd, flags)
     # 2. code step (discrete) and classifier step
     G = S["G"]
     Q = run.ws.get("Q", n, k, np.float64)
@@ -363,13 +378,13 @@ def _save(run, path, S, history, fp):
     arrays = {"B": ops.to_host(S["B"]), "G": S["G"], "Wo": S["Wo"], "bo": S["bo"]}
     for h in range(L):
         arrays[f"W_{h}"], arrays[f"b_{h}"] = S["Ws"][h], S["bs"][h]
-        arrays[f"Lam_{h}"] = ops.to_host(S["Lam"][h])
+        arrays[f"Lam_{h}"] = run.fetch(S["Lam"][h])
     if S["aux"]:
         # with resync only the top layer's auxiliary output survives a sweep (the forward gap)
         for h in ([L] if run.o["resync"] else range(1, L + 1)):
-            arrays[f"A_{h}"] = ops.to_host(S["A"][h])
+            arrays[f"A_{h}"] = run.fetch(S["A"][h])
             if not run.o["resync"]:
-                arrays[f"Z_{h}"] = ops.to_host(S["Z"][h])
+                arrays[f"Z_{h}"] = run.fetch(S["Z"][h])
     for name, x in S["extra"].items():  # an update order's own state (host arrays)
         arrays[f"extra_{name}"] = x
     meta = {"sweep": S["sweep"], "beta": S["beta"], "gamma": S["gamma"], "fingerprint": fp, "extra": S["extra_meta"],
