@@ -46,6 +46,50 @@ def load(cpu=os.cpu_count() or 1):
     return la, la / cpu > 0.5
 
 
+def machine_busy_seconds():
+    """CPU seconds the whole machine has been busy since boot (``/proc/stat``), or ``None``."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+    except (OSError, ValueError):
+        return None
+    return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_seconds(root=None):
+    """CPU seconds of this process and every process below it (the Dask scheduler's workers and
+    nannies are children of it), from ``/proc/<pid>/stat``."""
+    root = root or os.getpid()
+    stats = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    rest = f.read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            stats[int(d)] = (int(rest[1]), (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK"))
+    kids = {}
+    for pid, (ppid, _) in stats.items():
+        kids.setdefault(ppid, []).append(pid)
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += stats.get(pid, (0, 0.0))[1]
+        todo += kids.get(pid, [])
+    return total
+
+
+def others_cores(t0, busy0, own0):
+    """Cores' worth of CPU that processes outside this benchmark's tree used since
+    ``(perf_counter, machine_busy_seconds, tree_seconds)`` = ``(t0, busy0, own0)``; a process
+    of the tree that ended meanwhile (a closed Dask worker) counts as other, so this errs high."""
+    busy = machine_busy_seconds()
+    if busy is None or busy0 is None:
+        return float("nan")
+    return max(0.0, (busy - busy0) - (tree_seconds() - own0)) / max(time.perf_counter() - t0, 1e-9)
+
+
 def features(dataset, seed=0):
     """The standard protocol's split of ``dataset`` (mnist: test-only, 10,000 images;
     fashion_mnist: queries from its test set), as the features stage builds it."""
@@ -109,10 +153,11 @@ def speed(a):
             from vdsh_numba.search.distributed import local_cluster
             cluster, est.client = local_cluster(n_workers=w)
             close = cluster.close
-        t0 = time.perf_counter()
+        t0, busy0, own0 = time.perf_counter(), machine_busy_seconds(), tree_seconds()
         with threadpool_limits(limits=blas):
             m = est.fit(X, y)
         wall = time.perf_counter() - t0
+        others = others_cores(t0, busy0, own0)
         if close is not None:
             sent = worker_bytes_sent(est.client) / a.sweeps
             est.client.close()
@@ -123,16 +168,22 @@ def speed(a):
                "depth": a.depth, "first_width": first,
                "width": a.width, "sweep_seconds": json.dumps([round(s, 3) for s in secs]),
                "median_sweep_s": float(np.median(secs)), "fit_wall_s": wall, "load": la,
-               "worker_bytes_per_sweep": sent}
+               "median_dense_s": float(np.median([h["dense_seconds"] for h in m.history_])),
+               "others_cores": others, "worker_bytes_per_sweep": sent}
         rows.append(row)
         weights[(scheme, sched, w, blas)] = [m.W_[0], m.W_[-1], m.Wo_, m.B_train_]
         extra = f"; workers sent {sent / 1e9:.3f} GB per sweep" if sent == sent else ""
         print(f"  {scheme:10s} {sched:11s} workers={w} blas={blas}: sweeps {row['sweep_seconds']} s, median "
-              f"{row['median_sweep_s']:.2f} s; fit {wall:.1f} s; load {la:.2f}{extra}", flush=True)
+              f"{row['median_sweep_s']:.2f} s; fit {wall:.1f} s; load {la:.2f}, other processes {others:.2f} "
+              f"cores{extra}", flush=True)
         write_csv(BENCH / (a.csv or ("consensus_speed_threads.csv" if a.threads_only else "consensus_speed.csv")), rows)
     med = {(r["scheme"], r["scheduler"], r["workers"], r["blas_threads"]): r["median_sweep_s"] for r in rows}
     la1, busy = load()
-    flag = "  [unreliable: load above 0.5 per core]" if busy or la0 / (os.cpu_count() or 1) > 0.5 else ""
+    # the load average counts this benchmark's own threads and workers; what decides is the CPU
+    # other processes used during the fits (more than 0.5 core per core: unreliable)
+    worst = max(r["others_cores"] for r in rows)
+    flag = (f"  [unreliable: other processes used up to {worst:.2f} cores]"
+            if not worst <= 0.5 * (os.cpu_count() or 1) else f"  [other processes at most {worst:.2f} cores]")
     seq = med.get(("sequential", "serial", 1, 1), float("nan"))
     for sched in ("threads",) if a.threads_only else ("threads", "distributed"):
         r = med[("consensus", sched, 2, 1)] / med[("consensus", sched, 1, 1)]
@@ -149,40 +200,42 @@ def speed(a):
 # ------------------------------------------------------------------------------------------ scaling model
 
 def model(a):
-    """A prediction from reports/bench/consensus_speed.csv (docs/algorithm.md §10.9): the sweep
-    time of depth ``a.depth`` x ``a.width`` on ``a.n`` samples with 1, 8, 64 workers.
+    """A prediction from a speed CSV (``--speed-csv``, docs/algorithm.md §10.9): the sweep time of
+    depth ``a.depth`` x ``a.width`` on ``a.n`` samples with 1, 8, 64 workers of a neighbour
+    placement (contiguous blocks of layers per worker, per-sample state resident).
 
-    Amdahl split of the measured consensus sweep (threads): ``T1 = s + p``, ``T2 = s + p / 2``
-    gives the serial part ``s`` (forward re-synchronisation, code step, consensus averaging on the
-    client) and ``p`` (the tasks); ``p / L`` is the seconds of one substructure. Both are scaled
-    linearly in depth and in n (the products are ``n w^2``; the ``w^3`` solves, which do not grow
-    with n, are counted as if they did: an upper bound). Communication in a neighbour placement
-    (contiguous blocks of substructures per worker): per sweep and block boundary about 8 arrays
-    of ``n x w`` float32 cross (a, z, Lambda of the boundary layer to the local problems, the new
-    a, z to the other colour, a to the multiplier step, each way) plus 4 ``w x w`` copies/duals;
-    boundaries exchange at the same time, so the time is one boundary's bytes / bandwidth.
-    The star placement of the current DaskExecutor (every array through the client, every map)
-    ships about 12 ``L n w`` float32 per sweep; its measured overhead per byte is printed.
+    Split of the measured 1-worker consensus sweep ``T1`` into a serial part ``s`` and the
+    tasks ``p = T1 - s``: ``s`` is ``--serial-fraction`` x ``T1`` if given (the share of the
+    engine's dense work outside the tasks on a Dask cluster: the code step on the client and the
+    forward pass, which runs layer after layer along the workers), else the Amdahl fit of 1 vs
+    2 threads (``T2 = s + p / 2``). Both are scaled linearly in depth and in n (the products are
+    ``n w^2``; the ``w^3`` solves, which do not grow with n, are counted as if they did: an upper
+    bound). Communication: the bytes one block boundary moves per sweep, measured as the
+    workers' bytes sent with 2 Dask workers minus with 1 (one boundary), scaled linearly in n
+    and w; boundaries exchange at the same time, so the time is one boundary's bytes /
+    bandwidth. Without Dask rows, 8 ``n x w`` float32 arrays per boundary are assumed.
     """
-    with open(BENCH / "consensus_speed.csv") as f:
+    with open(BENCH / a.speed_csv) as f:
         rows = {(r["scheme"], r["scheduler"], int(r["workers"]), int(r["blas_threads"])): r for r in csv.DictReader(f)}
     r1, r2 = rows[("consensus", "threads", 1, 1)], rows[("consensus", "threads", 2, 1)]
     L0, n0, w = int(r1["depth"]), int(r1["n"]), int(r1["width"])
     T1, T2 = float(r1["median_sweep_s"]), float(r2["median_sweep_s"])
     s0 = max(0.0, 2 * T2 - T1)
     p0 = T1 - s0
-    t_sub = p0 / L0
-    print(f"measured (n={n0}, depth {L0} x {w}): consensus 1 thread {T1:.2f} s, 2 threads {T2:.2f} s per sweep")
-    print(f"Amdahl split: serial {s0:.2f} s, parallel {p0:.2f} s; one substructure {t_sub:.3f} s")
+    print(f"measured ({a.speed_csv}: n={n0}, depth {L0} x {w}): consensus 1 thread {T1:.2f} s, "
+          f"2 threads {T2:.2f} s per sweep")
+    print(f"Amdahl split: serial {s0:.2f} s, parallel {p0:.2f} s; one substructure {p0 / L0:.3f} s")
     d1, d2 = rows.get(("consensus", "distributed", 1, 1)), rows.get(("consensus", "distributed", 2, 1))
-    if d1 is not None:
-        star = 12 * L0 * n0 * w * 4
-        over = float(d1["median_sweep_s"]) - T1
-        print(f"star placement (current DaskExecutor): ~{star / 1e9:.2f} GB shipped per sweep, 1 worker "
-              f"{float(d1['median_sweep_s']):.2f} s = threads + {over:.2f} s -> {star / 1e9 / max(over, 1e-9):.2f} GB/s"
-              + (f"; 2 workers {float(d2['median_sweep_s']):.2f} s" if d2 is not None else ""))
-    scale = (a.depth / L0) * (a.n / n0)
-    boundary = 8 * a.n * a.width * 4 + 4 * a.width ** 2 * 4
+    per_boundary = 8 * n0 * w * 4
+    if d1 is not None and d2 is not None and d1.get("worker_bytes_per_sweep", "") not in ("", "nan"):
+        b1, b2 = float(d1["worker_bytes_per_sweep"]), float(d2["worker_bytes_per_sweep"])
+        per_boundary = b2 - b1
+        print(f"Dask, neighbour placement: 1 worker {float(d1['median_sweep_s']):.2f} s, 2 workers "
+              f"{float(d2['median_sweep_s']):.2f} s per sweep; workers sent {b1 / 1e9:.3f} / {b2 / 1e9:.3f} GB "
+              f"per sweep -> one block boundary {per_boundary / 1e9:.3f} GB = "
+              f"{per_boundary / (n0 * w * 4):.1f} n x w float32 arrays")
+    boundary = per_boundary * (a.n / n0) * (a.width / w)
+    scale = (a.depth / L0) * (a.n / n0) * (a.width / w) ** 2
     comm = boundary / (a.bandwidth * 1e9)
     splits = [("Amdahl fit of 1 vs 2 threads", s0, p0)]
     if a.serial_fraction is not None:
@@ -191,8 +244,7 @@ def model(a):
     for name, sm, pm in splits:
         s, p = sm * scale, pm * scale
         print(f"\nprediction for n={a.n}, depth {a.depth} x {a.width}, serial part from the {name} "
-              f"(linear in n and depth from the measurement"
-              f"{'' if a.width == w else ', WIDTH DIFFERS FROM THE MEASUREMENT'}): serial {s:.1f} s, tasks "
+              f"(linear in n, depth and width^2 from the measurement): serial {s:.1f} s, tasks "
               f"{p:.1f} s on one worker; {boundary / 1e9:.2f} GB per block boundary per sweep = {comm:.2f} s "
               f"at {a.bandwidth} GB/s")
         print("| workers | tasks s | communication s | serial s | predicted s per sweep |")
@@ -444,6 +496,7 @@ def main():
     p.add_argument("--local", default="split", choices=["split", "through"])
     p.set_defaults(fn=plot)
     p = sub.add_parser("model")
+    p.add_argument("--speed-csv", default="consensus_speed_d64w1024.csv", help="a CSV of `speed` under reports/bench/")
     p.add_argument("--n", type=int, default=60000)
     p.add_argument("--depth", type=int, default=64)
     p.add_argument("--width", type=int, default=1024)

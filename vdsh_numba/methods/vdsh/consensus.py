@@ -48,7 +48,8 @@ __all__ = ["owners", "ridge_consensus", "local_solve", "block_update", "consensu
            "multiplier_step", "consensus_sweep", "copy_keys", "network_state", "consensus_update",
            "ridge_consensus_moments", "a_system", "copy_average", "bias_act_block", "FORWARD_ROWS",
            "forward_layer", "output_layer", "gap_terms", "all_finite", "row_blocks", "executor_resync",
-           "remote_input", "place_state", "is_remote"]
+           "remote_input", "place_state", "is_remote", "local_copies", "consensus_layer",
+           "resident_weights", "host_weights"]
 
 def owners(j, L):
     """The substructures holding a copy of weight layer ``j`` (0..L; ``L`` is the output)."""
@@ -244,6 +245,41 @@ def multiplier_step(lam, z, a, a_prev, W, b, residual):
     return out, rz, ra
 
 
+def local_copies(solve, prob):
+    """Substructure ``m``'s task: its local problem (``solve``: :func:`local_solve` or its CUDA
+    twin) with the consensus centres formed where it runs: ``prob["lo"]``, ``prob["hi"]`` are
+    ``(A, Z, Lam, c, r, W, b, U_W, u_b)``, global weights and scaled duals, and the centre is
+    ``V = W - U_W``, ``v = b - u_b``. Returns the copies flat, ``(W_lo, b_lo, W_hi, b_hi)``."""
+    p = dict(prob)
+    for key in ("lo", "hi"):
+        A, Z, Lam, c, r, W, b, UW, ub = prob[key]
+        p[key] = (A, Z, Lam, c, r, W - UW, b - ub)
+    (W_lo, b_lo), (W_hi, b_hi) = solve(p)
+    return W_lo, b_lo, W_hi, b_hi
+
+
+def consensus_layer(copies, duals, W_old, b_old, scale=None):
+    """Steps 3 and 4 for one weight layer: ``θ`` = :func:`consensus_step` of its copies
+    ``[(W, b)]`` and scaled duals ``[(U_W, u_b)]`` (same order), the new duals
+    (:func:`dual_step`, then times ``scale`` if given: the rescaling when the penalty grows),
+    ``Σ ||θ̃ - θ||²`` over the copies and ``||θ - θ_old||²`` (weights and biases, float64).
+
+    Returns ``(W, b, U_W0, u_b0, U_W1, u_b1, consensus, dtheta, finite)``: the second dual
+    ``None`` for a layer with one copy; ``finite``: whether ``W``, ``b`` and every copy are."""
+    W = consensus_step([c[0] for c in copies], [u[0] for u in duals])
+    b = consensus_step([c[1] for c in copies], [u[1] for u in duals])
+    dtheta = float(((W - W_old).astype(np.float64) ** 2).sum() + ((b - b_old).astype(np.float64) ** 2).sum())
+    rc = 0.0
+    new = []
+    for (tW, tb), (uW, ub) in zip(copies, duals):
+        rc += float(((tW - W).astype(np.float64) ** 2).sum() + ((tb - b).astype(np.float64) ** 2).sum())
+        uW, ub = dual_step(uW, tW, W), dual_step(ub, tb, b)
+        new += [uW, ub] if scale is None else [uW * scale, ub * scale]
+    new += [None] * (4 - len(new))
+    finite = bool(np.isfinite(rc) and np.isfinite(W).all() and np.isfinite(b).all())
+    return (W, b, *new, rc, dtheta, finite)
+
+
 #: rows per product of the forward pass (:func:`forward_layer`): every placement cuts the rows
 #: at multiples of it, so the products have the same shapes wherever they run
 FORWARD_ROWS = 1024
@@ -383,7 +419,7 @@ def consensus_sweep(S, executor, ops=None):
         UW, ub = U[(m, j)]
         c = beta if j < L else 1.0
         Zt, Lt = (Z[j + 1], Lam[j]) if j < L else (S["B"], None)
-        return (A[j], Zt, Lt, om * c, om * rho, Ws[j] - UW, bs[j] - ub)
+        return (A[j], Zt, Lt, om * c, om * rho, Ws[j], bs[j], UW, ub)
 
     def copies_of(j):
         om = 1.0 / len(owners(j, L))
@@ -391,11 +427,11 @@ def consensus_sweep(S, executor, ops=None):
 
     def local_step():
         # 1. local problems, independent, from the previous iterate
-        probs = [({"lo": spec(m, m), "hi": spec(m, m + 1), "eta": eta, "through": through,
-                   "residual_mid": res[m]},) for m in range(L)]
-        out = executor.map(ops.local_solve, probs, where=[m / L for m in range(L)])
-        for m, (lo, hi) in enumerate(out):
-            copies[(m, m)], copies[(m, m + 1)] = lo, hi
+        probs = [(ops.local_solve, {"lo": spec(m, m), "hi": spec(m, m + 1), "eta": eta, "through": through,
+                                    "residual_mid": res[m]}) for m in range(L)]
+        out = executor.map(local_copies, probs, where=[m / L for m in range(L)], keep=(0, 1, 2, 3))
+        for m, (W_lo, b_lo, W_hi, b_hi) in enumerate(out):
+            copies[(m, m)], copies[(m, m + 1)] = (W_lo, b_lo), (W_hi, b_hi)
 
     def aux_step():
         # 2. auxiliary variables, two colours (the top layer's first), each colour in parallel
@@ -423,19 +459,21 @@ def consensus_sweep(S, executor, ops=None):
         aux_step()
         local_step()
 
-    # 3. consensus, 4. duals
+    # 3. consensus, 4. duals: one task per weight layer, where the layer's global weights live
+    # (the output layer with the top hidden layer)
     rc = np.zeros(L + 1)
     dtheta = 0.0
-    for j in range(L + 1):
-        own = owners(j, L)
-        W = consensus_step([copies[(m, j)][0] for m in own], [U[(m, j)][0] for m in own])
-        b = consensus_step([copies[(m, j)][1] for m in own], [U[(m, j)][1] for m in own])
-        dtheta += float(((W - Ws[j]).astype(np.float64) ** 2).sum() + ((b - bs[j]).astype(np.float64) ** 2).sum())
+    finite = []
+    out = executor.map(consensus_layer, [([copies[(m, j)] for m in owners(j, L)], [U[(m, j)] for m in owners(j, L)],
+                                          Ws[j], bs[j], S.get("dual_scale")) for j in range(L + 1)],
+                       where=[min(j, L - 1) / L for j in range(L + 1)], keep=(0, 1, 2, 3, 4, 5))
+    for j, (W, b, uW0, ub0, uW1, ub1, rc_j, dth, ok) in enumerate(out):
         Ws[j], bs[j] = W, b
-        for m in own:
-            tW, tb = copies[(m, j)]
-            rc[j] += float(((tW - W).astype(np.float64) ** 2).sum() + ((tb - b).astype(np.float64) ** 2).sum())
-            U[(m, j)] = (dual_step(U[(m, j)][0], tW, W), dual_step(U[(m, j)][1], tb, b))
+        for m, u in zip(owners(j, L), ((uW0, ub0), (uW1, ub1))):
+            U[(m, j)] = u
+        rc[j] = rc_j
+        dtheta += dth
+        finite.append(ok)
     out = executor.map(ops.multiplier_step, [(Lam[j], Z[j + 1], A[j + 1], A[j], Ws[j], bs[j], res[j])
                                              for j in range(L)], where=[j / L for j in range(L)], keep=(0,))
     rz, ra = np.zeros(L), np.zeros(L)
@@ -443,7 +481,8 @@ def consensus_sweep(S, executor, ops=None):
         Lam[j] = lam
         rz[j], ra[j] = rz_j, ra_j
     return {"rz": float(rz.sum()), "ra": float(ra.sum()), "consensus": float(rc.sum()), "dtheta": dtheta,
-            "rz_layers": rz.tolist(), "ra_layers": ra.tolist(), "consensus_layers": rc.tolist()}
+            "rz_layers": rz.tolist(), "ra_layers": ra.tolist(), "consensus_layers": rc.tolist(),
+            "finite_layers": finite}
 
 
 # ---------------------------------------------------------------------------- in the engine
@@ -483,6 +522,41 @@ def place_state(run, S, executor):
     run.fetch = lambda x: run.ops.to_host(executor.get(x))
 
 
+def resident_weights(run, S, executor):
+    """The global weights ``θ_j`` (``j = 0..L``, the last the output layer) as the tasks of a
+    resident executor read them: futures on the worker of layer ``j`` (position ``j / L``; the
+    output layer with the top hidden layer). They stay there from sweep to sweep; the engine
+    holds a read-only host mirror (:func:`host_weights`), and a host array that is not the
+    mirror (a resume, or an ``on_sweep`` hook that replaced it) is put again."""
+    L = run.L
+    mirror = S.setdefault("remote", {}).setdefault("theta", {})
+    Wf, bf = [], []
+    for j, (W, b) in enumerate(zip(S["Ws"] + [S["Wo"]], S["bs"] + [S["bo"]])):
+        e = mirror.get(j)
+        if e is None or e[0] is not W or e[1] is not b:
+            where = min(j, L - 1) / L
+            e = mirror[j] = (W, b, executor.put(W, where), executor.put(b, where))
+        Wf.append(e[2])
+        bf.append(e[3])
+    return Wf, bf
+
+
+def host_weights(run, S, executor, Wf, bf):
+    """The host mirror of the global weights the workers now hold (futures ``Wf``, ``bf``):
+    fetched once per sweep (``(L + 1)`` ``w x w``: what the engine's objective, checkpoints and
+    hooks read), read-only so that a change made here cannot silently differ from the workers'."""
+    mirror = S.setdefault("remote", {}).setdefault("theta", {})
+    Ws, bs = [], []
+    for j, (W, b) in enumerate(zip(Wf, bf)):
+        hw, hb = executor.get(W), executor.get(b)
+        hw.setflags(write=False)
+        hb.setflags(write=False)
+        mirror[j] = (hw, hb, W, b)
+        Ws.append(hw)
+        bs.append(hb)
+    return Ws, bs
+
+
 def is_remote(x):
     """Whether ``x`` is held elsewhere (a Dask future) rather than an array here."""
     return not isinstance(x, np.ndarray)
@@ -516,29 +590,36 @@ def consensus_update(run, S, it, executor, tasks=None):
         for m, j in keys:
             X[f"copy_W_{m}_{j}"], X[f"copy_b_{m}_{j}"] = Ws[j].copy(), bs[j].copy()
             X[f"dual_W_{m}_{j}"], X[f"dual_b_{m}_{j}"] = np.zeros_like(Ws[j]), np.zeros_like(bs[j])
+    if executor.resident:
+        Ws, bs = resident_weights(run, S, executor)
+        for name, x in X.items():  # copies and duals: on the worker of their substructure
+            if not is_remote(x):
+                X[name] = executor.put(x, int(name.split("_")[2]) / L)
     copies = {(m, j): (X[f"copy_W_{m}_{j}"], X[f"copy_b_{m}_{j}"]) for m, j in keys}
     duals = {(m, j): (X[f"dual_W_{m}_{j}"], X[f"dual_b_{m}_{j}"]) for m, j in keys}
     eta = meta["eta"]
+    # the consensus penalty grows with beta and gamma; the scaled duals follow (U = y / eta),
+    # rescaled by the consensus step's tasks
+    eta_new = min(eta * o["penalty_growth"], o["eta"] * o["penalty_max"])
     C = network_state(Ws, bs, S["A"], S["Z"], S["Lam"], run.Bf, copies, duals, o, S["beta"], S["gamma"],
                       eta, ctx["flags"])
+    C["dual_scale"] = np.float32(eta / eta_new) if eta_new != eta else None
     r = consensus_sweep(C, executor, tasks)
     for j in range(L + 1):  # one check per weight layer: its copies, duals, weights, a, z, multipliers
-        ok = np.isfinite(r["consensus_layers"][j]) and np.isfinite(C["Ws"][j]).all() and np.isfinite(C["bs"][j]).all()
+        ok = r["finite_layers"][j]
         if j < L:
             ok = ok and np.isfinite(r["rz_layers"][j]) and np.isfinite(r["ra_layers"][j])
         if not ok:
             raise run.diverged(it, j + 1 if j < L else "output",
                                "the local copies, W_h, b_h, a_h, z_h or the multipliers" if j < L
                                else "the local copies of W_o, b_o or W_o, b_o")
-    S["Ws"], S["bs"], S["Wo"], S["bo"] = C["Ws"][:L], C["bs"][:L], C["Ws"][L], C["bs"][L]
-    # the consensus penalty grows with beta and gamma; scaled duals follow (U = y / eta)
-    growth = o["penalty_growth"]
-    eta_new = min(eta * growth, o["eta"] * o["penalty_max"])
-    s = np.float32(eta / eta_new) if eta_new != eta else None
+    Ws, bs = C["Ws"], C["bs"]
+    if executor.resident:
+        Ws, bs = host_weights(run, S, executor, Ws, bs)
+    S["Ws"], S["bs"], S["Wo"], S["bo"] = Ws[:L], bs[:L], Ws[L], bs[L]
     for m, j in keys:
         X[f"copy_W_{m}_{j}"], X[f"copy_b_{m}_{j}"] = C["copies"][(m, j)]
-        uW, ub = C["U"][(m, j)]
-        X[f"dual_W_{m}_{j}"], X[f"dual_b_{m}_{j}"] = (uW, ub) if s is None else (uW * s, ub * s)
+        X[f"dual_W_{m}_{j}"], X[f"dual_b_{m}_{j}"] = C["U"][(m, j)]
     meta["eta"] = eta_new
     terms = engine.sweep_terms(run, S, ctx, np.asarray(r["rz_layers"]), np.asarray(r["ra_layers"]))
     return {**terms, "consensus": float(np.sqrt(r["consensus"])), "dtheta": float(np.sqrt(r["dtheta"])),

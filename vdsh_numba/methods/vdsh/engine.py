@@ -385,8 +385,8 @@ def _save(run, path, S, history, fp):
             arrays[f"A_{h}"] = run.fetch(S["A"][h])
             if not run.o["resync"]:
                 arrays[f"Z_{h}"] = run.fetch(S["Z"][h])
-    for name, x in S["extra"].items():  # an update order's own state (host arrays)
-        arrays[f"extra_{name}"] = x
+    for name, x in S["extra"].items():  # an update order's own state (host arrays, or held elsewhere)
+        arrays[f"extra_{name}"] = x if isinstance(x, np.ndarray) else run.fetch(x)
     meta = {"sweep": S["sweep"], "beta": S["beta"], "gamma": S["gamma"], "fingerprint": fp, "extra": S["extra_meta"],
             "rng": S["rng"].bit_generator.state, "history": history, "elapsed": S["elapsed"]}
     save_checkpoint(path, arrays, meta)
