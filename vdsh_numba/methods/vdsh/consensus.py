@@ -397,11 +397,16 @@ def consensus_sweep(S, executor, ops=None):
     ``(m, j) -> (U_W, u_b)``), ``A`` (L + 1), ``Z`` (L + 1, ``Z[0]`` None), ``Lam`` (L), ``B``
     (float32 codes), ``beta``, ``gamma``, ``eta``, ``rho``, ``skip_weight``, ``residual``
     (:func:`vdsh_numba.methods.vdsh.engine.residual_flags` of the hidden weight layers),
-    ``local`` ("split" or "through"), ``order``, ``copies`` (dict ``(m, j) -> (W, b)``).
+    ``local`` ("split" or "through"), ``order``, ``copies`` (dict ``(m, j) -> (W, b)``), and
+    optionally ``dual_scale`` (the duals' factor when the penalty grows, applied by the consensus
+    step). The arrays may be values or, on a resident executor, futures held by its workers:
+    the sweep only hands them from task to task (every task's placement is ``where``: its
+    layer's position).
     Returns the squared residuals: z constraints (``rz``), activation constraints (``ra``),
     consensus (``Σ ||θ̃ - θ||²`` over all copies, weights and biases) and the change of θ
-    (``dtheta``), and the first three per layer (``rz_layers``, ``ra_layers`` per hidden layer,
-    ``consensus_layers`` per weight layer).
+    (``dtheta``), the first three per layer (``rz_layers``, ``ra_layers`` per hidden layer,
+    ``consensus_layers`` per weight layer), and ``finite_layers`` (per weight layer: its
+    weights and copies finite).
     """
     Ws, bs, U, A, Z, Lam = S["Ws"], S["bs"], S["U"], S["A"], S["Z"], S["Lam"]
     ops = ops or sys.modules[__name__]
