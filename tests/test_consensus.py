@@ -406,3 +406,10 @@ def test_dask_executor_places_by_position_and_keeps():
     finally:
         client.close()
         cluster.close()
+
+
+def test_gap_terms_against_numpy():
+    a_old, a_new = _arr(70, 9), _arr(70, 9)
+    d2, n2 = cs.gap_terms(a_old, a_new)
+    np.testing.assert_allclose(d2, ((a_old.astype(np.float64) - a_new) ** 2).sum(), rtol=1e-12)
+    np.testing.assert_allclose(n2, (a_new.astype(np.float64) ** 2).sum(), rtol=1e-12)
