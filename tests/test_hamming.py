@@ -384,12 +384,14 @@ def test_search_with_estimated_bounds_matches_naive(bits, pass_bins, fused, deep
 @pytest.mark.parametrize("estimate", [False, True])
 def test_bucket_path_matches_naive(bits, batch, estimate, monkeypatch):
     """The cache-sized path (per-distance buckets, the bound tightened after every batch
-    of sub-blocks): a batch of one sub-block (a drain after every 64 rows) and of 32,
+    of sub-blocks): a batch of one sub-block (a drain after every 64 rows; 70 batches,
+    more than a doubling batch size could count) and of 32, sparse and dense batches,
     the row-by-row tail (n % 64 = 37), a block of ties straddling batches, 1 to 3 words
     (distance bytes) and 4 to 5 (distances recomputed), with and without a sampled
     starting bound; the same (distance, index) order as the naive reference."""
     from vdsh_numba.search import hamming
     monkeypatch.setattr(config, "TOPK_BUCKET_BATCH", batch)
+    monkeypatch.setattr(config, "TOPK_BUCKET_BYTES", 1 << 30)    # k = n - 1 at 320 bits too
     if estimate:
         monkeypatch.setattr(config, "TOPK_SAMPLE_ROWS", 4 * hamming.SUB_ROWS)
         monkeypatch.setattr(config, "TOPK_SAMPLE_MIN", 1)
@@ -399,7 +401,7 @@ def test_bucket_path_matches_naive(bits, batch, estimate, monkeypatch):
     real = hamming._topk_buckets
     monkeypatch.setattr(hamming, "_topk_buckets", lambda *a: calls.append(1) or real(*a))
     rng = np.random.default_rng(bits + batch)
-    n = 1000 + 37
+    n = 70 * hamming.SUB_ROWS + 37
     db = random_codes(rng, n, bits)
     db[40:400] = db[3]                             # ties across sub-blocks and batches
     q = random_codes(rng, 6, bits)

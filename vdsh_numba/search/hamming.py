@@ -851,13 +851,24 @@ def _topk_finish(ck, state, D, I, nbins, pass_bins, deep_gap, nblocks):
 
 
 @njit(inline="always")
-def _mask_offsets(mb, nb, pos):
+def _mask_offsets(mb, nb, pos, sparse):
     """The set bits of the masks ``mb[:nb]`` as offsets ``64 * i + bit`` (``uint16``), in
     order, written to ``pos``; returns how many. Branch-free for masks of up to four
     bits (four ``tzcnt``/``blsr`` steps whatever the mask; the writes past its count are
-    overwritten by the next mask's), a loop for the rest; ``pos`` has 4 spare entries."""
+    overwritten by the next mask's), a loop for the rest; ``pos`` has 4 spare entries.
+    ``sparse``: most masks are empty, a loop over each mask's bits instead (an empty
+    mask then costs a predicted branch, not four steps)."""
     p = np.uint64(0)
     one = np.uint64(1)
+    if sparse:
+        for i in range(nb):
+            m = mb[i]
+            base = np.uint16(i * SUB_ROWS)
+            while m:
+                pos[p] = base + np.uint16(trailing_zeros64(m))
+                m &= m - one
+                p += one
+        return np.int64(p)
     for i in range(nb):
         m = mb[i]
         base = np.uint16(i * SUB_ROWS)
@@ -891,21 +902,27 @@ def _drain(cnt, live, t, k):
 
 
 @njit(inline="always")
-def _bucket_batch(dbt, s0, nb, qw, q, t, mb, d8, pos, bk, cnt, nw):
+def _bucket_batch(dbt, s0, nb, qw, q, t, mb, d8, pos, bk, cnt, sparse, nw):
     """Rows ``s0 .. s0 + 64 * nb`` of the word-major ``dbt`` for query ``q``: each at a
     distance ``d < t`` is appended to bucket ``d`` (``bk[d, cnt[d]]``, index order);
     returns how many. Three passes: the sub-blocks' masks (and, for up to 3 words,
     their distances as bytes, :func:`dist8_below_mask64`), their offsets
     (:func:`_mask_offsets`), the bucket appends (distances from the bytes, or
-    recomputed from ``dbt`` for wider codes)."""
+    recomputed from ``dbt`` for wider codes). ``sparse``: see :func:`_mask_offsets`; a
+    batch without a candidate skips the last two passes."""
     ut = np.uint64(t)
     small = nw <= 3
+    anyset = np.uint64(0)
     for i in range(nb):
         if small:
-            mb[i] = dist8_below_mask64(dbt, s0 + i * SUB_ROWS, qw, q, ut, nw, d8, i * SUB_ROWS)
+            m = dist8_below_mask64(dbt, s0 + i * SUB_ROWS, qw, q, ut, nw, d8, i * SUB_ROWS)
         else:
-            mb[i] = words_below_mask64(dbt, s0 + i * SUB_ROWS, qw, q, ut, nw)
-    p = _mask_offsets(mb, nb, pos)
+            m = words_below_mask64(dbt, s0 + i * SUB_ROWS, qw, q, ut, nw)
+        mb[i] = m
+        anyset |= m
+    if anyset == 0:
+        return 0
+    p = _mask_offsets(mb, nb, pos, sparse)
     us0 = np.uint64(s0)
     for ii in range(np.uint64(p)):
         o = np.uint64(pos[ii])
@@ -924,8 +941,11 @@ def _topk_buckets(qw, dbt, bounds, k, batch, bins, cap, D, I, counts, nblocks):
     ``dbt``: the whole database word-major ``(W, n)``; ``bounds[q]``: query ``q``'s
     starting bound (rows at a distance ``>= bounds[q]`` are never appended); each thread
     owns ``bins >= max(bounds)`` buckets of ``cap >= k + 64 * batch`` row indices
-    (``uint32``: ``n < 2**32``). Rows are swept ``batch``
-    sub-blocks at a time (:func:`_bucket_batch`), candidate ``j`` at distance ``d``
+    (``uint32``: ``n < 2**32``). Rows are swept in batches of 1, 2, 4, ... up to
+    ``batch`` sub-blocks (a loose starting bound, ``bits + 1`` without an estimate, is
+    tightened after 64 rows instead of ``64 * batch``; a batch after one with fewer than
+    a candidate per four sub-blocks skips empty masks by a branch, :func:`_bucket_batch`),
+    candidate ``j`` at distance ``d``
     appended to bucket ``d`` (in index order). Every bucket below the bound ``t`` holds
     all the rows at its distance seen so far, so the bound is exact at every batch's
     end: while the buckets below ``t`` hold ``k`` rows or more, ``t`` drops by one
@@ -950,19 +970,25 @@ def _topk_buckets(qw, dbt, bounds, k, batch, bins, cap, D, I, counts, nblocks):
             t = t0
             cnt[:] = 0
             live = 0
-            for s0 in range(0, full, rows):
-                nb = min(batch, (full - s0) // SUB_ROWS)
+            na = 0                  # candidates of the previous batch
+            grow = 1                # batches of 1, 2, 4, ... sub-blocks up to `batch`: a
+            s0 = 0                  # loose starting bound is tightened within 64 rows
+            while s0 < full:
+                nb = min(grow, batch, (full - s0) // SUB_ROWS)
+                grow = min(2 * grow, batch)
+                sp = 4 * na < nb     # fewer than one candidate per four sub-blocks
                 if W == 1:           # a constant word count: LLVM unrolls the word loop
-                    live += _bucket_batch(dbt, s0, nb, qw, q, t, mb, d8, pos, bk, cnt, 1)
+                    na = _bucket_batch(dbt, s0, nb, qw, q, t, mb, d8, pos, bk, cnt, sp, 1)
                 elif W == 2:
-                    live += _bucket_batch(dbt, s0, nb, qw, q, t, mb, d8, pos, bk, cnt, 2)
+                    na = _bucket_batch(dbt, s0, nb, qw, q, t, mb, d8, pos, bk, cnt, sp, 2)
                 elif W == 3:
-                    live += _bucket_batch(dbt, s0, nb, qw, q, t, mb, d8, pos, bk, cnt, 3)
+                    na = _bucket_batch(dbt, s0, nb, qw, q, t, mb, d8, pos, bk, cnt, sp, 3)
                 elif W == 4:
-                    live += _bucket_batch(dbt, s0, nb, qw, q, t, mb, d8, pos, bk, cnt, 4)
+                    na = _bucket_batch(dbt, s0, nb, qw, q, t, mb, d8, pos, bk, cnt, sp, 4)
                 else:
-                    live += _bucket_batch(dbt, s0, nb, qw, q, t, mb, d8, pos, bk, cnt, W)
-                live, t = _drain(cnt, live, t, k)
+                    na = _bucket_batch(dbt, s0, nb, qw, q, t, mb, d8, pos, bk, cnt, sp, W)
+                live, t = _drain(cnt, live + na, t, k)
+                s0 += nb * SUB_ROWS
             for j in range(full, n):              # the last rows, one by one
                 d = _col_dist(dbt, j, qw, q)
                 if d < np.uint64(t):
