@@ -44,8 +44,9 @@ from vdsh_numba.search import hamming as H  # noqa: E402
 
 def bucket_candidates(q, db, bounds, k, rows):
     """Mean rows the bucket path appends per query: a numpy replay of its bound (rows
-    below ``t`` appended ``rows`` at a time, then ``t`` drops while the rows appended
-    below it number ``k`` or more; the ragged tail counted with the last batch)."""
+    below ``t`` appended a batch at a time, batches of 64, 128, ... up to ``rows`` rows,
+    then ``t`` drops while the rows appended below it number ``k`` or more; the ragged
+    tail counted with the last batch)."""
     bits = 8 * q.shape[1]
     x = np.unpackbits(q, axis=1).astype(np.int32)
     y = np.unpackbits(db, axis=1).astype(np.int32)
@@ -54,8 +55,11 @@ def bucket_candidates(q, db, bounds, k, rows):
     for i in range(q.shape[0]):
         t = int(bounds[i])
         cnt = np.zeros(bits + 2, np.int64)
-        for s in range(0, db.shape[0], rows):
-            d = dist[i, s:s + rows]
+        s, size = 0, 64
+        while s < db.shape[0]:
+            d = dist[i, s:s + size]
+            s += size
+            size = min(2 * size, rows)
             d = d[d < t]
             total += d.size
             cnt += np.bincount(d, minlength=bits + 2)
