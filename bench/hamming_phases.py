@@ -11,11 +11,14 @@ measure on a shared machine. Medians of ``--repeats`` calls.
     python bench/hamming_phases.py [--n 59000] [--k 1000] [--bits 64] [--threads 1] [--repeats 15]
 
 Phases (the kernels of :mod:`vdsh_numba.search.hamming`): the starting bounds from the
-sample; the tiled sweep with the bound 0 (every row costs the vector compare, none is
-appended); the tiled sweep from the estimated bounds (compress, key pass); the sort of
-the tiled sweep's candidates (``_topk_finish``); the cache-sized path (``_topk_fused``:
-sweep and sort, where the database fits ``config.TOPK_FUSED_BYTES``); the output alone;
-the whole ``search``.
+sample; the cache-sized path (``_topk_buckets``, where the database fits
+``config.TOPK_FUSED_BYTES``: masks and distance bytes, offsets, bucket appends, output)
+with the bound 0 (every row costs the vector compare and every mask the offset pass,
+nothing is appended) and from the estimated bounds; the tiled sweep (databases beyond
+the cache) with the bound 0 and from the estimated bounds (compress, key pass), and the
+sort of its candidates (``_topk_finish``); the output alone; the whole ``search``. The
+candidates per query of the bucket path are counted by a numpy replay of its bound on
+the first 100 queries (``bucket_candidates``).
 """
 from __future__ import annotations
 
@@ -37,6 +40,32 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hamming import load_note, plain_popcount_loop, snapshot, words, write_output  # noqa: E402
 from vdsh_numba import config  # noqa: E402
 from vdsh_numba.search import hamming as H  # noqa: E402
+
+
+def bucket_candidates(q, db, bounds, k, rows):
+    """Mean rows the bucket path appends per query: a numpy replay of its bound (rows
+    below ``t`` appended a batch at a time, batches of 64, 128, ... up to ``rows`` rows,
+    then ``t`` drops while the rows appended below it number ``k`` or more; the ragged
+    tail counted with the last batch)."""
+    bits = 8 * q.shape[1]
+    x = np.unpackbits(q, axis=1).astype(np.int32)
+    y = np.unpackbits(db, axis=1).astype(np.int32)
+    dist = x.sum(1)[:, None] + y.sum(1)[None, :] - 2 * x @ y.T
+    total = 0
+    for i in range(q.shape[0]):
+        t = int(bounds[i])
+        cnt = np.zeros(bits + 2, np.int64)
+        s, size = 0, 64
+        while s < db.shape[0]:
+            d = dist[i, s:s + size]
+            s += size
+            size = min(2 * size, rows)
+            d = d[d < t]
+            total += d.size
+            cnt += np.bincount(d, minlength=bits + 2)
+            while cnt[:t].sum() >= k:
+                t -= 1
+    return total / q.shape[0]
 
 
 def main(argv=None):
@@ -89,6 +118,14 @@ def main(argv=None):
             ts.append(clock() - t)
         return statistics.median(ts)
 
+    batch = config.TOPK_BUCKET_BATCH
+    bins = int(bounds.max())
+    cap = k + batch * H.SUB_ROWS
+    zero = np.zeros(nq, np.int64)
+
+    def buckets(b, nbins):
+        return lambda: H._topk_buckets(qw, dbt, b, k, batch, nbins, cap, D, I, kept, nb)
+
     def sweep(b, na):
         def run():
             state[:, 0] = 0
@@ -102,6 +139,8 @@ def main(argv=None):
     rows = [
         ("plain popcount loop (the anchor)", t_plain),
         ("sample bounds", med(lambda: H.sample_bounds(qw, store, k, nb))),
+        ("bucket path, bound 0 (nothing appended)", med(buckets(zero, 1))),
+        ("bucket path from the estimated bounds", med(buckets(bounds, bins))),
         ("tiled sweep, bound 0 (nothing appended)", med(sweep(0, 0))),
         ("tiled sweep from the estimated bounds", med(sweep(bounds, na0))),
     ]
@@ -110,17 +149,14 @@ def main(argv=None):
     rows.append(("  its sort (_topk_finish, buffers in memory)",
                  med(lambda: H._topk_finish(ck, st, D, I, 64 * W + 1, config.TOPK_PASS_BINS,
                                                   config.TOPK_DEEP_GAP, nb))))
-    rows.append(("cache-sized path (_topk_fused: sweep + sort)",
-                 med(lambda: H._topk_fused(qw, dbt, bounds, na0, k, C, tile,
-                                           config.TOPK_FUSED_QUERIES, D, I, kept,
-                                           config.TOPK_PASS_BINS, config.TOPK_DEEP_GAP, nb))))
     rows.append(("output alone (D, I allocated + written)",
                  med(lambda: write_output(np.empty((nq, k), np.int32), np.empty((nq, k), np.int64)))))
     rows.append(("search (all of it)", med(lambda: index.search(q, k))))
     note, _ = load_note(s0, snapshot())
+    nc = bucket_candidates(q[:100], db, bounds[:100], k, batch * H.SUB_ROWS)
     print(f"top-{k} of {n} x {nq} queries, {a.bits} bits, {a.threads} thread(s), "
           f"{'wall clock' if a.wall else 'process CPU time'}, medians of {a.repeats}; "
-          f"{st[:, 0].mean():.0f} candidates per query; {note}")
+          f"candidates per query: bucket path {nc:.0f}, tiled sweep {st[:, 0].mean():.0f}; {note}")
     if whole.nbytes > config.TOPK_FUSED_BYTES:
         print(f"  (search takes the tiled path here: {whole.nbytes} bytes > TOPK_FUSED_BYTES)")
     for name, t in rows:

@@ -379,6 +379,64 @@ def test_search_with_estimated_bounds_matches_naive(bits, pass_bins, fused, deep
     assert calls[0] is True
 
 
+@pytest.mark.parametrize("bits", [12, 64, 128, 192, 256, 320])
+@pytest.mark.parametrize("batch", [1, 32])
+@pytest.mark.parametrize("estimate", [False, True])
+def test_bucket_path_matches_naive(bits, batch, estimate, monkeypatch):
+    """The cache-sized path (per-distance buckets, the bound tightened after every batch
+    of sub-blocks): a batch of one sub-block (a drain after every 64 rows; 70 batches,
+    more than a doubling batch size could count) and of 32, sparse and dense batches,
+    the row-by-row tail (n % 64 = 37), a block of ties straddling batches, 1 to 3 words
+    (distance bytes) and 4 to 5 (distances recomputed), with and without a sampled
+    starting bound; the same (distance, index) order as the naive reference."""
+    from vdsh_numba.search import hamming
+    monkeypatch.setattr(config, "TOPK_BUCKET_BATCH", batch)
+    monkeypatch.setattr(config, "TOPK_BUCKET_BYTES", 1 << 30)    # k = n - 1 at 320 bits too
+    if estimate:
+        monkeypatch.setattr(config, "TOPK_SAMPLE_ROWS", 4 * hamming.SUB_ROWS)
+        monkeypatch.setattr(config, "TOPK_SAMPLE_MIN", 1)
+    else:
+        monkeypatch.setattr(config, "TOPK_SAMPLE_MIN", 10**9)
+    calls = []
+    real = hamming._topk_buckets
+    monkeypatch.setattr(hamming, "_topk_buckets", lambda *a: calls.append(1) or real(*a))
+    rng = np.random.default_rng(bits + batch)
+    n = 70 * hamming.SUB_ROWS + 37
+    db = random_codes(rng, n, bits)
+    db[40:400] = db[3]                             # ties across sub-blocks and batches
+    q = random_codes(rng, 6, bits)
+    q[0] = db[3]
+    q[1, 0] ^= 1
+    index = HammingIndex(bits)
+    index.add(db)
+    for k in (1, 7, 300, 1000, n - 1):
+        D, I = index.search(q, k)
+        Dn, In = naive.search(q, db, bits, k)
+        np.testing.assert_array_equal(D, Dn)
+        np.testing.assert_array_equal(I, In)
+    assert len(calls) >= 5
+
+
+def test_bucket_path_over_its_memory_takes_the_tiled_sweep(monkeypatch):
+    """Buckets beyond config.TOPK_BUCKET_BYTES: the tiled sweep, same results."""
+    from vdsh_numba.search import hamming
+    calls = []
+    real = hamming._topk_buckets
+    monkeypatch.setattr(hamming, "_topk_buckets", lambda *a: calls.append(1) or real(*a))
+    rng = np.random.default_rng(5)
+    db, q = random_codes(rng, 700, 64), random_codes(rng, 4, 64)
+    index = HammingIndex(64)
+    index.add(db)
+    Dn, In = naive.search(q, db, 64, 50)
+    for cap, used in ((8 << 20, 1), (1000, 0)):
+        monkeypatch.setattr(config, "TOPK_BUCKET_BYTES", cap)
+        calls.clear()
+        D, I = index.search(q, 50)
+        np.testing.assert_array_equal(D, Dn)
+        np.testing.assert_array_equal(I, In)
+        assert len(calls) == used
+
+
 @pytest.mark.parametrize("fused", [False, True])
 def test_search_estimate_too_tight_is_redone(fused, sampled, monkeypatch):
     """A first block full of copies of the query (or, in one block, copies on the

@@ -31,16 +31,21 @@ TOPK_BUFFER_EXTRA = 4096
 TOPK_SAMPLE_ROWS = 2048
 TOPK_SAMPLE_MIN = 8
 
-#: Top-k: an in-memory database of at most this many bytes (one block) is searched a
-#: few queries at a time, their candidates sorted while in cache (``hamming._topk_fused``):
-#: half the L2 cache of one core here (AMD Zen 4: 1 MiB; at 944 KB, 59,000 128-bit codes,
-#: it was 11% slower than the tiled sweep). 0 = always the tiled sweep.
-TOPK_FUSED_BYTES = 1 << 19
+#: Top-k: an in-memory database of at most this many bytes (one block) is searched one
+#: query at a time, its candidates appended to per-distance buckets (``hamming._topk_buckets``):
+#: the L2 cache of one core here (AMD Zen 4: 1 MiB). Measured, top-1000 of 1,000 queries,
+#: 1 thread, CPU time, tiled sweep -> buckets: 59,000 128-bit codes (944 KB) 19.1 -> 16.5 ms,
+#: 120,000 64-bit (960 KB) 24.1 -> 18.8 ms, 200,000 64-bit (1.6 MB) 41 -> 34 ms (not
+#: taken: above the L2, untested at 2 threads). 0 = always the tiled sweep.
+TOPK_FUSED_BYTES = 1 << 20
 
-#: Top-k of such a database: queries swept together, tile by tile, before their candidates
-#: are sorted (their buffers stay in cache). Measured at 1,000 x 59,000 64-bit, top-1000,
-#: 1 thread: 1 query 12.8 ms, 4 queries 12.1, 8 queries 12.4, 16 queries 12.6.
-TOPK_FUSED_QUERIES = 4
+#: Top-k of such a database: sub-blocks of 64 rows swept between two updates of the
+#: bound (their masks, distance bytes and offsets stay in L1), and the most bytes of
+#: buckets a thread may hold (``bins * (k + 64 * TOPK_BUCKET_BATCH) * 4``; beyond it the
+#: tiled sweep). Measured at 1,000 x 59,000 64-bit, top-1000, 1 thread (prototype): 16
+#: sub-blocks 10.1 ms, 32 10.0, 128 10.2, 256 10.1.
+TOPK_BUCKET_BATCH = 32
+TOPK_BUCKET_BYTES = 8 << 20
 
 #: Top-k: sort a query's candidates by one vector pass per distance when at most this
 #: many distances lie between the smallest and the bound, else by a counting sort.

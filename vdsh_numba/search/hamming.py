@@ -24,9 +24,8 @@ Algorithms
   runs over query blocks; each thread sweeps the rows one tile (``config.TILE_ROWS``
   64-bit words, word-major) at a time for all its queries, so a tile is read from cache
   by every query of the block (an in-memory database of at most
-  ``config.TOPK_FUSED_BYTES`` stays in cache whole: it is swept
-  ``config.TOPK_FUSED_QUERIES`` queries at a time, into reused buffers sorted right
-  away, :func:`_topk_fused`). Per query and tile,
+  ``config.TOPK_FUSED_BYTES`` stays in cache whole: it takes the bucket path below).
+  Per query and tile,
   ``SUB_ROWS`` = 64 rows at a time, one branch-free vector expression
   (:func:`compress_offsets64`): xor, popcount, compare with the bound, and the tile
   offsets of the rows below it appended as ``uint16`` by two 32-lane register
@@ -41,6 +40,15 @@ Algorithms
   distance, when few distances are in play; the distances far below the largest from
   a short list of their own) or by a stable counting sort: the exact (distance, index)
   order. No comparison sort.
+* Top-k of a database that fits in cache (:func:`_topk_buckets`): one query at a time
+  over all the rows, from the same sampled bound, ``config.TOPK_BUCKET_BATCH``
+  sub-blocks at a time in three short passes: the sub-blocks' masks and distance bytes
+  (:func:`dist8_below_mask64`), the offsets of their set bits (four branch-free
+  ``tzcnt``/``blsr`` steps per mask, :func:`_mask_offsets`), and one append per
+  candidate to the bucket of its distance. The buckets are the sort (their
+  concatenation in distance order is the (distance, index) order) and they make the
+  bound exact after every batch: it drops while the buckets below it hold ``k`` rows,
+  so only rows that can still enter are appended.
 * Code widths: any number of 64-bit words (odd widths like 12 or 48 bits are one
   zero-padded word); the vector expressions loop over the words, with the word count
   a constant for 1, 2 and 4 words (LLVM unrolls), a runtime loop otherwise. Multi-word
@@ -134,6 +142,36 @@ def words_below_mask64(typingctx, tiles, col, qw, q, t, nw):
         return builder.bitcast(_below(context, builder, d, args[4], nw), ir.IntType(64))
 
     return types.uint64(tiles, col, qw, q, t, nw), codegen
+
+
+@intrinsic
+def dist8_below_mask64(typingctx, tiles, col, qw, q, t, nw, d8, pos):
+    """:func:`words_below_mask64` that also stores the 64 distances as bytes.
+
+    Returns the mask of :func:`words_below_mask64` (bit ``i``: row ``col + i`` at a
+    distance ``< t``) and writes ``d8[pos + i]`` = that row's distance, ``i < 64``
+    (one 64-byte store). Codes of at most 3 words only (distances up to 192 fit a
+    byte; ``t <= 193``). ``d8``: C-contiguous ``uint8``, ``pos + 64 <= len(d8)``.
+    """
+    arr2 = types.Array(types.uint64, 2, "C")
+    if not (tiles == arr2 and qw == arr2 and isinstance(col, types.Integer)
+            and isinstance(q, types.Integer) and t == types.uint64
+            and isinstance(nw, types.Integer) and d8 == types.Array(types.uint8, 1, "C")
+            and isinstance(pos, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        st = signature.args
+        i8 = ir.IntType(8)
+        v8 = ir.VectorType(i8, 64)
+        d = builder.trunc(_words_dist_vector(context, builder, st, args, 5), v8)
+        a = context.make_array(st[6])(context, builder, args[6])
+        p = context.cast(builder, args[7], st[7], types.intp)
+        builder.store(d, builder.bitcast(builder.gep(a.data, [p]), v8.as_pointer()), align=1)
+        m = builder.icmp_unsigned("<", d, _splat64(builder, builder.trunc(args[4], i8)))
+        return builder.bitcast(m, ir.IntType(64))
+
+    return types.uint64(tiles, col, qw, q, t, nw, d8, pos), codegen
 
 
 def _below(context, builder, d, t, nw, wide=None):
@@ -812,53 +850,168 @@ def _topk_finish(ck, state, D, I, nbins, pass_bins, deep_gap, nblocks):
                           hist, pos)
 
 
+@njit(inline="always")
+def _mask_offsets(mb, nb, pos, sparse):
+    """The set bits of the masks ``mb[:nb]`` as offsets ``64 * i + bit`` (``uint16``), in
+    order, written to ``pos``; returns how many. Branch-free for masks of up to four
+    bits (four ``tzcnt``/``blsr`` steps whatever the mask; the writes past its count are
+    overwritten by the next mask's), a loop for the rest; ``pos`` has 4 spare entries.
+    ``sparse``: most masks are empty, a loop over each mask's bits instead (an empty
+    mask then costs a predicted branch, not four steps)."""
+    p = np.uint64(0)
+    one = np.uint64(1)
+    if sparse:
+        for i in range(nb):
+            m = mb[i]
+            base = np.uint16(i * SUB_ROWS)
+            while m:
+                pos[p] = base + np.uint16(trailing_zeros64(m))
+                m &= m - one
+                p += one
+        return np.int64(p)
+    for i in range(nb):
+        m = mb[i]
+        base = np.uint16(i * SUB_ROWS)
+        pc = popcount64(m)
+        pos[p] = base + np.uint16(trailing_zeros64(m))
+        m &= m - one
+        pos[p + one] = base + np.uint16(trailing_zeros64(m))
+        m &= m - one
+        pos[p + np.uint64(2)] = base + np.uint16(trailing_zeros64(m))
+        m &= m - one
+        pos[p + np.uint64(3)] = base + np.uint16(trailing_zeros64(m))
+        m &= m - one
+        if pc > 4:
+            pp = p + np.uint64(4)
+            while m:
+                pos[pp] = base + np.uint16(trailing_zeros64(m))
+                m &= m - one
+                pp += one
+        p += pc
+    return np.int64(p)
+
+
+@njit(inline="always")
+def _drain(cnt, live, t, k):
+    """Tighten the bound ``t`` while the buckets below it hold ``k`` rows or more:
+    returns ``(live, t)`` with ``live`` = rows in the buckets below the new ``t``."""
+    while live >= k:
+        t -= 1
+        live -= cnt[t]
+    return live, t
+
+
+@njit(inline="always")
+def _bucket_batch(dbt, s0, nb, qw, q, t, mb, d8, pos, bk, cnt, sparse, nw):
+    """Rows ``s0 .. s0 + 64 * nb`` of the word-major ``dbt`` for query ``q``: each at a
+    distance ``d < t`` is appended to bucket ``d`` (``bk[d, cnt[d]]``, index order);
+    returns how many. Three passes: the sub-blocks' masks (and, for up to 3 words,
+    their distances as bytes, :func:`dist8_below_mask64`), their offsets
+    (:func:`_mask_offsets`), the bucket appends (distances from the bytes, or
+    recomputed from ``dbt`` for wider codes). ``sparse``: see :func:`_mask_offsets`; a
+    batch without a candidate skips the last two passes."""
+    ut = np.uint64(t)
+    small = nw <= 3
+    anyset = np.uint64(0)
+    for i in range(nb):
+        if small:
+            m = dist8_below_mask64(dbt, s0 + i * SUB_ROWS, qw, q, ut, nw, d8, i * SUB_ROWS)
+        else:
+            m = words_below_mask64(dbt, s0 + i * SUB_ROWS, qw, q, ut, nw)
+        mb[i] = m
+        anyset |= m
+    if anyset == 0:
+        return 0
+    p = _mask_offsets(mb, nb, pos, sparse)
+    us0 = np.uint64(s0)
+    for ii in range(np.uint64(p)):
+        o = np.uint64(pos[ii])
+        d = np.uint64(d8[o]) if small else _col_dist(dbt, us0 + o, qw, q)
+        c = np.uint64(cnt[d])
+        bk[d, c] = np.uint32(us0 + o)
+        cnt[d] = c + np.uint64(1)
+    return p
+
+
 @njit(parallel=True, cache=True)
-def _topk_fused(qw, dbt, bounds, na0, k, C, tile, group, D, I, counts, pass_bins, deep_gap,
-                nblocks):
-    """Top-k of a database small enough to stay in the L2 cache, ``group`` queries at a time.
+def _topk_buckets(qw, dbt, bounds, k, batch, bins, cap, D, I, counts, nblocks):
+    """Top-k of a database small enough to stay in the L2 cache, one query at a time,
+    the candidates appended to per-distance buckets: no sort.
 
     ``dbt``: the whole database word-major ``(W, n)``; ``bounds[q]``: query ``q``'s
-    starting bound; ``na0``: the rows of a tile expected below it (the first tile's
-    dense/sparse choice, as ``state[:, 2]`` of :func:`_topk_chunk`). Each thread sweeps
-    all rows for ``group`` queries (:func:`_sweep_tile`, ``tile`` rows at a time), into
-    candidate buffers of ``C + SUB_ROWS`` keys that it reuses for every group, and sorts
-    them into ``D``/``I`` right away (:func:`_finish_query`) while they are in cache: no
-    ``(nq, C)`` buffer to allocate and to read back. ``counts[q]``: the candidates query
-    ``q`` kept (fewer than ``k``: the bound was too tight). Same results as
-    :func:`_topk_chunk` + :func:`_topk_finish`.
+    starting bound (rows at a distance ``>= bounds[q]`` are never appended); each thread
+    owns ``bins >= max(bounds)`` buckets of ``cap >= k + 64 * batch`` row indices
+    (``uint32``: ``n < 2**32``). Rows are swept in batches of 1, 2, 4, ... up to
+    ``batch`` sub-blocks (a loose starting bound, ``bits + 1`` without an estimate, is
+    tightened after 64 rows instead of ``64 * batch``; a batch after one with fewer than
+    a candidate per four sub-blocks skips empty masks by a branch, :func:`_bucket_batch`),
+    candidate ``j`` at distance ``d``
+    appended to bucket ``d`` (in index order). Every bucket below the bound ``t`` holds
+    all the rows at its distance seen so far, so the bound is exact at every batch's
+    end: while the buckets below ``t`` hold ``k`` rows or more, ``t`` drops by one
+    (:func:`_drain`; bucket ``t`` then keeps its rows, and no later row at distance
+    ``t`` can enter: ``k`` rows with smaller indices are at most as far). The result is
+    the buckets below the final ``t`` in order, then the first rows of bucket ``t``:
+    the (distance, index) order. ``counts[q]``: the rows found (fewer than ``k``: the
+    starting bound was too tight, and the rest of ``D``/``I`` is padded).
     """
     nq, W = qw.shape
     n = dbt.shape[1]
-    nbins = 64 * W + 1
-    G = max(1, group)
+    full = n // SUB_ROWS * SUB_ROWS
+    rows = batch * SUB_ROWS
     for b in prange(nblocks):
-        ck = np.empty((G, C + SUB_ROWS), np.uint64)
-        st = np.empty((G, 3), np.int64)
-        hist = np.empty(nbins, np.int64)
-        pos = np.empty(nbins, np.int64)
-        scr = np.empty(SCRATCH_ROWS + 2 * SUB_ROWS, np.uint16)
-        tmp = np.empty(C + 2 * SUB_ROWS + 1, np.uint64)
-        low = np.empty(C + 2 * SUB_ROWS, np.uint64)
-        deep = np.empty(C + 2 * SUB_ROWS, np.uint64)
-        tl = max(1, min(tile, n, MAX_TILE))
-        q1 = (b + 1) * nq // nblocks
-        for g0 in range(b * nq // nblocks, q1, G):
-            g1 = min(g0 + G, q1)
-            for j in range(g1 - g0):
-                st[j, 0] = 0
-                st[j, 1] = bounds[g0 + j]
-                st[j, 2] = na0
-            for t0 in range(0, n, tl):
-                for j in range(g1 - g0):
-                    c, t, na = _sweep_tile(dbt, t0, min(tl, n - t0), qw, g0 + j, ck[j], hist, scr,
-                                           st[j, 0], st[j, 1], st[j, 2], k, t0)
-                    st[j, 0] = c
-                    st[j, 1] = t
-                    st[j, 2] = na
-            for j in range(g1 - g0):
-                counts[g0 + j] = st[j, 0]
-                _finish_query(ck[j], st[j, 0], D[g0 + j], I[g0 + j], pass_bins, deep_gap, tmp,
-                              low, deep, hist, pos)
+        bk = np.empty((bins, cap), np.uint32)
+        cnt = np.empty(bins, np.int64)
+        mb = np.empty(batch, np.uint64)
+        d8 = np.empty(rows + SUB_ROWS, np.uint8)
+        pos = np.empty(rows + 4, np.uint16)
+        for q in range(b * nq // nblocks, (b + 1) * nq // nblocks):
+            t0 = bounds[q]
+            t = t0
+            cnt[:] = 0
+            live = 0
+            na = 0                  # candidates of the previous batch
+            grow = 1                # batches of 1, 2, 4, ... sub-blocks up to `batch`: a
+            s0 = 0                  # loose starting bound is tightened within 64 rows
+            while s0 < full:
+                nb = min(grow, batch, (full - s0) // SUB_ROWS)
+                grow = min(2 * grow, batch)
+                sp = 4 * na < nb     # fewer than one candidate per four sub-blocks
+                if W == 1:           # a constant word count: LLVM unrolls the word loop
+                    na = _bucket_batch(dbt, s0, nb, qw, q, t, mb, d8, pos, bk, cnt, sp, 1)
+                elif W == 2:
+                    na = _bucket_batch(dbt, s0, nb, qw, q, t, mb, d8, pos, bk, cnt, sp, 2)
+                elif W == 3:
+                    na = _bucket_batch(dbt, s0, nb, qw, q, t, mb, d8, pos, bk, cnt, sp, 3)
+                elif W == 4:
+                    na = _bucket_batch(dbt, s0, nb, qw, q, t, mb, d8, pos, bk, cnt, sp, 4)
+                else:
+                    na = _bucket_batch(dbt, s0, nb, qw, q, t, mb, d8, pos, bk, cnt, sp, W)
+                live, t = _drain(cnt, live + na, t, k)
+                s0 += nb * SUB_ROWS
+            for j in range(full, n):              # the last rows, one by one
+                d = _col_dist(dbt, j, qw, q)
+                if d < np.uint64(t):
+                    c = cnt[d]
+                    bk[d, c] = np.uint32(j)
+                    cnt[d] = c + 1
+                    live, t = _drain(cnt, live + 1, t, k)
+            Dq = D[q]
+            Iq = I[q]
+            p = 0
+            for d in range(t + 1 if t < t0 else t):
+                c = cnt[d] if d < t else k - p        # bucket t: its first rows only
+                src = bk[d]
+                up = np.uint64(p)
+                dd = np.int32(d)
+                for i in range(np.uint64(c)):
+                    Dq[up + i] = dd
+                    Iq[up + i] = np.int64(src[i])
+                p += c
+            counts[q] = p
+            for i in range(p, k):           # faiss's padding when fewer than k
+                Dq[i] = DIST_PAD
+                Iq[i] = -1
 
 
 @njit(parallel=True, cache=True)
@@ -1077,12 +1230,14 @@ def topk_words(qw, store, k, estimate=True):
     start = np.full(nq, 64 * W + 1, dtype=np.int64) if bounds is None else bounds
     na0 = 0 if bounds is None else tile * k // n    # rows of a tile below the estimate
     whole = store.whole()
-    if whole is not None and n * W * 8 <= config.TOPK_FUSED_BYTES:
-        # the database stays in cache: a few queries at a time, buffers reused (_topk_fused)
+    bins = int(start.max())                         # buckets 0 .. bins - 1
+    cap = k + config.TOPK_BUCKET_BATCH * SUB_ROWS
+    if whole is not None and n * W * 8 <= config.TOPK_FUSED_BYTES and n < 1 << 32 \
+            and bins * cap * 4 <= config.TOPK_BUCKET_BYTES:
+        # the database stays in cache: one query at a time, into buckets (_topk_buckets)
         dbt = whole.reshape((1, n)) if W == 1 else np.ascontiguousarray(whole.T)
         kept = np.empty(nq, dtype=np.int64)
-        _topk_fused(qw, dbt, start, na0, k, C, tile, config.TOPK_FUSED_QUERIES, D, I, kept,
-                    config.TOPK_PASS_BINS, config.TOPK_DEEP_GAP, nb)
+        _topk_buckets(qw, dbt, start, k, config.TOPK_BUCKET_BATCH, bins, cap, D, I, kept, nb)
     else:
         ck = np.empty((nq, C + SUB_ROWS), dtype=np.uint64)   # room for one sub-block's stores
         state = np.zeros((nq, 3), dtype=np.int64)    # (count, bound t, appended in last tile)
