@@ -185,18 +185,22 @@ class Stop(Exception):
     """Raised from the sweep hook: the process 'dies' after a sweep."""
 
 
+def stop_after(model, sweep):
+    """``model``, made to raise :class:`Stop` right after sweep ``sweep`` (its checkpoint written)."""
+    def die(it, m):
+        if it + 1 == sweep:
+            raise Stop
+    model.on_sweep = die
+    return model
+
+
 def test_checkpoint_resume_bitwise(tmp_path):
     """A 6-sweep fit killed after sweep 3 (its checkpoint holds copies, duals, eta, every a and z)
     and resumed -- on 2 threads this time -- equals the uninterrupted serial fit bit for bit."""
     ck = tmp_path / "ck.npz"
     full = _fit(sweeps=6)
     X, y = _small()
-    killed = VDSH(8, sweeps=6, checkpoint_every=1, **CFG)
-
-    def die(it, m):
-        if it + 1 == 3:
-            raise Stop
-    killed.on_sweep = die
+    killed = stop_after(VDSH(8, sweeps=6, checkpoint_every=1, **CFG), 3)
     with pytest.raises(Stop):
         killed.fit(X, y, checkpoint_path=ck)
     with np.load(ck) as d:
@@ -366,13 +370,8 @@ def test_dask_checkpoint_resume_bitwise(tmp_path):
     X, y = _small()
     cluster, client = local_cluster(n_workers=2, threads_per_worker=1)
     try:
-        killed = VDSH(8, sweeps=6, checkpoint_every=1, scheduler="distributed", workers=2, **CFG)
+        killed = stop_after(VDSH(8, sweeps=6, checkpoint_every=1, scheduler="distributed", workers=2, **CFG), 3)
         killed.client = client
-
-        def die(it, m):
-            if it + 1 == 3:
-                raise Stop
-        killed.on_sweep = die
         with pytest.raises(Stop):
             killed.fit(X, y, checkpoint_path=ck)
         with np.load(ck) as d:
