@@ -356,7 +356,7 @@ def test_dask_resident_state_bitwise_and_boundary_traffic():
         assert [h["forward_gap"] for h in m1.history_][1:] == [h["forward_gap"] for h in m3.history_][1:]
     n, w = X.shape[0], 16
     star = 12 * 12 * n * w * 4  # what the client-centred placement moved per sweep at depth 12
-    assert sent[12] < 1.25 * sent[4], sent
+    assert sent[12] < 1.5 * sent[4], sent  # measured 1.02-1.10 (a replica fetched again or not); 2.5 gathering all
     assert sent[12] < star / 4, (sent, star)
 
 
