@@ -41,15 +41,15 @@ from functools import partial
 import numpy as np
 from numba import njit
 
-from . import engine
+from . import cpu_ops, engine
 from .admm import a_rhs_value, phi, z_min
 
 __all__ = ["owners", "ridge_consensus", "local_solve", "block_update", "consensus_step", "dual_step",
            "multiplier_step", "consensus_sweep", "copy_keys", "network_state", "consensus_update",
            "ridge_consensus_moments", "a_system", "copy_average", "bias_act_block", "FORWARD_ROWS",
-           "forward_layer", "output_layer", "gap_terms", "all_finite", "row_blocks", "executor_resync",
+           "forward_layer", "output_layer", "gap_terms", "row_blocks", "executor_resync",
            "remote_input", "place_state", "is_remote", "local_copies", "consensus_layer",
-           "resident_weights", "host_weights"]
+           "resident_weights", "host_weights", "extra_names"]
 
 def owners(j, L):
     """The substructures holding a copy of weight layer ``j`` (0..L; ``L`` is the output)."""
@@ -326,11 +326,6 @@ def gap_terms(a_old, a_new):
     return d2, n2
 
 
-def all_finite(x):
-    """Whether every entry of ``x`` is finite."""
-    return bool(np.isfinite(x).all())
-
-
 def row_blocks(n, parts):
     """``parts`` (or fewer) contiguous ``(start, stop)`` row ranges covering ``0..n``, cut at
     multiples of :data:`FORWARD_ROWS`."""
@@ -374,8 +369,9 @@ def executor_resync(run, S, it, Wd, bd, flags, executor):
         return A, Z, U
 
     A, Z, U = run.dense(forward_pass)
-    if not all_finite(U):
-        bad = next((h for h in range(1, L + 1) if not ex.map(all_finite, [(A[h],)], where=[pos[h]])[0]), "output")
+    if not cpu_ops.all_finite(U):
+        bad = next((h for h in range(1, L + 1) if not ex.map(cpu_ops.all_finite, [(A[h],)], where=[pos[h]])[0]),
+                   "output")
         raise run.diverged(it, bad, "the forward pass")
     gap = np.nan
     if S["aux"]:
@@ -393,8 +389,8 @@ def executor_resync(run, S, it, Wd, bd, flags, executor):
 def remote_input(run, S, executor):
     """The features, put once on the worker of the first layer (kept in ``S["remote"]``)."""
     rem = S.setdefault("remote", {})
-    if rem.get("X_of") is not run.X:
-        rem["X"], rem["X_of"] = executor.put(run.X, 0.0), run.X
+    if "X" not in rem:
+        rem["X"] = executor.put(run.X, 0.0)
     return rem["X"]
 
 
@@ -506,6 +502,12 @@ def consensus_sweep(S, executor, ops=None):
 
 # ---------------------------------------------------------------------------- in the engine
 
+def extra_names(m, j):
+    """The names in ``S["extra"]`` of copy ``(m, j)``'s weights and bias and of their scaled
+    duals: ``copy_W_m_j``, ``copy_b_m_j``, ``dual_W_m_j``, ``dual_b_m_j``."""
+    return f"copy_W_{m}_{j}", f"copy_b_{m}_{j}", f"dual_W_{m}_{j}", f"dual_b_{m}_{j}"
+
+
 def copy_keys(L):
     """Every ``(m, j)``: substructure ``m`` holds a copy of weight layer ``j`` (0..L)."""
     return [(m, j) for j in range(L + 1) for m in owners(j, L)]
@@ -607,15 +609,18 @@ def consensus_update(run, S, it, executor, tasks=None):
     if "eta" not in meta:  # a fresh start: copies = the global weights, zero duals
         meta["eta"] = float(o["eta"])
         for m, j in keys:
-            X[f"copy_W_{m}_{j}"], X[f"copy_b_{m}_{j}"] = Ws[j].copy(), bs[j].copy()
-            X[f"dual_W_{m}_{j}"], X[f"dual_b_{m}_{j}"] = np.zeros_like(Ws[j]), np.zeros_like(bs[j])
+            cW, cb, uW, ub = extra_names(m, j)
+            X[cW], X[cb] = Ws[j].copy(), bs[j].copy()
+            X[uW], X[ub] = np.zeros_like(Ws[j]), np.zeros_like(bs[j])
     if executor.resident:
         Ws, bs = resident_weights(run, S, executor)
-        for name, x in X.items():  # copies and duals: on the worker of their substructure
-            if not is_remote(x):
-                X[name] = executor.put(x, int(name.split("_")[2]) / L)
-    copies = {(m, j): (X[f"copy_W_{m}_{j}"], X[f"copy_b_{m}_{j}"]) for m, j in keys}
-    duals = {(m, j): (X[f"dual_W_{m}_{j}"], X[f"dual_b_{m}_{j}"]) for m, j in keys}
+        for m, j in keys:  # copies and duals: on the worker of their substructure
+            for name in extra_names(m, j):
+                if not is_remote(X[name]):
+                    X[name] = executor.put(X[name], m / L)
+    names = {key: extra_names(*key) for key in keys}
+    copies = {key: (X[cW], X[cb]) for key, (cW, cb, _, _) in names.items()}
+    duals = {key: (X[uW], X[ub]) for key, (_, _, uW, ub) in names.items()}
     eta = meta["eta"]
     # the consensus penalty grows with beta and gamma; the scaled duals follow (U = y / eta),
     # rescaled by the consensus step's tasks
@@ -636,9 +641,9 @@ def consensus_update(run, S, it, executor, tasks=None):
     if executor.resident:
         Ws, bs = host_weights(run, S, executor, Ws, bs)
     S["Ws"], S["bs"], S["Wo"], S["bo"] = Ws[:L], bs[:L], Ws[L], bs[L]
-    for m, j in keys:
-        X[f"copy_W_{m}_{j}"], X[f"copy_b_{m}_{j}"] = C["copies"][(m, j)]
-        X[f"dual_W_{m}_{j}"], X[f"dual_b_{m}_{j}"] = C["U"][(m, j)]
+    for key, (cW, cb, uW, ub) in names.items():
+        X[cW], X[cb] = C["copies"][key]
+        X[uW], X[ub] = C["U"][key]
     meta["eta"] = eta_new
     terms = engine.sweep_terms(run, S, ctx, np.asarray(r["rz_layers"]), np.asarray(r["ra_layers"]))
     return {**terms, "consensus": float(np.sqrt(r["consensus"])), "dtheta": float(np.sqrt(r["dtheta"])),
