@@ -303,32 +303,6 @@ def test_forward_layer_against_naive(residual):
     assert np.array_equal(out[0], a) and np.array_equal(out[1], z)
 
 
-@pytest.mark.parametrize("residual", [False, True])
-def test_forward_rows_through_two_layers_against_naive(residual):
-    """The Dask forward pass's pieces: row blocks through two layers (the second reads the first's
-    ``(a, z)`` block or, as across a worker boundary, its ``a`` alone via ``first``), stacked in row
-    order, equal the naive layers on all rows, and bitwise the whole-array forward_layer."""
-    n = cs.FORWARD_ROWS * 2 + 37
-    X = np.abs(_arr(n, 9))
-    (W1, b1), (W2, b2) = [(_arr(9, 9, scale=0.4), _arr(9, scale=0.2)) for _ in range(2)]
-    blocks = cs.row_blocks(n, 3)
-    assert len(blocks) == 3
-    one = [cs.forward_rows(X, W1, b1, residual, rows) for rows in blocks]
-    two = [cs.forward_rows(p if i % 2 else cs.first(p), W2, b2, residual, rows)
-           for i, (p, rows) in enumerate(zip(one, blocks))]
-    (a1, z1), (a2, z2) = cs.stack_rows(*one), cs.stack_rows(*two)
-    rz1, ra1 = naive.bias_act(X.astype(np.float64) @ W1.T.astype(np.float64), b1, X, residual)
-    rz2, ra2 = naive.bias_act(ra1 @ W2.T.astype(np.float64), b2, ra1, residual)
-    for got, ref in ((z1, rz1), (a1, ra1), (z2, rz2), (a2, ra2)):
-        assert got.shape == (n, 9)
-        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
-    w1 = cs.forward_layer(X, W1, b1, residual)
-    w2 = cs.forward_layer(w1[0], W2, b2, residual)
-    for got, ref in zip((a1, z1, a2, z2), w1 + w2):
-        assert np.array_equal(got, ref)
-    assert cs.stack_rows(one[0]) is one[0]  # one block: nothing to copy
-
-
 @pytest.mark.parametrize("n,parts", [(0, 2), (10, 3), (cs.FORWARD_ROWS, 2), (5000, 2), (5000, 3), (5000, 16)])
 def test_row_blocks(n, parts):
     blocks = cs.row_blocks(n, parts)
@@ -428,35 +402,6 @@ def test_dask_executor_places_by_position_and_keeps():
             assert set(client.who_has([z])[z.key]) == {ex.worker_at(p)}
             ra, rz = cs.forward_layer(*arg)
             assert np.array_equal(a, ra) and np.array_equal(ex.get(z), rz)
-    finally:
-        client.close()
-        cluster.close()
-
-
-def test_dask_executor_keep_whole_results_chains_without_waiting():
-    """``keep=True``: one future per task, returned before the task has run, held by the worker of
-    its position; a chain of such tasks across both workers gives the serial values."""
-    from vdsh_numba.search.distributed import local_cluster
-    cluster, client = local_cluster(n_workers=2, threads_per_worker=1)
-    try:
-        ex = DaskExecutor(client, timeout=60)
-        X, W, b = np.abs(_arr(40, 6)), _arr(6, 6, scale=0.4), _arr(6, scale=0.2)
-        Xf = ex.put(X, 0.0)
-        prev, where, futs = Xf, (0.1, 0.3, 0.7), []
-        for p in where:
-            prev, = ex.map(cs.forward_rows, [(prev, W, b, False, (0, 40))], where=[p], keep=True)
-            assert cs.is_remote(prev)
-            futs.append(prev)
-        ref = X
-        for f, p in zip(futs, where):
-            a, z = ex.get(f)
-            ra, rz = cs.forward_layer(ref, W, b, False)
-            assert np.array_equal(a, ra) and np.array_equal(z, rz)
-            assert set(client.who_has([f])[f.key]) == {ex.worker_at(p)}
-            ref = ra
-        # local executors: the values themselves
-        (a, z), = SerialExecutor().map(cs.forward_rows, [(X, W, b, False, (0, 40))], keep=True)
-        assert np.array_equal(a, cs.forward_layer(X, W, b, False)[0])
     finally:
         client.close()
         cluster.close()

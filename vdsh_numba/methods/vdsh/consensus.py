@@ -47,8 +47,7 @@ from .admm import a_rhs_value, phi, z_min
 __all__ = ["owners", "ridge_consensus", "local_solve", "block_update", "consensus_step", "dual_step",
            "multiplier_step", "consensus_sweep", "copy_keys", "network_state", "consensus_update",
            "ridge_consensus_moments", "a_system", "copy_average", "bias_act_block", "FORWARD_ROWS",
-           "FORWARD_PIPELINE", "forward_rows", "first", "stack_rows", "forward_layer", "output_layer",
-           "gap_terms", "row_blocks", "executor_resync",
+           "forward_layer", "output_layer", "gap_terms", "row_blocks", "executor_resync",
            "remote_input", "place_state", "is_remote", "local_copies", "consensus_layer",
            "resident_weights", "host_weights", "extra_names"]
 
@@ -301,36 +300,6 @@ def forward_layer(a_prev, W, b, residual, out=None):
     return a, z
 
 
-#: row blocks per worker of the forward pass on a resident executor (:func:`executor_resync`):
-#: layer after layer, each row block runs on as soon as its own previous layer is done, so the
-#: workers' blocks of layers work on different row blocks at once (a pipeline: ``R`` blocks on
-#: ``W`` workers take ``(R + W - 1) / R`` of one worker's share instead of all of it)
-FORWARD_PIPELINE = 4
-
-
-def forward_rows(prev, W, b, residual, rows):
-    """:func:`forward_layer` on one row block: ``prev`` is the network's input (its rows
-    ``rows = (start, stop)`` are taken) or the previous layer's ``(a, z)`` of the block, or its
-    ``a`` alone. Returns ``(a, z)`` of the block."""
-    if isinstance(prev, tuple):
-        prev = prev[0]
-    elif prev.shape[0] != rows[1] - rows[0]:
-        prev = prev[rows[0]:rows[1]]
-    return forward_layer(prev, W, b, residual)
-
-
-def first(pair):
-    """``pair[0]``: what a neighbouring worker needs of a layer's ``(a, z)`` block."""
-    return pair[0]
-
-
-def stack_rows(*blocks):
-    """A layer's whole ``(a, z)`` from its row blocks' ``(a, z)``, in row order."""
-    if len(blocks) == 1:
-        return blocks[0]
-    return np.concatenate([p[0] for p in blocks]), np.concatenate([p[1] for p in blocks])
-
-
 def output_layer(a, Wo, bo):
     """The network's outputs ``U = a_L W_oᵀ + b_o`` (float32)."""
     U = np.dot(a, Wo.T)
@@ -375,11 +344,8 @@ def executor_resync(run, S, it, Wd, bd, flags, executor):
     :func:`~vdsh_numba.methods.vdsh.engine.resync_forward` does. A resident one (Dask) runs layer
     ``h`` on the worker of position ``(h - 1) / L``, where its ``a_h``, ``z_h`` stay (as
     futures in ``S["A"]``, ``S["Z"]``): only ``a`` crosses a block boundary; the outputs ``U``
-    come back to this process. There the rows go through in :data:`FORWARD_PIPELINE` row
-    blocks per worker, submitted block after block, so that neighbouring workers compute at
-    once (a pipeline), and each layer's blocks are then stacked where they are. Returns
-    ``(U, gap)``. (On the cuda backend the engine's own forward pass runs on the device
-    instead.)
+    come back to this process. Returns ``(U, gap)``. (On the cuda backend the engine's own
+    forward pass runs on the device instead.)
     """
     ex, o, L = executor, run.o, run.L
     Ws, bs = S["Ws"], S["bs"]
@@ -387,21 +353,12 @@ def executor_resync(run, S, it, Wd, bd, flags, executor):
 
     def forward_pass():
         if ex.resident:
-            X = remote_input(run, S, ex)
-            # row block after row block (the order of submission is the workers' priority), every
-            # block's layers chained; a block crosses to the next worker as its a alone
-            blocks = row_blocks(run.n, FORWARD_PIPELINE * ex.workers) if ex.workers > 1 else [(0, run.n)]
-            parts = [[] for _ in range(L + 1)]
-            for rows in blocks:
-                prev = X
-                for h in range(1, L + 1):
-                    if h > 1 and ex.worker_at(pos[h]) != ex.worker_at(pos[h - 1]):
-                        prev, = ex.map(first, [(prev,)], where=[pos[h - 1]], keep=True)
-                    prev, = ex.map(forward_rows, [(prev, Ws[h - 1], bs[h - 1], flags[h - 1], rows)],
-                                   where=[pos[h]], keep=True)
-                    parts[h].append(prev)
-            out = ex.map(stack_rows, [tuple(parts[h]) for h in range(1, L + 1)], where=pos[1:], keep=(0, 1))
-            A, Z = [X] + [a for a, _ in out], [None] + [z for _, z in out]
+            A, Z = [remote_input(run, S, ex)], [None]
+            for h in range(1, L + 1):
+                (a, z), = ex.map(forward_layer, [(A[h - 1], Ws[h - 1], bs[h - 1], flags[h - 1])],
+                                 where=[pos[h]], keep=(0, 1))
+                A.append(a)
+                Z.append(z)
         else:
             A, Z = S["Af"], S["Zf"]
             blocks = row_blocks(run.n, ex.workers)

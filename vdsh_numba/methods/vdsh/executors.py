@@ -9,8 +9,7 @@ worker gets copies; a thread does not).
 
 Placement (``where``, one number in ``[0, 1)`` per task: its position along the network, e.g.
 ``(h - 1) / L`` for hidden layer ``h``) and residence (``keep``: the positions of a task's
-result tuple that stay where the task ran; ``True``: all of it, without waiting) matter only
-on a cluster. :class:`DaskExecutor` puts
+result tuple that stay where the task ran) matter only on a cluster. :class:`DaskExecutor` puts
 position ``p`` on worker ``floor(p W)`` (contiguous blocks of layers per worker) and returns the
 kept parts as futures held by that worker: passed to a later task, a future is fetched by that
 task's worker from its holder, worker to worker, so per-sample arrays that stay on the layer's
@@ -117,10 +116,7 @@ class DaskExecutor:
 
     ``keep``: the parts of a task's result tuple that stay on its worker, returned as futures
     (one small task each picks them out of the result); the other parts are gathered, and
-    without ``keep`` the whole result is. ``keep=True``: the whole result stays, one future per
-    task, and ``map`` returns at once without waiting for the tasks (a chain of tasks submitted
-    this way runs as a pipeline: the scheduler runs the earlier-submitted of a worker's ready
-    tasks first). A future among a task's arguments (nested in tuples,
+    without ``keep`` the whole result is. A future among a task's arguments (nested in tuples,
     lists or dicts) is resolved on the task's worker, fetched from the worker that holds it.
     Every numpy array of at least ``scatter_bytes`` among a map's arguments is scattered once, to
     the worker of the first task that names it. ``timeout`` (seconds) bounds every gather: a lost
@@ -171,8 +167,7 @@ class DaskExecutor:
     def map(self, fn, arg_tuples, where=None, keep=()):
         from operator import getitem
         futs, seen = [], {}
-        whole = keep is True
-        keep = () if whole else tuple(keep)
+        keep = tuple(keep)
         for i, a in enumerate(arg_tuples):
             if not self.place:
                 worker = None
@@ -183,16 +178,11 @@ class DaskExecutor:
             kw = {"workers": [worker], "allow_other_workers": False} if worker is not None else {}
             a = self._scatter(tuple(a), worker, seen)
             f = self.client.submit(single_blas, fn, *a, pure=False, **kw)
-            if whole:
-                futs.append(f)
-                continue
             if keep:
                 parts = {k: self.client.submit(getitem, f, k, pure=False, **kw) for k in keep}
                 rest = self.client.submit(_drop, f, keep, pure=False, **kw)
                 f = (parts, rest)
             futs.append(f)
-        if whole:
-            return futs
         out = []
         for f in futs:
             if not keep:
