@@ -902,6 +902,14 @@ def _drain(cnt, live, t, k):
 
 
 @njit(inline="always")
+def _append(bk, cnt, d, row):
+    """Row ``row`` appended to bucket ``d`` (``bk[d, cnt[d]]``, one more in ``cnt[d]``)."""
+    c = np.uint64(cnt[d])
+    bk[d, c] = np.uint32(row)
+    cnt[d] = c + np.uint64(1)
+
+
+@njit(inline="always")
 def _bucket_batch(dbt, s0, nb, qw, q, t, mb, d8, pos, bk, cnt, sparse, nw):
     """Rows ``s0 .. s0 + 64 * nb`` of the word-major ``dbt`` for query ``q``: each at a
     distance ``d < t`` is appended to bucket ``d`` (``bk[d, cnt[d]]``, index order);
@@ -927,9 +935,7 @@ def _bucket_batch(dbt, s0, nb, qw, q, t, mb, d8, pos, bk, cnt, sparse, nw):
     for ii in range(np.uint64(p)):
         o = np.uint64(pos[ii])
         d = np.uint64(d8[o]) if small else _col_dist(dbt, us0 + o, qw, q)
-        c = np.uint64(cnt[d])
-        bk[d, c] = np.uint32(us0 + o)
-        cnt[d] = c + np.uint64(1)
+        _append(bk, cnt, d, us0 + o)
     return p
 
 
@@ -992,9 +998,7 @@ def _topk_buckets(qw, dbt, bounds, k, batch, bins, cap, D, I, counts, nblocks):
             for j in range(full, n):              # the last rows, one by one
                 d = _col_dist(dbt, j, qw, q)
                 if d < np.uint64(t):
-                    c = cnt[d]
-                    bk[d, c] = np.uint32(j)
-                    cnt[d] = c + 1
+                    _append(bk, cnt, d, j)
                     live, t = _drain(cnt, live + 1, t, k)
             Dq = D[q]
             Iq = I[q]
