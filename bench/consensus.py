@@ -204,7 +204,7 @@ def speed(a):
     flag = (f"  [unreliable: other processes used up to {worst:.2f} cores]"
             if not worst <= 0.5 * (os.cpu_count() or 1) else f"  [other processes at most {worst:.2f} cores]")
     seq = med.get(("sequential", "serial", 1, 1), float("nan"))
-    for sched in ("threads",) if a.threads_only else ("distributed",) if a.no_threads else ("threads", "distributed"):
+    for sched in dict.fromkeys(k[1] for k in med if k[0] == "consensus"):  # the schedulers that ran
         r = med[("consensus", sched, 2, 1)] / med[("consensus", sched, 1, 1)]
         print(f"{sched}: 2 workers / 1 worker = {r:.2f} (goal <= 0.6){flag}")
     for key, v in med.items():

@@ -612,13 +612,13 @@ def consensus_update(run, S, it, executor, tasks=None):
             cW, cb, uW, ub = extra_names(m, j)
             X[cW], X[cb] = Ws[j].copy(), bs[j].copy()
             X[uW], X[ub] = np.zeros_like(Ws[j]), np.zeros_like(bs[j])
+    names = {key: extra_names(*key) for key in keys}
     if executor.resident:
         Ws, bs = resident_weights(run, S, executor)
-        for m, j in keys:  # copies and duals: on the worker of their substructure
-            for name in extra_names(m, j):
+        for (m, _), four in names.items():  # copies and duals: on the worker of their substructure
+            for name in four:
                 if not is_remote(X[name]):
                     X[name] = executor.put(X[name], m / L)
-    names = {key: extra_names(*key) for key in keys}
     copies = {key: (X[cW], X[cb]) for key, (cW, cb, _, _) in names.items()}
     duals = {key: (X[uW], X[ub]) for key, (_, _, uW, ub) in names.items()}
     eta = meta["eta"]
