@@ -301,6 +301,9 @@ def test_forward_layer_against_naive(residual):
     out = (np.empty_like(a), np.empty_like(z))  # in place: the same bits
     cs.forward_layer(a_prev, W, b, residual, out=out)
     assert np.array_equal(out[0], a) and np.array_equal(out[1], z)
+    for threads in (2, 3, 8):  # the row blocks on threads at once (a Dask worker in the chain): the same bits
+        ta, tz = cs.forward_layer(a_prev, W, b, residual, threads=threads)
+        assert np.array_equal(ta, a) and np.array_equal(tz, z)
 
 
 @pytest.mark.parametrize("n,parts", [(0, 2), (10, 3), (cs.FORWARD_ROWS, 2), (5000, 2), (5000, 3), (5000, 16)])
@@ -393,15 +396,33 @@ def test_dask_executor_places_by_position_and_keeps():
         ex = DaskExecutor(client, timeout=60)
         w0, w1 = sorted(client.scheduler_info()["workers"])
         assert [ex.worker_at(p) for p in (0.0, 0.49, 0.5, 0.99)] == [w0, w0, w1, w1]
+        assert ex.host_threads(0.0) == ex.host_threads(0.7) == 2  # both workers on this machine
         with pytest.raises(ValueError, match=r"position \(where\) must be in \[0, 1\), got 1.0"):
             ex.worker_at(1.0)
         args = [(_arr(30, 4), _arr(4, 4), _arr(4), p > 0.5) for p in (0.1, 0.7)]
         got = ex.map(cs.forward_layer, args, where=[0.1, 0.7], keep=(1,))
         for (a, z), p, arg in zip(got, (0.1, 0.7), args):
             assert isinstance(a, np.ndarray) and cs.is_remote(z)  # z stayed on its worker
-            assert set(client.who_has([z])[z.key]) == {ex.worker_at(p)}
+            assert set(client.who_has([z.future])[z.future.key]) == {ex.worker_at(p)}
             ra, rz = cs.forward_layer(*arg)
             assert np.array_equal(a, ra) and np.array_equal(ex.get(z), rz)
+        # a kept part read by a task on the other worker arrives as the item; get_many picks
+        # parts of both workers, futures and plain values
+        z0, z1 = got[0][1], got[1][1]
+        W, b = _arr(3, 4), _arr(3)
+        U, = ex.map(cs.output_layer, [(z0, W, b)], where=[0.7])
+        rz0, rz1 = (cs.forward_layer(*arg)[1] for arg in args)
+        assert np.array_equal(U, cs.output_layer(rz0, W, b))
+        assert z0.item is not None and w0 in client.who_has([z0.item])[z0.item.key]  # picked where it was
+        assert z1.item is None  # read by no task elsewhere
+        # every item kept and the size given: the map returns at once, its parts chain on
+        (a2, z2), = ex.map(cs.forward_layer, [(z0, W.T @ W, b[:1].repeat(4), False)], where=[0.1], keep=(0, 1), size=2)
+        assert cs.is_remote(a2) and cs.is_remote(z2)
+        ra2, rz2 = cs.forward_layer(rz0, W.T @ W, b[:1].repeat(4), False)
+        assert np.array_equal(ex.get(a2), ra2) and np.array_equal(ex.get(z2), rz2)
+        fut = ex.put(W, 0.7)
+        v = ex.get_many([z1, 5, z0, fut])
+        assert np.array_equal(v[0], rz1) and v[1] == 5 and np.array_equal(v[2], rz0) and np.array_equal(v[3], W)
     finally:
         client.close()
         cluster.close()

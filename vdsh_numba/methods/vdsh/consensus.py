@@ -36,6 +36,7 @@ guard, final refit and history are the engine's, shared with the sequential sche
 from __future__ import annotations
 
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import numpy as np
@@ -285,14 +286,23 @@ def consensus_layer(copies, duals, W_old, b_old, scale=None):
 FORWARD_ROWS = 1024
 
 
-def forward_layer(a_prev, W, b, residual, out=None):
+def forward_layer(a_prev, W, b, residual, out=None, threads=1):
     """One layer of the forward pass: ``z = a_prev Wᵀ + b``, ``a = relu(z) (+ a_prev)``.
 
     The product runs in blocks of :data:`FORWARD_ROWS` rows. Returns ``(a, z)``, new arrays,
     or ``out = (a_out, z_out)`` filled in place -- only where the caller shares the task's
-    memory (a local executor; a Dask worker would fill a copy)."""
+    memory (a local executor; a Dask worker would fill a copy). ``threads`` > 1: the
+    :func:`row_blocks` of the rows run on that many threads at once (the product releases the
+    GIL, the kernel is ``nogil``), as a thread pool's workers run them: the same blocks, the
+    same bits."""
     n, w = a_prev.shape[0], W.shape[0]
     a, z = out if out is not None else (np.empty((n, w), np.float32), np.empty((n, w), np.float32))
+    blocks = row_blocks(n, threads) if threads > 1 else []
+    if len(blocks) > 1:
+        with ThreadPoolExecutor(len(blocks)) as pool:
+            for f in [pool.submit(forward_layer, a_prev[s:e], W, b, residual, (a[s:e], z[s:e])) for s, e in blocks]:
+                f.result()
+        return a, z
     for s in range(0, n, FORWARD_ROWS):
         e = min(n, s + FORWARD_ROWS)
         np.dot(a_prev[s:e], W.T, out=z[s:e])
@@ -344,7 +354,9 @@ def executor_resync(run, S, it, Wd, bd, flags, executor):
     :func:`~vdsh_numba.methods.vdsh.engine.resync_forward` does. A resident one (Dask) runs layer
     ``h`` on the worker of position ``(h - 1) / L``, where its ``a_h``, ``z_h`` stay (as
     futures in ``S["A"]``, ``S["Z"]``): only ``a`` crosses a block boundary; the outputs ``U``
-    come back to this process. Returns ``(U, gap)``. (On the cuda backend the engine's own
+    come back to this process. The layers form a chain, so while one runs every other worker
+    waits: it splits its rows over the threads of all the workers on its machine
+    (``host_threads``), as the thread pool splits them over its workers. Returns ``(U, gap)``. (On the cuda backend the engine's own
     forward pass runs on the device instead.)
     """
     ex, o, L = executor, run.o, run.L
@@ -355,8 +367,8 @@ def executor_resync(run, S, it, Wd, bd, flags, executor):
         if ex.resident:
             A, Z = [remote_input(run, S, ex)], [None]
             for h in range(1, L + 1):
-                (a, z), = ex.map(forward_layer, [(A[h - 1], Ws[h - 1], bs[h - 1], flags[h - 1])],
-                                 where=[pos[h]], keep=(0, 1))
+                (a, z), = ex.map(forward_layer, [(A[h - 1], Ws[h - 1], bs[h - 1], flags[h - 1], None,
+                                                  ex.host_threads(pos[h]))], where=[pos[h]], keep=(0, 1), size=2)
                 A.append(a)
                 Z.append(z)
         else:
@@ -444,7 +456,7 @@ def consensus_sweep(S, executor, ops=None):
         # 1. local problems, independent, from the previous iterate
         probs = [(ops.local_solve, {"lo": spec(m, m), "hi": spec(m, m + 1), "eta": eta, "through": through,
                                     "residual_mid": res[m]}) for m in range(L)]
-        out = executor.map(local_copies, probs, where=[m / L for m in range(L)], keep=(0, 1, 2, 3))
+        out = executor.map(local_copies, probs, where=[m / L for m in range(L)], keep=(0, 1, 2, 3), size=4)
         for m, (W_lo, b_lo, W_hi, b_hi) in enumerate(out):
             copies[(m, m)], copies[(m, m + 1)] = (W_lo, b_lo), (W_hi, b_hi)
 
@@ -463,7 +475,7 @@ def consensus_sweep(S, executor, ops=None):
                               "skip": S["skip_weight"] * gamma if (not top and res[h]) else 0.0,
                               "residual": res[h - 1], "beta": beta, "gamma": gamma},))
             for h, (a, z) in zip(hs, executor.map(ops.block_update, blks, where=[(h - 1) / L for h in hs],
-                                                  keep=(0, 1))):
+                                                  keep=(0, 1), size=2)):
                 A[h], Z[h] = a, z
 
     copies = S["copies"]  # filled in place by local_step; kept for the next sweep
@@ -475,26 +487,26 @@ def consensus_sweep(S, executor, ops=None):
         local_step()
 
     # 3. consensus, 4. duals: one task per weight layer, where the layer's global weights live
-    # (the output layer with the top hidden layer)
-    rc = np.zeros(L + 1)
-    dtheta = 0.0
-    finite = []
+    # (the output layer with the top hidden layer); then the multipliers. Both maps are submitted
+    # without waiting and their scalars gathered at once, the sweep's only wait (on Dask).
     out = executor.map(consensus_layer, [([copies[(m, j)] for m in owners(j, L)], [U[(m, j)] for m in owners(j, L)],
                                           Ws[j], bs[j], S.get("dual_scale")) for j in range(L + 1)],
-                       where=[min(j, L - 1) / L for j in range(L + 1)], keep=(0, 1, 2, 3, 4, 5))
+                       where=[min(j, L - 1) / L for j in range(L + 1)], keep=range(9), size=9)
+    scalars = []
     for j, (W, b, uW0, ub0, uW1, ub1, rc_j, dth, ok) in enumerate(out):
         Ws[j], bs[j] = W, b
         for m, u in zip(owners(j, L), ((uW0, ub0), (uW1, ub1))):
             U[(m, j)] = u
-        rc[j] = rc_j
-        dtheta += dth
-        finite.append(ok)
+        scalars += [rc_j, dth, ok]
     out = executor.map(ops.multiplier_step, [(Lam[j], Z[j + 1], A[j + 1], A[j], Ws[j], bs[j], res[j])
-                                             for j in range(L)], where=[j / L for j in range(L)], keep=(0,))
-    rz, ra = np.zeros(L), np.zeros(L)
+                                             for j in range(L)], where=[j / L for j in range(L)], keep=range(3), size=3)
     for j, (lam, rz_j, ra_j) in enumerate(out):
         Lam[j] = lam
-        rz[j], ra[j] = rz_j, ra_j
+        scalars += [rz_j, ra_j]
+    scalars = executor.get_many(scalars)
+    cons, mult = scalars[:3 * (L + 1)], scalars[3 * (L + 1):]
+    rc, dtheta, finite = np.array(cons[0::3], np.float64), float(sum(cons[1::3])), [bool(v) for v in cons[2::3]]
+    rz, ra = np.array(mult[0::2], np.float64), np.array(mult[1::2], np.float64)
     return {"rz": float(rz.sum()), "ra": float(ra.sum()), "consensus": float(rc.sum()), "dtheta": dtheta,
             "rz_layers": rz.tolist(), "ra_layers": ra.tolist(), "consensus_layers": rc.tolist(),
             "finite_layers": finite}
@@ -568,8 +580,9 @@ def host_weights(run, S, executor, Wf, bf):
     hooks read), read-only so that a change made here cannot silently differ from the workers'."""
     mirror = S.setdefault("remote", {}).setdefault("theta", {})
     Ws, bs = [], []
+    got = executor.get_many([x for wb in zip(Wf, bf) for x in wb])
     for j, (W, b) in enumerate(zip(Wf, bf)):
-        hw, hb = executor.get(W), executor.get(b)
+        hw, hb = got[2 * j], got[2 * j + 1]
         hw.setflags(write=False)
         hb.setflags(write=False)
         mirror[j] = (hw, hb, W, b)

@@ -1,31 +1,33 @@
 """Where independent training tasks run: serially, on a pool of threads, or on a Dask cluster.
 
-An executor has ``map(fn, arg_tuples, where=None, keep=()) -> list`` (results in the order of
-``arg_tuples``), ``put(x, where)``, ``get(x)`` and ``resident``, and runs every task with
-single-threaded BLAS, so a task's arithmetic does not depend on where it runs: the same tasks
-give bitwise-equal results on any executor (``tests/test_consensus.py``). ``fn`` must be a
-module-level function (Dask pickles it by name) that does not modify its arguments (a Dask
-worker gets copies; a thread does not).
+An executor has ``map(fn, arg_tuples, where=None, keep=(), size=None) -> list`` (results in
+the order of ``arg_tuples``), ``put(x, where)``, ``get(x)``, ``get_many(xs)`` and ``resident``,
+and runs every task with single-threaded BLAS, so a task's arithmetic does not depend on where it
+runs: the same tasks give bitwise-equal results on any executor (``tests/test_consensus.py``).
+``fn`` must be a module-level function (Dask pickles it by name) that does not modify its
+arguments (a Dask worker gets copies; a thread does not).
 
 Placement (``where``, one number in ``[0, 1)`` per task: its position along the network, e.g.
 ``(h - 1) / L`` for hidden layer ``h``) and residence (``keep``: the positions of a task's
-result tuple that stay where the task ran) matter only on a cluster. :class:`DaskExecutor` puts
-position ``p`` on worker ``floor(p W)`` (contiguous blocks of layers per worker) and returns the
-kept parts as futures held by that worker: passed to a later task, a future is fetched by that
-task's worker from its holder, worker to worker, so per-sample arrays that stay on the layer's
-worker cross only the block boundaries. The local executors (``resident = False``) return values
-and ignore both; ``put`` and ``get`` are the identity there.
+result tuple that stay where the task ran; ``size``: the tuples' length) matter only on a
+cluster. :class:`DaskExecutor` puts position ``p`` on worker ``floor(p W)`` (contiguous blocks
+of layers per worker) and returns the kept parts as references (:class:`Part`: the task's future
+and the item) held by that worker: passed to a later task, a part is fetched by that task's
+worker from its holder, worker to worker, so per-sample arrays that stay on the layer's worker
+cross only the block boundaries. The local executors (``resident = False``) return values and
+ignore both; ``put``, ``get`` and ``get_many`` are the identity there.
 
 Used by :mod:`vdsh_numba.methods.vdsh.consensus` (the local problems of the consensus scheme).
 """
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from operator import getitem
 
 import numpy as np
 
-__all__ = ["LocalExecutor", "SerialExecutor", "ThreadExecutor", "DaskExecutor", "make_executor", "single_blas", "aligned",
-           "worker_bytes_sent"]
+__all__ = ["LocalExecutor", "SerialExecutor", "ThreadExecutor", "DaskExecutor", "Part", "PART", "make_executor",
+           "single_blas", "aligned", "resolved", "worker_bytes_sent"]
 
 
 def aligned(x):
@@ -47,16 +49,35 @@ def aligned(x):
     return x
 
 
+#: the first item of a part reference ``(PART, future, k)``, the form a :class:`Part` takes among a
+#: Dask task's arguments (Dask resolves the future inside it; :func:`resolved` picks item ``k``)
+PART = "vdsh-executor-part"
+
+
+def resolved(x):
+    """``x`` with every part reference ``(PART, result, k)`` in it (through tuples, lists and
+    dicts) replaced by ``result[k]``."""
+    if isinstance(x, tuple):
+        if len(x) == 3 and isinstance(x[0], str) and x[0] == PART:
+            return x[1][x[2]]
+        return tuple(resolved(y) for y in x)
+    if isinstance(x, list):
+        return [resolved(y) for y in x]
+    if isinstance(x, dict):
+        return {k: resolved(v) for k, v in x.items()}
+    return x
+
+
 def single_blas(fn, *args):
-    """``fn(*args)`` with BLAS/OpenMP limited to one thread (threadpoolctl), its array
-    arguments :func:`aligned`.
+    """``fn(*args)`` with BLAS/OpenMP limited to one thread (threadpoolctl), its part
+    references :func:`resolved` and its array arguments :func:`aligned`.
 
     threadpoolctl's limit is process-wide, so it is taken here only where one task runs per
     process at a time (serial, a Dask worker with one thread); :class:`ThreadExecutor` takes it
     once around its whole map instead."""
     from threadpoolctl import threadpool_limits
     with threadpool_limits(limits=1):
-        return fn(*aligned(args))
+        return fn(*aligned(resolved(args)))
 
 
 class LocalExecutor:
@@ -72,6 +93,10 @@ class LocalExecutor:
         """The value of ``x`` (a result part kept by :meth:`map`): here, ``x`` itself."""
         return x
 
+    def get_many(self, xs):
+        """The values of ``xs``: here, ``xs`` themselves."""
+        return list(xs)
+
     def close(self):
         pass
 
@@ -81,7 +106,7 @@ class SerialExecutor(LocalExecutor):
 
     workers = 1
 
-    def map(self, fn, arg_tuples, where=None, keep=()):
+    def map(self, fn, arg_tuples, where=None, keep=(), size=None):
         return [single_blas(fn, *a) for a in arg_tuples]
 
 
@@ -97,7 +122,7 @@ class ThreadExecutor(LocalExecutor):
         self.workers = workers
         self._pool = ThreadPoolExecutor(max_workers=workers)
 
-    def map(self, fn, arg_tuples, where=None, keep=()):
+    def map(self, fn, arg_tuples, where=None, keep=(), size=None):
         from threadpoolctl import threadpool_limits
         with threadpool_limits(limits=1):
             futs = [self._pool.submit(fn, *a) for a in arg_tuples]
@@ -114,10 +139,15 @@ class DaskExecutor:
     with ``place=False``) task ``i`` of a map runs on worker ``i mod W`` (or where the scheduler
     likes).
 
-    ``keep``: the parts of a task's result tuple that stay on its worker, returned as futures
-    (one small task each picks them out of the result); the other parts are gathered, and
-    without ``keep`` the whole result is. A future among a task's arguments (nested in tuples,
-    lists or dicts) is resolved on the task's worker, fetched from the worker that holds it.
+    ``keep``: the parts of a task's result tuple that stay on its worker, returned as
+    :class:`Part` references to the result; the other parts are gathered (one task per worker
+    and map picks them out of that worker's results), and without ``keep`` the whole result is.
+    ``size``: the length of every result tuple, where known; with every item kept, nothing is
+    gathered and the map returns at once (a chain of maps is submitted without waiting; an error
+    surfaces where a later map gathers). A future or a :class:`Part` among a task's arguments
+    (nested in tuples, lists or dicts) is resolved on the task's worker, fetched from the worker
+    that holds it: a part read by a task on another worker is first picked out of its result
+    tuple where it is (one small task per part, the first time), so that only the item travels.
     Every numpy array of at least ``scatter_bytes`` among a map's arguments is scattered once, to
     the worker of the first task that names it. ``timeout`` (seconds) bounds every gather: a lost
     worker raises instead of hanging.
@@ -130,10 +160,13 @@ class DaskExecutor:
         self.place = place
         self.timeout = timeout
         self.scatter_bytes = scatter_bytes
-        self._workers = sorted(client.scheduler_info()["workers"])
+        info = client.scheduler_info()["workers"]
+        self._workers = sorted(info)
         if not self._workers:
             raise ValueError("the Dask client has no workers")
         self.workers = len(self._workers)
+        self._host_threads = {a: sum(v["nthreads"] for v in info.values() if v["host"] == info[a]["host"])
+                              for a in self._workers}
 
     def worker_at(self, where):
         """The address of the worker holding position ``where`` (in ``[0, 1)``)."""
@@ -141,7 +174,19 @@ class DaskExecutor:
             raise ValueError(f"a task's position (where) must be in [0, 1), got {where!r}")
         return self._workers[min(int(where * self.workers), self.workers - 1)]
 
+    def host_threads(self, where):
+        """The threads of every worker on the machine of position ``where``'s worker: what a
+        task there may use while the rest of the cluster waits for it (a layer of a chain)."""
+        return self._host_threads[self.worker_at(where)]
+
     def _scatter(self, x, worker, seen):
+        if isinstance(x, Part):
+            if worker is None or x.worker in (None, worker):
+                return (PART, x.future, x.index)
+            if x.item is None:  # to another worker: the item alone travels, picked out where it is
+                x.item = self.client.submit(getitem, x.future, x.index, pure=False, workers=[x.worker],
+                                            allow_other_workers=False)
+            return x.item
         if isinstance(x, np.ndarray) and x.nbytes >= self.scatter_bytes:
             key = id(x)
             if key not in seen:
@@ -161,12 +206,40 @@ class DaskExecutor:
         return self.client.scatter(x, workers=[self.worker_at(where)], hash=False)
 
     def get(self, x):
-        """The value of a future (:meth:`put`, a part kept by :meth:`map`); other values as they are."""
-        return x.result(timeout=self.timeout) if _is_future(x) else x
+        """The value of a future (:meth:`put`), a :class:`Part` (kept by :meth:`map`), or any other
+        value as it is."""
+        return self.get_many([x])[0]
 
-    def map(self, fn, arg_tuples, where=None, keep=()):
-        from operator import getitem
-        futs, seen = [], {}
+    def get_many(self, xs):
+        """The values of ``xs``, as :meth:`get`: the parts held by one worker picked out there
+        by one task, so that only the parts cross, not their whole result tuples."""
+        out = list(xs)
+        parts = {}
+        for i, x in enumerate(out):
+            if isinstance(x, Part):
+                parts.setdefault(x.worker, []).append(i)
+        picks = []
+        for worker, idx in parts.items():
+            kw = {"workers": [worker], "allow_other_workers": False} if worker is not None else {}
+            picks.append((idx, self.client.submit(_pick, [out[i].index for i in idx],
+                                                  *[out[i].future for i in idx], pure=False, **kw)))
+        futs = [i for i, x in enumerate(out) if _is_future(x)]
+        if futs:
+            for i, v in zip(futs, self._gather([out[i] for i in futs])):
+                out[i] = v
+        for idx, f in picks:
+            for i, v in zip(idx, self._gather([f])[0]):
+                out[i] = v
+        return out
+
+    def _gather(self, futs):
+        """The values of ``futs``; a lost worker raises after ``timeout`` seconds."""
+        from distributed import wait
+        wait(futs, timeout=self.timeout)
+        return self.client.gather(futs)
+
+    def map(self, fn, arg_tuples, where=None, keep=(), size=None):
+        futs, workers, seen = [], [], {}
         keep = tuple(keep)
         for i, a in enumerate(arg_tuples):
             if not self.place:
@@ -177,20 +250,27 @@ class DaskExecutor:
                 worker = self._workers[i % self.workers]
             kw = {"workers": [worker], "allow_other_workers": False} if worker is not None else {}
             a = self._scatter(tuple(a), worker, seen)
-            f = self.client.submit(single_blas, fn, *a, pure=False, **kw)
-            if keep:
-                parts = {k: self.client.submit(getitem, f, k, pure=False, **kw) for k in keep}
-                rest = self.client.submit(_drop, f, keep, pure=False, **kw)
-                f = (parts, rest)
-            futs.append(f)
-        out = []
-        for f in futs:
-            if not keep:
-                out.append(f.result(timeout=self.timeout))
-                continue
-            parts, rest = f
-            rest = list(rest.result(timeout=self.timeout))
-            out.append(tuple(parts[k] if k in parts else rest.pop(0) for k in range(len(keep) + len(rest))))
+            futs.append(self.client.submit(single_blas, fn, *a, pure=False, **kw))
+            workers.append(worker)
+        if not keep:
+            return list(self._gather(futs))
+        if size is not None and set(keep) == set(range(size)):  # nothing to gather: no waiting
+            return [tuple(Part(f, k, w) for k in range(size)) for f, w in zip(futs, workers)]
+        # the parts not kept: one task per worker picks them out of its results (unplaced tasks,
+        # whose worker is not known here, one task each)
+        groups = {}
+        for i, worker in enumerate(workers):
+            groups.setdefault(worker if worker is not None else i, []).append(i)
+        rests = []
+        for worker, idx in groups.items():
+            kw = {"workers": [worker], "allow_other_workers": False} if isinstance(worker, str) else {}
+            rests.append((idx, self.client.submit(_rests, keep, *[futs[i] for i in idx], pure=False, **kw)))
+        out = [None] * len(futs)
+        for (idx, _), got in zip(rests, self._gather([f for _, f in rests])):
+            for i, rest in zip(idx, got):
+                rest = list(rest)
+                out[i] = tuple(Part(futs[i], k, workers[i]) if k in keep else rest.pop(0)
+                               for k in range(len(keep) + len(rest)))
         return out
 
     def close(self):
@@ -202,9 +282,30 @@ def _is_future(x):
     return isinstance(x, Future)
 
 
-def _drop(result, keep):
-    """The parts of a result tuple not in ``keep``, in order (what a kept-part map gathers)."""
-    return tuple(v for k, v in enumerate(result) if k not in keep)
+class Part:
+    """Item ``index`` of the result tuple of a Dask task (``future``), held by ``worker`` (its
+    placement; None where the scheduler chose): a part that :meth:`DaskExecutor.map` kept on the
+    worker. Passed to a later task, it arrives there as the item; :meth:`DaskExecutor.get`
+    fetches it."""
+
+    __slots__ = ("future", "index", "worker", "item")
+
+    def __init__(self, future, index, worker=None):
+        self.future, self.index, self.worker = future, index, worker
+        self.item = None  # the item alone, picked out on its worker once a task elsewhere reads it
+
+    def __repr__(self):
+        return f"Part({self.future.key!r}, {self.index}, worker={self.worker!r})"
+
+
+def _rests(keep, *results):
+    """The parts of each result tuple not in ``keep``, in order (what a kept-part map gathers)."""
+    return [tuple(v for k, v in enumerate(r) if k not in keep) for r in results]
+
+
+def _pick(indices, *results):
+    """Item ``indices[i]`` of ``results[i]``, for each ``i``."""
+    return [r[k] for k, r in zip(indices, results)]
 
 
 def worker_bytes_sent(client):
