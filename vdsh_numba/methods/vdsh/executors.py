@@ -27,12 +27,18 @@ from operator import getitem
 import numpy as np
 
 __all__ = ["LocalExecutor", "SerialExecutor", "ThreadExecutor", "DaskExecutor", "Part", "PART", "make_executor",
-           "single_blas", "aligned", "resolved", "worker_bytes_sent"]
+           "single_blas", "task_args", "worker_bytes_sent"]
 
 
-def aligned(x):
-    """``x`` with every numpy array in it (through tuples, lists and dicts) aligned to its item
-    size, copied where it is not.
+#: the first item of a part reference ``(PART, future, k)``, the form a :class:`Part` takes among a
+#: Dask task's arguments (Dask resolves the future inside it; :func:`task_args` picks item ``k``)
+PART = "vdsh-executor-part"
+
+
+def task_args(x):
+    """``x`` as a task reads it, through tuples, lists and dicts: every part reference
+    ``(PART, result, k)`` replaced by ``result[k]``, every numpy array aligned to its item size
+    (copied where it is not).
 
     An array that Dask scattered arrives in the worker as a view of the message buffer, at any
     byte address (45 mod 64 was seen): OpenBLAS sums such a float32 array in another order
@@ -41,43 +47,26 @@ def aligned(x):
     if isinstance(x, np.ndarray):
         return x if x.flags.aligned else np.require(x, requirements="AC")
     if isinstance(x, tuple):
-        return tuple(aligned(y) for y in x)
-    if isinstance(x, list):
-        return [aligned(y) for y in x]
-    if isinstance(x, dict):
-        return {k: aligned(v) for k, v in x.items()}
-    return x
-
-
-#: the first item of a part reference ``(PART, future, k)``, the form a :class:`Part` takes among a
-#: Dask task's arguments (Dask resolves the future inside it; :func:`resolved` picks item ``k``)
-PART = "vdsh-executor-part"
-
-
-def resolved(x):
-    """``x`` with every part reference ``(PART, result, k)`` in it (through tuples, lists and
-    dicts) replaced by ``result[k]``."""
-    if isinstance(x, tuple):
         if len(x) == 3 and isinstance(x[0], str) and x[0] == PART:
-            return x[1][x[2]]
-        return tuple(resolved(y) for y in x)
+            return task_args(x[1][x[2]])
+        return tuple(task_args(y) for y in x)
     if isinstance(x, list):
-        return [resolved(y) for y in x]
+        return [task_args(y) for y in x]
     if isinstance(x, dict):
-        return {k: resolved(v) for k, v in x.items()}
+        return {k: task_args(v) for k, v in x.items()}
     return x
 
 
 def single_blas(fn, *args):
-    """``fn(*args)`` with BLAS/OpenMP limited to one thread (threadpoolctl), its part
-    references :func:`resolved` and its array arguments :func:`aligned`.
+    """``fn(*args)`` with BLAS/OpenMP limited to one thread (threadpoolctl), its arguments as
+    :func:`task_args` gives them (part references resolved, arrays aligned).
 
     threadpoolctl's limit is process-wide, so it is taken here only where one task runs per
     process at a time (serial, a Dask worker with one thread); :class:`ThreadExecutor` takes it
     once around its whole map instead."""
     from threadpoolctl import threadpool_limits
     with threadpool_limits(limits=1):
-        return fn(*aligned(resolved(args)))
+        return fn(*task_args(args))
 
 
 class LocalExecutor:
