@@ -353,11 +353,12 @@ def executor_resync(run, S, it, Wd, bd, flags, executor):
     row blocks, one per worker (:func:`row_blocks`), then swaps them in as the engine's
     :func:`~vdsh_numba.methods.vdsh.engine.resync_forward` does. A resident one (Dask) runs layer
     ``h`` on the worker of position ``(h - 1) / L``, where its ``a_h``, ``z_h`` stay (as
-    futures in ``S["A"]``, ``S["Z"]``): only ``a`` crosses a block boundary; the outputs ``U``
-    come back to this process. The layers form a chain, so while one runs every other worker
-    waits: it splits its rows over the threads of all the workers on its machine
-    (``host_threads``), as the thread pool splits them over its workers. Returns ``(U, gap)``. (On the cuda backend the engine's own
-    forward pass runs on the device instead.)
+    parts in ``S["A"]``, ``S["Z"]``; the layers are submitted without waiting): only ``a``
+    crosses a block boundary; the outputs ``U`` come back to this process. The layers form a
+    chain, so while one runs every other worker waits: it splits its rows over the threads of
+    all the workers on its machine (``host_threads``), as the thread pool splits them over its
+    workers. Returns ``(U, gap)``. (On the cuda backend the engine's own forward pass runs on
+    the device instead.)
     """
     ex, o, L = executor, run.o, run.L
     Ws, bs = S["Ws"], S["bs"]
@@ -390,7 +391,7 @@ def executor_resync(run, S, it, Wd, bd, flags, executor):
         d, nrm = ex.map(gap_terms, [(S["A"][L], A[L])], where=[pos[L]])[0]
         gap = float(np.sqrt(d / max(nrm, 1e-30)))
     if not S["aux"] or o["resync"]:
-        if ex.resident:  # the engine's buffers stay here, unused; the previous futures are dropped
+        if ex.resident:  # the engine's buffers stay here, unused; the previous parts are dropped
             S["A"], S["Z"] = A, Z
         else:
             S["A"], S["Af"], S["Z"], S["Zf"] = A, S["A"], Z, S["Z"]
@@ -421,7 +422,7 @@ def consensus_sweep(S, executor, ops=None):
     (:func:`vdsh_numba.methods.vdsh.engine.residual_flags` of the hidden weight layers),
     ``local`` ("split" or "through"), ``order``, ``copies`` (dict ``(m, j) -> (W, b)``), and
     optionally ``dual_scale`` (the duals' factor when the penalty grows, applied by the consensus
-    step). The arrays may be values or, on a resident executor, futures held by its workers:
+    step). The arrays may be values or, on a resident executor, futures or parts held by its workers:
     the sweep only hands them from task to task (every task's placement is ``where``: its
     layer's position).
     Returns the squared residuals: z constraints (``rz``), activation constraints (``ra``),
@@ -575,7 +576,7 @@ def resident_weights(run, S, executor):
 
 
 def host_weights(run, S, executor, Wf, bf):
-    """The host mirror of the global weights the workers now hold (futures ``Wf``, ``bf``):
+    """The host mirror of the global weights the workers now hold (futures or parts ``Wf``, ``bf``):
     fetched once per sweep (``(L + 1)`` ``w x w``: what the engine's objective, checkpoints and
     hooks read), read-only so that a change made here cannot silently differ from the workers'."""
     mirror = S.setdefault("remote", {}).setdefault("theta", {})
@@ -592,7 +593,8 @@ def host_weights(run, S, executor, Wf, bf):
 
 
 def is_remote(x):
-    """Whether ``x`` is held elsewhere (a Dask future) rather than an array here."""
+    """Whether ``x`` is held elsewhere (a Dask future, a part of a task's result) rather than an
+    array here."""
     return not isinstance(x, np.ndarray)
 
 
