@@ -173,8 +173,7 @@ class DaskExecutor:
             if worker is None or x.worker in (None, worker):
                 return (PART, x.future, x.index)
             if x.item is None:  # to another worker: the item alone travels, picked out where it is
-                x.item = self.client.submit(getitem, x.future, x.index, pure=False, workers=[x.worker],
-                                            allow_other_workers=False)
+                x.item = self.client.submit(getitem, x.future, x.index, pure=False, **_on(x.worker))
             return x.item
         if isinstance(x, np.ndarray) and x.nbytes >= self.scatter_bytes:
             key = id(x)
@@ -201,25 +200,31 @@ class DaskExecutor:
 
     def get_many(self, xs):
         """The values of ``xs``, as :meth:`get`: the parts held by one worker picked out there
-        by one task, so that only the parts cross, not their whole result tuples."""
+        by one task, so that only the parts cross, not their whole result tuples; one wait for
+        all of them."""
         out = list(xs)
-        parts = {}
-        for i, x in enumerate(out):
-            if isinstance(x, Part):
-                parts.setdefault(x.worker, []).append(i)
-        picks = []
-        for worker, idx in parts.items():
-            kw = {"workers": [worker], "allow_other_workers": False} if worker is not None else {}
-            picks.append((idx, self.client.submit(_pick, [out[i].index for i in idx],
-                                                  *[out[i].future for i in idx], pure=False, **kw)))
+        parts = [i for i, x in enumerate(out) if isinstance(x, Part)]
         futs = [i for i, x in enumerate(out) if _is_future(x)]
-        if futs:
-            for i, v in zip(futs, self._gather([out[i] for i in futs])):
-                out[i] = v
-        for idx, f in picks:
-            for i, v in zip(idx, self._gather([f])[0]):
-                out[i] = v
+        picks = self._per_holder(_pick, [out[i].index for i in parts], [out[i].future for i in parts],
+                                 [out[i].worker for i in parts])
+        got = self._gather([out[i] for i in futs] + [f for _, f in picks])
+        for i, v in zip(futs, got):
+            out[i] = v
+        for (idx, _), vals in zip(picks, got[len(futs):]):
+            for j, v in zip(idx, vals):
+                out[parts[j]] = v
         return out
+
+    def _per_holder(self, fn, args, futs, workers):
+        """``fn([args[i] ...], *[result i ...])`` once per worker, over the results held there
+        (``futs[i]``, placed on ``workers[i]``; an unplaced one, whose worker is not known here,
+        alone). Returns ``[(indices, future)]``, the future's value one item per index."""
+        groups = {}
+        for i, worker in enumerate(workers):
+            groups.setdefault(worker if worker is not None else ("unplaced", i), []).append(i)
+        return [(idx, self.client.submit(fn, [args[i] for i in idx], *[futs[i] for i in idx], pure=False,
+                                         **_on(worker if isinstance(worker, str) else None)))
+                for worker, idx in groups.items()]
 
     def _gather(self, futs):
         """The values of ``futs``; a lost worker raises after ``timeout`` seconds."""
@@ -237,23 +242,15 @@ class DaskExecutor:
                 worker = self.worker_at(where[i])
             else:
                 worker = self._workers[i % self.workers]
-            kw = {"workers": [worker], "allow_other_workers": False} if worker is not None else {}
             a = self._scatter(tuple(a), worker, seen)
-            futs.append(self.client.submit(single_blas, fn, *a, pure=False, **kw))
+            futs.append(self.client.submit(single_blas, fn, *a, pure=False, **_on(worker)))
             workers.append(worker)
         if not keep:
             return list(self._gather(futs))
         if size is not None and set(keep) == set(range(size)):  # nothing to gather: no waiting
             return [tuple(Part(f, k, w) for k in range(size)) for f, w in zip(futs, workers)]
-        # the parts not kept: one task per worker picks them out of its results (unplaced tasks,
-        # whose worker is not known here, one task each)
-        groups = {}
-        for i, worker in enumerate(workers):
-            groups.setdefault(worker if worker is not None else i, []).append(i)
-        rests = []
-        for worker, idx in groups.items():
-            kw = {"workers": [worker], "allow_other_workers": False} if isinstance(worker, str) else {}
-            rests.append((idx, self.client.submit(_rests, keep, *[futs[i] for i in idx], pure=False, **kw)))
+        # the parts not kept: one task per worker picks them out of its results
+        rests = self._per_holder(_rests, [keep] * len(futs), futs, workers)
         out = [None] * len(futs)
         for (idx, _), got in zip(rests, self._gather([f for _, f in rests])):
             for i, rest in zip(idx, got):
@@ -287,9 +284,15 @@ class Part:
         return f"Part({self.future.key!r}, {self.index}, worker={self.worker!r})"
 
 
-def _rests(keep, *results):
-    """The parts of each result tuple not in ``keep``, in order (what a kept-part map gathers)."""
-    return [tuple(v for k, v in enumerate(r) if k not in keep) for r in results]
+def _on(worker):
+    """The ``client.submit`` keywords that pin a task to ``worker`` (none for ``None``)."""
+    return {"workers": [worker], "allow_other_workers": False} if worker is not None else {}
+
+
+def _rests(keeps, *results):
+    """The parts of each result tuple not in its ``keeps[i]``, in order (what a kept-part map
+    gathers)."""
+    return [tuple(v for k, v in enumerate(r) if k not in keep) for keep, r in zip(keeps, results)]
 
 
 def _pick(indices, *results):
